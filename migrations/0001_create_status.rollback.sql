@@ -1,0 +1,2 @@
+DROP INDEX status_version_idx;
+DROP TABLE status;

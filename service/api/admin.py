@@ -1,0 +1,29 @@
+"""Operator endpoints."""
+
+from __future__ import annotations
+
+from aiohttp import web
+
+from service.api.requests import load_json
+from service.errors import Conflict
+from service.jsonutil import json_response
+from service.keys import SEEDER_KEY
+from service.schemas.admin import SeedRequestSchema
+from service.seeding import SeedAlreadyRunning
+
+_SEED = SeedRequestSchema()
+
+
+async def start_seed(request: web.Request) -> web.Response:
+    body = await load_json(_SEED, request)
+    seeder = request.app[SEEDER_KEY]
+    try:
+        seeder.start(body["rows"], batch_size=body["batch_size"])
+    except SeedAlreadyRunning as exc:
+        raise Conflict(str(exc), details={"seed": seeder.progress.public()}) from None
+    return json_response({"seed": seeder.progress.public()}, status=202,
+                         headers={"Location": "/admin/seed"})  # fmt: skip
+
+
+async def seed_progress(request: web.Request) -> web.Response:
+    return json_response({"seed": request.app[SEEDER_KEY].progress.public()})

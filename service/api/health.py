@@ -1,0 +1,36 @@
+"""Liveness with a real database query, and Prometheus metrics."""
+
+from __future__ import annotations
+
+import time
+
+from aiohttp import web
+
+from service import __version__
+from service.db import DatabaseUnavailable
+from service.jsonutil import json_response
+from service.keys import DB_KEY, METRICS_KEY, SEEDER_KEY, STARTED_KEY
+from service.metrics import CONTENT_TYPE
+
+
+async def health(request: web.Request) -> web.Response:
+    app = request.app
+    body = {"status": "ok", "db": "ok", "uptime_s": round(time.monotonic() - app[STARTED_KEY], 3),
+            "version": __version__}  # fmt: skip
+    seed = app[SEEDER_KEY].progress
+    try:
+        # Counting the status table proves the file, the schema and a reader all work.
+        row = await app[DB_KEY].check("SELECT count(*) FROM status")
+    except DatabaseUnavailable as exc:
+        body.update(status="unavailable", db="error", reason=str(exc))
+        body["seed"] = {"state": str(seed.state), "rows": seed.rows, "target": seed.target}
+        return json_response(body, status=503, headers={"Retry-After": "5"})
+    body["seed"] = {"state": str(seed.state), "rows": row[0] if row else 0, "target": seed.target}
+    return json_response(body)
+
+
+async def metrics(request: web.Request) -> web.Response:
+    # Content-Type with its parameters must go through headers: aiohttp's content_type=
+    # argument rejects a value that carries a charset.
+    body = request.app[METRICS_KEY].render()
+    return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE})

@@ -1,0 +1,57 @@
+"""Reading and validating request input: query strings and JSON bodies."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import orjson
+from aiohttp import web
+from marshmallow import Schema, ValidationError
+
+from service.errors import InvalidBody, InvalidParameter, PayloadTooLarge, UnsupportedMediaType
+
+
+def load_query(schema: Schema, request: web.Request) -> dict[str, Any]:
+    """Validate the query string; a repeated parameter is an error rather than a silent pick."""
+    query = request.query
+    repeated = sorted({k for k in query if len(query.getall(k)) > 1})
+    if repeated:
+        raise InvalidParameter(
+            "query parameters may appear once", details={k: ["Repeated."] for k in repeated}
+        )
+    try:
+        return schema.load(dict(query))
+    except ValidationError as exc:
+        raise InvalidParameter("invalid query parameters", details=exc.messages) from None
+
+
+def load_match(schema: Schema, request: web.Request) -> dict[str, Any]:
+    """Validate path parameters (``/things/{id}``)."""
+    try:
+        return schema.load(dict(request.match_info))
+    except ValidationError as exc:
+        raise InvalidParameter("invalid path parameter", details=exc.messages) from None
+
+
+async def load_json(schema: Schema, request: web.Request) -> dict[str, Any]:
+    """Read a JSON object body (size-capped by the app's ``client_max_size``) and validate it."""
+    if request.content_type != "application/json":
+        raise UnsupportedMediaType(
+            "send the body as application/json", details={"content_type": request.content_type}
+        )
+    try:
+        raw = await request.read()
+    except web.HTTPRequestEntityTooLarge as exc:
+        raise PayloadTooLarge(
+            "request body too large", details={"max_bytes": request.app._client_max_size}
+        ) from exc
+    try:
+        data = orjson.loads(raw)
+    except orjson.JSONDecodeError as exc:
+        raise InvalidBody("body is not valid JSON", details={"reason": str(exc)}) from None
+    if not isinstance(data, dict):
+        raise InvalidBody("body must be a JSON object")
+    try:
+        return schema.load(data)
+    except ValidationError as exc:
+        raise InvalidBody("request body failed validation", details=exc.messages, code="validation_failed") from None

@@ -1,0 +1,65 @@
+"""Status records: list (offset or keyset), get by id, create."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+from aiohttp import web
+
+from service.api.requests import load_json, load_match, load_query
+from service.errors import NotFound
+from service.jsonutil import json_response
+from service.keys import DB_KEY
+from service.repositories import status as status_repo
+from service.schemas.common import encode_cursor
+from service.schemas.status import (
+    STATUS_FIELDS,
+    StatusCreateSchema,
+    StatusFieldsQuerySchema,
+    StatusIdSchema,
+    StatusListQuerySchema,
+    utc_iso,
+)
+
+_LIST_QUERY = StatusListQuerySchema()
+_ID = StatusIdSchema()
+_CREATE = StatusCreateSchema()
+_FIELDS_ONLY = StatusFieldsQuerySchema()
+
+
+async def list_statuses(request: web.Request) -> web.Response:
+    q = load_query(_LIST_QUERY, request)
+    db = request.app[DB_KEY]
+    columns = q["columns"] or STATUS_FIELDS
+    items = await status_repo.list_page(
+        db, limit=q["limit"] + 1, columns=columns, after_id=q["cursor"],
+        offset=q["offset"] or 0, version=q["version"],
+    )  # fmt: skip
+    more = len(items) > q["limit"]
+    items = items[: q["limit"]]
+    next_cursor = encode_cursor(items[-1]["id"]) if more else None
+    if "id" not in columns:
+        for item in items:
+            del item["id"]
+    total = await status_repo.count(db, version=q["version"])
+    offset = None if q["cursor"] is not None else q["offset"] or 0
+    return json_response(
+        {"items": items, "limit": q["limit"], "offset": offset, "total": total, "next": next_cursor}
+    )
+
+
+async def get_status(request: web.Request) -> web.Response:
+    status_id = load_match(_ID, request)["id"]
+    columns = load_query(_FIELDS_ONLY, request)["columns"] or STATUS_FIELDS
+    record = await status_repo.get(request.app[DB_KEY], status_id, columns)
+    if record is None:
+        raise NotFound(f"status {status_id} not found", details={"id": status_id})
+    return json_response(record)
+
+
+async def create_status(request: web.Request) -> web.Response:
+    values = await load_json(_CREATE, request)
+    async with request.app[DB_KEY].transaction() as conn:
+        record = await status_repo.insert(conn, values, utc_iso(datetime.now(UTC)))
+    location = str(request.app.router["status"].url_for(id=str(record["id"])))
+    return json_response(record, status=201, headers={"Location": location})

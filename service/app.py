@@ -1,0 +1,73 @@
+"""The application factory: resources live in ``cleanup_ctx`` generators, in dependency order.
+
+Start-up: migrations (yoyo, in a thread, before any app connection) -> database -> seeder.
+Shutdown runs the same generators backwards: stop the seeder at a batch boundary, then close
+every connection.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import AsyncIterator
+
+from aiohttp import web
+
+from service import __version__
+from service.api import setup_routes
+from service.config import Config
+from service.db import Database
+from service.db.migrations import apply_migrations
+from service.errors import error_middleware
+from service.keys import CONFIG_KEY, DB_KEY, METRICS_KEY, SEEDER_KEY, STARTED_KEY
+from service.metrics import Metrics
+from service.seeding import Seeder
+
+log = logging.getLogger(__name__)
+
+
+
+async def _database_ctx(app: web.Application) -> AsyncIterator[None]:
+    config = app[CONFIG_KEY]
+    applied = await asyncio.to_thread(apply_migrations, config.db, config.migrations_dir)
+    if applied:
+        log.info("applied %d migration(s) to %s", len(applied), config.db)
+    db = Database(
+        config.db, read_connections=config.read_connections, busy_timeout_ms=config.busy_timeout_ms
+    )
+    await db.open()
+    app[DB_KEY] = db
+    try:
+        yield
+    finally:
+        await db.close()
+        log.info("database closed")
+
+
+async def _seeder_ctx(app: web.Application) -> AsyncIterator[None]:
+    config = app[CONFIG_KEY]
+    seeder = Seeder(app[DB_KEY], batch_size=config.seed_batch_size)
+    app[SEEDER_KEY] = seeder
+    app[METRICS_KEY].register_state(app[DB_KEY], seeder)
+    if config.seed_rows > 0:
+        seeder.start(config.seed_rows)
+    try:
+        yield
+    finally:
+        await seeder.stop(timeout=config.shutdown_timeout_s)
+
+
+def create_app(config: Config) -> web.Application:
+    metrics = Metrics()
+    app = web.Application(
+        client_max_size=config.max_body_bytes,
+        middlewares=[metrics.middleware(), error_middleware],
+    )
+    app[CONFIG_KEY] = config
+    app[METRICS_KEY] = metrics
+    app[STARTED_KEY] = time.monotonic()
+    app.cleanup_ctx.extend([_database_ctx, _seeder_ctx])
+    setup_routes(app)
+    log.debug("created app version %s", __version__)
+    return app

@@ -1,0 +1,99 @@
+"""One configuration dataclass, filled from CLI flags, then ``BOBGEN_*`` variables, then defaults."""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+ENV_PREFIX = "BOBGEN_"
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+DEFAULT_MIGRATIONS_DIR = PROJECT_ROOT / "migrations"
+
+
+class ConfigError(ValueError):
+    """A configuration value could not be parsed or is out of range."""
+
+
+@dataclass(frozen=True, slots=True)
+class Config:
+    """Everything the service can be told. Field names map to ``--flag-name`` and ``BOBGEN_NAME``."""
+
+    host: str = "127.0.0.1"
+    port: int = 8080
+    db: Path = Path("data/bobgen.db")
+    seed_rows: int = 100_000
+    seed_batch_size: int = 5_000
+    log_level: str = "INFO"
+    read_connections: int = 2
+    busy_timeout_ms: int = 5_000
+    max_body_bytes: int = 64 * 1024
+    shutdown_timeout_s: float = 10.0
+    access_log: bool = False
+    migrations_dir: Path = field(default=DEFAULT_MIGRATIONS_DIR)
+
+    def __post_init__(self) -> None:
+        if not 0 <= self.port <= 65535:
+            raise ConfigError(f"port must be 0..65535, got {self.port}")
+        if self.seed_rows < 0:
+            raise ConfigError(f"seed_rows must be >= 0, got {self.seed_rows}")
+        if self.seed_batch_size < 1:
+            raise ConfigError(f"seed_batch_size must be >= 1, got {self.seed_batch_size}")
+        if self.read_connections < 1:
+            raise ConfigError(f"read_connections must be >= 1, got {self.read_connections}")
+        if self.busy_timeout_ms < 0:
+            raise ConfigError(f"busy_timeout_ms must be >= 0, got {self.busy_timeout_ms}")
+        if self.max_body_bytes < 1:
+            raise ConfigError(f"max_body_bytes must be >= 1, got {self.max_body_bytes}")
+        if self.log_level.upper() not in {"DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"}:
+            raise ConfigError(f"unknown log level {self.log_level!r}")
+
+    @classmethod
+    def from_sources(
+        cls, flags: Mapping[str, Any] | None = None, env: Mapping[str, str] | None = None
+    ) -> Config:
+        """Merge flags (highest precedence), ``BOBGEN_*`` environment variables, then defaults.
+
+        ``flags`` values of ``None`` mean "not given on the command line", so argparse
+        defaults must be ``None`` for the environment to be consulted.
+        """
+        flags = flags or {}
+        env = os.environ if env is None else env
+        values: dict[str, Any] = {}
+        for f in dataclasses.fields(cls):
+            raw = flags.get(f.name)
+            source = f"--{f.name.replace('_', '-')}"
+            if raw is None:
+                raw = env.get(ENV_PREFIX + f.name.upper())
+                source = ENV_PREFIX + f.name.upper()
+            if raw is None:
+                continue
+            values[f.name] = _coerce(f, raw, source)
+        return cls(**values)
+
+    def to_public_dict(self) -> dict[str, Any]:
+        """The configuration as JSON-able values, for logs and diagnostics."""
+        return {k: str(v) if isinstance(v, Path) else v for k, v in dataclasses.asdict(self).items()}
+
+
+def _coerce(f: dataclasses.Field[Any], raw: Any, source: str) -> Any:
+    kind = f.type if isinstance(f.type, type) else _TYPES.get(str(f.type), str)
+    if isinstance(raw, kind):
+        return raw
+    if kind is bool:
+        text = str(raw).strip().lower()
+        if text in _TRUE or text in _FALSE:
+            return text in _TRUE
+        raise ConfigError(f"{source}: cannot read {raw!r} as a boolean (use true or false)")
+    try:
+        return kind(raw)
+    except (TypeError, ValueError) as exc:
+        raise ConfigError(f"{source}: cannot read {raw!r} as {kind.__name__}") from exc
+
+
+_TYPES: dict[str, type] = {"int": int, "float": float, "str": str, "bool": bool, "Path": Path}
+_TRUE = {"1", "true", "yes", "on"}
+_FALSE = {"0", "false", "no", "off"}

@@ -1,0 +1,172 @@
+"""The embedded SQLite database: one writer connection and a small pool of readers.
+
+SQLite allows one writer at a time. Funnelling every write through a single connection,
+guarded by an asyncio lock and opened with ``BEGIN IMMEDIATE``, means writers queue in the
+event loop instead of fighting over the file lock (which is what produces
+"database is locked"). Readers use their own connections: in WAL mode they never block the
+writer and never see half a transaction.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import sqlite3
+import time
+from collections.abc import AsyncIterator, Iterable, Sequence
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any
+
+import aiosqlite
+
+log = logging.getLogger(__name__)
+
+Params = Sequence[Any] | dict[str, Any]
+Row = tuple[Any, ...]
+
+JOURNAL_SIZE_LIMIT_BYTES = 64 * 1024 * 1024
+MMAP_SIZE_BYTES = 256 * 1024 * 1024
+
+
+class DatabaseUnavailable(RuntimeError):
+    """The database could not be queried (missing file, broken schema, I/O error, closed)."""
+
+
+class Database:
+    """Owns every connection to one SQLite file and closes them all in :meth:`close`."""
+
+    def __init__(self, path: Path, *, read_connections: int = 2, busy_timeout_ms: int = 5000):
+        self.path = Path(path)
+        self.busy_timeout_ms = busy_timeout_ms
+        self._read_count = read_connections
+        self._writer: aiosqlite.Connection | None = None
+        self._readers: asyncio.Queue[aiosqlite.Connection] = asyncio.Queue()
+        self._all_readers: list[aiosqlite.Connection] = []
+        self._write_lock = asyncio.Lock()
+        self.write_wait_seconds_total = 0.0
+        self.transactions_committed = 0
+        self.transactions_rolled_back = 0
+
+    async def open(self) -> None:
+        """Open the writer first (it sets WAL mode on the file), then the readers."""
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            self._writer = await self._connect(readonly=False)
+            for _ in range(self._read_count):
+                conn = await self._connect(readonly=True)
+                self._all_readers.append(conn)
+                self._readers.put_nowait(conn)
+        except BaseException:
+            await self.close()
+            raise
+        log.debug("opened %s with %d reader(s)", self.path, self._read_count)
+
+    async def _connect(self, *, readonly: bool) -> aiosqlite.Connection:
+        # isolation_level=None: we issue BEGIN/COMMIT ourselves, so sqlite3 must not.
+        conn = await aiosqlite.connect(self.path, isolation_level=None)
+        try:
+            await conn.executescript(self._pragmas(readonly=readonly))
+        except BaseException:
+            await conn.close()
+            raise
+        return conn
+
+    def _pragmas(self, *, readonly: bool) -> str:
+        pragmas = [
+            f"PRAGMA busy_timeout = {int(self.busy_timeout_ms)}",
+            "PRAGMA journal_mode = WAL",
+            "PRAGMA synchronous = NORMAL",
+            "PRAGMA foreign_keys = ON",
+            f"PRAGMA journal_size_limit = {JOURNAL_SIZE_LIMIT_BYTES}",
+            f"PRAGMA mmap_size = {MMAP_SIZE_BYTES}",
+            "PRAGMA temp_store = MEMORY",
+        ]
+        if readonly:
+            # A reader that tries to write is a bug: make it fail loudly instead of
+            # silently competing with the writer for the file lock.
+            pragmas.append("PRAGMA query_only = ON")
+        return ";\n".join(pragmas) + ";"
+
+    async def close(self) -> None:
+        """Close every connection. aiosqlite threads keep the process alive until closed."""
+        conns = [*self._all_readers, *([self._writer] if self._writer else [])]
+        self._all_readers.clear()
+        self._readers = asyncio.Queue()
+        self._writer = None
+        for conn in conns:
+            try:
+                await conn.close()
+            except Exception:  # pragma: no cover - closing is best effort
+                log.exception("error while closing a connection")
+
+    @property
+    def is_open(self) -> bool:
+        return self._writer is not None
+
+    @asynccontextmanager
+    async def transaction(self) -> AsyncIterator[aiosqlite.Connection]:
+        """Yield the writer connection inside ``BEGIN IMMEDIATE`` ... ``COMMIT``.
+
+        The lock is held from BEGIN to COMMIT because coroutines sharing one connection
+        share its transaction: without it, one coroutine's ROLLBACK would undo another's work.
+        """
+        if self._writer is None:
+            raise DatabaseUnavailable("database is closed")
+        started = time.perf_counter()
+        async with self._write_lock:
+            self.write_wait_seconds_total += time.perf_counter() - started
+            conn = self._writer
+            await conn.execute("BEGIN IMMEDIATE")
+            try:
+                yield conn
+            except BaseException:
+                # Shielded so a cancelled request cannot leave the writer inside a transaction.
+                await asyncio.shield(conn.execute("ROLLBACK"))
+                self.transactions_rolled_back += 1
+                raise
+            else:
+                await asyncio.shield(conn.execute("COMMIT"))
+                self.transactions_committed += 1
+
+    @asynccontextmanager
+    async def reader(self) -> AsyncIterator[aiosqlite.Connection]:
+        """Borrow one read connection from the pool."""
+        if self._writer is None:
+            raise DatabaseUnavailable("database is closed")
+        conn = await self._readers.get()
+        try:
+            yield conn
+        finally:
+            self._readers.put_nowait(conn)
+
+    async def fetchall(self, sql: str, params: Params = ()) -> list[Row]:
+        """Run one read query; one thread hop thanks to ``execute_fetchall``."""
+        async with self.reader() as conn:
+            return list(await conn.execute_fetchall(sql, params))
+
+    async def fetchone(self, sql: str, params: Params = ()) -> Row | None:
+        rows = await self.fetchall(sql, params)
+        return rows[0] if rows else None
+
+    async def executemany(self, sql: str, rows: Iterable[Params]) -> None:
+        """Batch write in one transaction of its own."""
+        async with self.transaction() as conn:
+            await conn.executemany(sql, rows)
+
+    async def check(self, sql: str = "SELECT 1", timeout: float = 2.0) -> Row | None:
+        """Run a query for a health check and turn any failure into :class:`DatabaseUnavailable`."""
+        try:
+            return await asyncio.wait_for(self.fetchone(sql), timeout)
+        except (sqlite3.Error, OSError, ValueError, TimeoutError) as exc:
+            raise DatabaseUnavailable(f"{type(exc).__name__}: {exc}") from exc
+
+    def file_sizes(self) -> dict[str, int]:
+        """Sizes of the database file and its WAL, read from the filesystem (no DB round trip)."""
+        sizes = {}
+        for suffix, name in (("", "db"), ("-wal", "wal")):
+            try:
+                sizes[name] = (self.path.parent / (self.path.name + suffix)).stat().st_size
+            except OSError:
+                sizes[name] = 0
+        return sizes

@@ -1,0 +1,90 @@
+"""Schema migrations with yoyo. yoyo is synchronous: call these through ``asyncio.to_thread``.
+
+The pending list is always computed while holding yoyo's lock, so two processes starting at
+once cannot both decide to apply the same migration.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+from yoyo import get_backend, read_migrations
+from yoyo.backends import DatabaseBackend
+
+log = logging.getLogger(__name__)
+
+LOCK_TIMEOUT_S = 30
+
+
+class MigrationError(RuntimeError):
+    """Migrations could not be read or applied."""
+
+
+@dataclass(frozen=True, slots=True)
+class MigrationState:
+    applied: list[str]
+    pending: list[str]
+
+    @property
+    def head(self) -> str | None:
+        return self.applied[-1] if self.applied else None
+
+
+def sqlite_uri(db_path: Path) -> str:
+    return f"sqlite:///{Path(db_path).resolve()}"
+
+
+@contextmanager
+def _backend(db_path: Path) -> Iterator[DatabaseBackend]:
+    Path(db_path).parent.mkdir(parents=True, exist_ok=True)
+    backend = get_backend(sqlite_uri(db_path))
+    try:
+        yield backend
+    finally:
+        backend.connection.close()
+
+
+def _read(migrations_dir: Path):  # type: ignore[no-untyped-def]
+    if not Path(migrations_dir).is_dir():
+        raise MigrationError(f"migrations directory not found: {migrations_dir}")
+    return read_migrations(str(migrations_dir))
+
+
+def apply_migrations(db_path: Path, migrations_dir: Path) -> list[str]:
+    """Apply every pending migration; return the ids applied (empty when up to date)."""
+    migrations = _read(migrations_dir)
+    with _backend(db_path) as backend, backend.lock(timeout=LOCK_TIMEOUT_S):
+        pending = backend.to_apply(migrations)
+        ids = [m.id for m in pending]
+        if ids:
+            log.info("applying migrations: %s", ", ".join(ids))
+            backend.apply_migrations(pending)
+    return ids
+
+
+def rollback_migrations(db_path: Path, migrations_dir: Path, steps: int = 1) -> list[str]:
+    """Roll back the newest ``steps`` applied migrations; return their ids, newest first."""
+    migrations = _read(migrations_dir)
+    with _backend(db_path) as backend, backend.lock(timeout=LOCK_TIMEOUT_S):
+        applied = backend.to_rollback(migrations)
+        chosen = applied[:steps] if steps >= 0 else applied
+        ids = [m.id for m in chosen]
+        if ids:
+            log.info("rolling back migrations: %s", ", ".join(ids))
+            backend.rollback_migrations(chosen)
+    return ids
+
+
+def migration_state(db_path: Path, migrations_dir: Path) -> MigrationState:
+    """Applied (oldest first) and pending migration ids."""
+    migrations = _read(migrations_dir)
+    with _backend(db_path) as backend, backend.lock(timeout=LOCK_TIMEOUT_S):
+        pending = {m.id for m in backend.to_apply(migrations)}
+    return MigrationState(
+        applied=[m.id for m in migrations if m.id not in pending],
+        pending=[m.id for m in migrations if m.id in pending],
+    )

@@ -1,0 +1,104 @@
+"""Domain and HTTP errors, and the middleware that turns them into one JSON error shape.
+
+Every error a client sees is ``{"error": {"code", "message", "details"}}``. Handlers raise
+:class:`ApiError` (or let marshmallow's ``ValidationError`` escape); nothing else is allowed
+to reach the client as a traceback.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from aiohttp import web
+from marshmallow import ValidationError
+
+from service.jsonutil import json_response
+
+log = logging.getLogger(__name__)
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+class ApiError(Exception):
+    """An error with an HTTP status, a stable machine-readable code and optional details."""
+
+    status = 400
+    code = "bad_request"
+
+    def __init__(self, message: str, *, details: Any = None, code: str | None = None):
+        super().__init__(message)
+        self.message = message
+        self.details = details if details is not None else {}
+        if code:
+            self.code = code
+
+
+class InvalidParameter(ApiError):
+    status, code = 400, "invalid_parameter"
+
+
+class InvalidBody(ApiError):
+    status, code = 400, "invalid_body"
+
+
+class NotFound(ApiError):
+    status, code = 404, "not_found"
+
+
+class Conflict(ApiError):
+    status, code = 409, "conflict"
+
+
+class PayloadTooLarge(ApiError):
+    status, code = 413, "payload_too_large"
+
+
+class UnsupportedMediaType(ApiError):
+    status, code = 415, "unsupported_media_type"
+
+
+class ServiceUnavailable(ApiError):
+    status, code = 503, "service_unavailable"
+
+
+def error_response(status: int, code: str, message: str, details: Any = None) -> web.Response:
+    body = {"error": {"code": code, "message": message, "details": details or {}}}
+    return json_response(body, status=status)
+
+
+# aiohttp raises these for routing and protocol problems; give them stable codes.
+_HTTP_CODES = {
+    400: "bad_request",
+    404: "not_found",
+    405: "method_not_allowed",
+    413: "payload_too_large",
+    415: "unsupported_media_type",
+}
+
+
+@web.middleware
+async def error_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    try:
+        return await handler(request)
+    except ApiError as exc:
+        return error_response(exc.status, exc.code, exc.message, exc.details)
+    except ValidationError as exc:
+        return error_response(400, "validation_failed", "request failed validation", exc.messages)
+    except web.HTTPException as exc:
+        if exc.status < 400:
+            raise
+        details: dict[str, Any] = {}
+        if exc.status == 405 and isinstance(exc, web.HTTPMethodNotAllowed):
+            details = {"allowed_methods": sorted(exc.allowed_methods)}
+        code = _HTTP_CODES.get(exc.status, "http_error")
+        resp = error_response(exc.status, code, exc.reason, details)
+        for name in ("Allow", "Retry-After"):
+            if name in exc.headers:
+                resp.headers[name] = exc.headers[name]
+        return resp
+    except Exception:
+        # Never leak internals: log the traceback, give the client an opaque error.
+        log.exception("unhandled error on %s %s", request.method, request.path)
+        return error_response(500, "internal_error", "internal server error")

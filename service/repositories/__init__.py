@@ -1,0 +1,1 @@
+"""SQL per domain, as plain functions taking a database handle."""

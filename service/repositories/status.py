@@ -1,0 +1,90 @@
+"""SQL for the ``status`` table.
+
+Column names are interpolated into SQL only from :data:`STATUS_FIELDS` (a whitelist checked
+by the schema), never from raw input; values always go through parameters.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import aiosqlite
+
+from service.db import Database
+from service.schemas.status import STATUS_FIELDS
+
+WRITABLE_FIELDS: tuple[str, ...] = tuple(f for f in STATUS_FIELDS if f != "id")
+_INSERT_SQL = (
+    f"INSERT INTO status ({', '.join(WRITABLE_FIELDS)}) "
+    f"VALUES ({', '.join('?' * len(WRITABLE_FIELDS))}) RETURNING {', '.join(STATUS_FIELDS)}"
+)
+_INSERT_WITH_ID_SQL = (
+    f"INSERT INTO status ({', '.join(STATUS_FIELDS)}) "
+    f"VALUES ({', '.join('?' * len(STATUS_FIELDS))})"
+)
+
+
+def _select_list(columns: Sequence[str]) -> tuple[str, tuple[str, ...]]:
+    """Always select ``id`` (keyset paging needs it); report which columns were selected."""
+    selected = tuple(columns) if "id" in columns else ("id", *columns)
+    return ", ".join(selected), selected
+
+
+async def list_page(
+    db: Database,
+    *,
+    limit: int,
+    columns: Sequence[str] = STATUS_FIELDS,
+    after_id: int | None = None,
+    offset: int = 0,
+    version: str | None = None,
+) -> list[dict[str, Any]]:
+    """One page ordered by id: keyset (``after_id``) when given, else ``offset``."""
+    select, selected = _select_list(columns)
+    where, params = [], []
+    if version is not None:
+        where.append("version = ?")
+        params.append(version)
+    if after_id is not None:
+        where.append("id > ?")
+        params.append(after_id)
+    sql = f"SELECT {select} FROM status"
+    if where:
+        sql += " WHERE " + " AND ".join(where)
+    sql += " ORDER BY id LIMIT ? OFFSET ?"
+    params += [limit, offset]
+    rows = await db.fetchall(sql, params)
+    return [dict(zip(selected, row, strict=True)) for row in rows]
+
+
+async def count(db: Database, *, version: str | None = None) -> int:
+    if version is None:
+        row = await db.fetchone("SELECT count(*) FROM status")
+    else:
+        row = await db.fetchone("SELECT count(*) FROM status WHERE version = ?", (version,))
+    return int(row[0]) if row else 0
+
+
+async def get(
+    db: Database, status_id: int, columns: Sequence[str] = STATUS_FIELDS
+) -> dict[str, Any] | None:
+    rows = await db.fetchall(f"SELECT {', '.join(columns)} FROM status WHERE id = ?", (status_id,))
+    return dict(zip(columns, rows[0], strict=True)) if rows else None
+
+
+async def insert(conn: aiosqlite.Connection, values: dict[str, Any], now: str) -> dict[str, Any]:
+    """Insert one record (the database assigns the id) and return it as stored."""
+    record = {**values, "created_at": now, "updated_at": now}
+    rows = await conn.execute_fetchall(_INSERT_SQL, [record.get(f) for f in WRITABLE_FIELDS])
+    return dict(zip(STATUS_FIELDS, next(iter(rows)), strict=True))
+
+
+async def insert_many_with_ids(conn: aiosqlite.Connection, rows: Sequence[Sequence[Any]]) -> None:
+    """Batch insert of complete rows (id first, in :data:`STATUS_FIELDS` order)."""
+    await conn.executemany(_INSERT_WITH_ID_SQL, rows)
+
+
+async def row_count_and_max_id(conn: aiosqlite.Connection) -> tuple[int, int]:
+    rows = list(await conn.execute_fetchall("SELECT count(*), coalesce(max(id), 0) FROM status"))
+    return int(rows[0][0]), int(rows[0][1])

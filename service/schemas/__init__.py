@@ -1,0 +1,1 @@
+"""Marshmallow schemas: every request body and query string is validated here."""

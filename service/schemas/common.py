@@ -1,0 +1,75 @@
+"""Pieces shared by every paginated list: limits, offsets and opaque keyset cursors."""
+
+from __future__ import annotations
+
+import base64
+import binascii
+from typing import Any
+
+import orjson
+from marshmallow import Schema, ValidationError, fields, validate
+
+DEFAULT_LIMIT = 50
+MAX_LIMIT = 500
+MAX_OFFSET = 10_000_000
+
+
+class Cursor(fields.Field):
+    """An opaque keyset cursor: URL-safe base64 of ``{"after": <last id>}``.
+
+    Opaque so clients cannot grow to depend on its content, and so the encoding can change.
+    """
+
+    default_error_messages = {"invalid": "Not a valid cursor; use the value of 'next' as is."}
+
+    def _deserialize(self, value: Any, attr: str | None, data: Any, **kwargs: Any) -> int:
+        try:
+            raw = base64.urlsafe_b64decode(value.encode("ascii") + b"=" * (-len(value) % 4))
+            after = orjson.loads(raw)["after"]
+        except (AttributeError, UnicodeError, binascii.Error, ValueError, KeyError, TypeError):
+            raise self.make_error("invalid") from None
+        if type(after) is not int or after < 0:
+            raise self.make_error("invalid")
+        return after
+
+    def _serialize(self, value: Any, attr: str | None, obj: Any, **kwargs: Any) -> str | None:
+        return None if value is None else encode_cursor(value)
+
+
+def encode_cursor(after_id: int) -> str:
+    return base64.urlsafe_b64encode(orjson.dumps({"after": after_id})).rstrip(b"=").decode()
+
+
+class FieldList(fields.Field):
+    """A comma-separated list of names, each of which must be in ``choices``."""
+
+    def __init__(self, choices: tuple[str, ...], **kwargs: Any):
+        super().__init__(**kwargs)
+        self.choices = choices
+
+    def _deserialize(self, value: Any, attr: str | None, data: Any, **kwargs: Any) -> list[str]:
+        if not isinstance(value, str):
+            raise ValidationError("Must be a comma-separated list of field names.")
+        names = [n.strip() for n in value.split(",") if n.strip()]
+        if not names:
+            raise ValidationError("Name at least one field.")
+        unknown = sorted(set(names) - set(self.choices))
+        if unknown:
+            raise ValidationError(
+                f"Unknown field(s): {', '.join(unknown)}. Known: {', '.join(self.choices)}."
+            )
+        return list(dict.fromkeys(names))  # de-duplicated, order kept
+
+
+class PageQuerySchema(Schema):
+    """``limit`` + either ``offset`` or ``cursor``. Unknown query parameters are rejected."""
+
+    limit = fields.Integer(
+        load_default=DEFAULT_LIMIT, validate=validate.Range(min=1, max=MAX_LIMIT), strict=False
+    )
+    offset = fields.Integer(load_default=None, validate=validate.Range(min=0, max=MAX_OFFSET))
+    cursor = Cursor(load_default=None)
+
+    def validate_page(self, data: dict[str, Any]) -> None:
+        if data.get("offset") is not None and data.get("cursor") is not None:
+            raise ValidationError("Use either offset or cursor, not both.", "cursor")

@@ -1,0 +1,78 @@
+"""Schemas of the status API."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+from marshmallow import Schema, ValidationError, fields, post_load, validate, validates_schema
+
+from service.schemas.common import FieldList, PageQuerySchema
+
+STATUS_FIELDS: tuple[str, ...] = (
+    "id",
+    "uptime",
+    "version",
+    "latency",
+    "error_rate",
+    "last_run",
+    "blocks",
+    "runbook_link",
+    "dashboard_link",
+    "created_at",
+    "updated_at",
+)
+
+
+def utc_iso(moment: datetime) -> str:
+    """ISO-8601 UTC text with millisecond precision and a ``Z``: sorts correctly as text."""
+    return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.") + f"{moment.microsecond // 1000:03d}Z"
+
+
+class StatusListQuerySchema(PageQuerySchema):
+    columns = FieldList(STATUS_FIELDS, load_default=None, data_key="fields")
+    version = fields.String(load_default=None, validate=validate.Length(min=1, max=64))
+
+    @validates_schema
+    def _one_paging_mode(self, data: dict[str, Any], **kwargs: Any) -> None:
+        self.validate_page(data)
+
+
+class StatusIdSchema(Schema):
+    id = fields.Integer(required=True, strict=False, validate=validate.Range(min=1, max=2**63 - 1))
+
+
+class StatusCreateSchema(Schema):
+    """A new status record. Unknown keys are rejected (marshmallow's default RAISE)."""
+
+    uptime = fields.Float(required=True, validate=validate.Range(min=0, max=100))
+    version = fields.String(required=True, validate=validate.Length(min=1, max=64))
+    latency = fields.Float(required=True, validate=validate.Range(min=0))
+    error_rate = fields.Float(required=True, validate=validate.Range(min=0, max=1))
+    last_run = fields.AwareDateTime(load_default=None, allow_none=True)
+    blocks = fields.Integer(
+        load_default=0, strict=True, validate=validate.Range(min=0, max=2**31 - 1)
+    )
+    runbook_link = fields.Url(
+        load_default=None, allow_none=True, schemes={"http", "https"}, validate=validate.Length(max=2048)
+    )
+    dashboard_link = fields.Url(
+        load_default=None, allow_none=True, schemes={"http", "https"}, validate=validate.Length(max=2048)
+    )
+
+    @validates_schema(pass_original=True)
+    def _no_booleans_as_numbers(self, data: dict[str, Any], original: Any, **kwargs: Any) -> None:
+        # JSON true/false would otherwise be accepted as 1.0/0.0.
+        bad = {k: ["Not a valid number."] for k in ("uptime", "latency", "error_rate") if isinstance(original.get(k), bool)}
+        if bad:
+            raise ValidationError(bad)
+
+    @post_load
+    def _normalize(self, data: dict[str, Any], **kwargs: Any) -> dict[str, Any]:
+        if data.get("last_run") is not None:
+            data["last_run"] = utc_iso(data["last_run"])
+        return data
+
+
+class StatusFieldsQuerySchema(Schema):
+    columns = FieldList(STATUS_FIELDS, load_default=None, data_key="fields")

@@ -1,0 +1,167 @@
+"""Background seeding of the status table with deterministic rows.
+
+Row ``k`` always has the same content, and each batch is one transaction that also re-reads
+how many rows exist. So a seed killed at any moment (even ``kill -9``) resumes where the last
+committed batch ended and finishes with exactly the target count and no duplicates.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from datetime import UTC, datetime, timedelta
+from enum import StrEnum
+from typing import Any
+
+from service.db import Database
+from service.repositories import status as status_repo
+
+log = logging.getLogger(__name__)
+
+SEED_EPOCH = datetime(2026, 1, 1, tzinfo=UTC)
+
+
+class SeedAlreadyRunning(RuntimeError):
+    """A seed job is running; only one may run at a time."""
+
+
+class SeedState(StrEnum):
+    IDLE = "idle"
+    RUNNING = "running"
+    COMPLETE = "complete"
+    STOPPED = "stopped"
+    FAILED = "failed"
+
+
+@dataclass(slots=True)
+class SeedProgress:
+    state: SeedState = SeedState.IDLE
+    rows: int = 0
+    target: int = 0
+    batches: int = 0
+    inserted: int = 0
+    started_at: float | None = None
+    finished_at: float | None = None
+    error: str | None = None
+
+    def public(self) -> dict[str, Any]:
+        data = asdict(self)
+        data["state"] = str(self.state)
+        return data
+
+
+def seed_row(row_id: int) -> tuple[Any, ...]:
+    """The seed content of row ``row_id``: a pure function of the id, in STATUS_FIELDS order."""
+    stamp = (SEED_EPOCH + timedelta(minutes=row_id)).strftime("%Y-%m-%dT%H:%M:%S.000Z")
+    return (
+        row_id,
+        99.0 + (row_id * 7919 % 1000) / 1000,  # uptime %
+        f"1.{row_id % 20}.{row_id % 7}",  # version
+        (row_id * 31 % 5000) / 10,  # latency ms
+        (row_id * 13 % 1000) / 100_000,  # error_rate
+        stamp,  # last_run
+        row_id % 100,  # blocks
+        f"https://runbooks.example.com/bobgen/{row_id % 50}",
+        f"https://dashboards.example.com/d/bobgen?shard={row_id % 16}",
+        stamp,  # created_at
+        stamp,  # updated_at
+    )
+
+
+ProgressCallback = Callable[[SeedProgress], None]
+
+
+class Seeder:
+    """Runs at most one seed job at a time, as a background task, stoppable at batch boundaries."""
+
+    def __init__(self, db: Database, *, batch_size: int = 5000):
+        self.db = db
+        self.batch_size = batch_size
+        self.progress = SeedProgress()
+        self._task: asyncio.Task[SeedProgress] | None = None
+        self._stop = asyncio.Event()
+
+    @property
+    def running(self) -> bool:
+        return self._task is not None and not self._task.done()
+
+    def start(self, target: int, *, batch_size: int | None = None) -> asyncio.Task[SeedProgress]:
+        """Start seeding up to ``target`` rows in the background."""
+        if self.running:
+            raise SeedAlreadyRunning("a seed job is already running")
+        progress = self._begin(target)
+        self._task = asyncio.create_task(
+            self._run(progress, batch_size or self.batch_size, None), name="seeder"
+        )
+        return self._task
+
+    async def run(
+        self,
+        target: int,
+        *,
+        batch_size: int | None = None,
+        on_progress: ProgressCallback | None = None,
+    ) -> SeedProgress:
+        """Seed in the foreground (the CLI): insert batches until the table holds ``target`` rows."""
+        if self.running:
+            raise SeedAlreadyRunning("a seed job is already running")
+        return await self._run(self._begin(target), batch_size or self.batch_size, on_progress)
+
+    def _begin(self, target: int) -> SeedProgress:
+        self._stop = asyncio.Event()
+        self.progress = SeedProgress(state=SeedState.RUNNING, target=target, started_at=time.time())
+        return self.progress
+
+    async def stop(self, timeout: float = 10.0) -> None:
+        """Ask the job to stop after its current batch, and wait for it (cancel as a last resort)."""
+        task = self._task
+        if task is None or task.done():
+            return
+        self._stop.set()
+        try:
+            await asyncio.wait_for(asyncio.shield(task), timeout)
+        except TimeoutError:
+            task.cancel()
+            await asyncio.gather(task, return_exceptions=True)
+
+    async def _run(
+        self, p: SeedProgress, size: int, on_progress: ProgressCallback | None
+    ) -> SeedProgress:
+        target = p.target
+        reported_decile = -1
+        try:
+            while not self._stop.is_set():
+                async with self.db.transaction() as conn:
+                    # Re-read inside the write transaction: concurrent POSTs and crashed
+                    # earlier runs are both accounted for.
+                    p.rows, max_id = await status_repo.row_count_and_max_id(conn)
+                    todo = min(size, target - p.rows)
+                    if todo <= 0:
+                        break
+                    rows = [seed_row(i) for i in range(max_id + 1, max_id + 1 + todo)]
+                    await status_repo.insert_many_with_ids(conn, rows)
+                p.rows += todo
+                p.inserted += todo
+                p.batches += 1
+                if on_progress:
+                    on_progress(p)
+                if (decile := p.rows * 10 // max(target, 1)) > reported_decile:
+                    reported_decile = decile
+                    log.info("seed progress: %d/%d rows", p.rows, target)
+                await asyncio.sleep(0)  # let requests run between batches
+        except asyncio.CancelledError:
+            p.state = SeedState.STOPPED
+            raise
+        except Exception as exc:
+            p.state, p.error = SeedState.FAILED, f"{type(exc).__name__}: {exc}"
+            log.exception("seed failed at %d/%d rows", p.rows, target)
+            return p
+        finally:
+            p.finished_at = time.time()
+        p.state = SeedState.STOPPED if p.rows < target else SeedState.COMPLETE
+        elapsed = p.finished_at - p.started_at
+        log.info("seed %s: %d/%d rows (%d new) in %.2fs", p.state, p.rows, target, p.inserted, elapsed)
+        return p
