@@ -27,7 +27,6 @@ from service.seeding import Seeder
 log = logging.getLogger(__name__)
 
 
-
 async def _database_ctx(app: web.Application) -> AsyncIterator[None]:
     config = app[CONFIG_KEY]
     applied = await asyncio.to_thread(apply_migrations, config.db, config.migrations_dir)

@@ -1,4 +1,4 @@
-"""One configuration dataclass, filled from CLI flags, then ``BOBGEN_*`` variables, then defaults."""
+"""One configuration dataclass: CLI flags win over ``BOBGEN_*`` variables, then defaults."""
 
 from __future__ import annotations
 
@@ -20,7 +20,7 @@ class ConfigError(ValueError):
 
 @dataclass(frozen=True, slots=True)
 class Config:
-    """Everything the service can be told. Field names map to ``--flag-name`` and ``BOBGEN_NAME``."""
+    """Everything the service can be told. A field maps to ``--flag-name`` and ``BOBGEN_NAME``."""
 
     host: str = "127.0.0.1"
     port: int = 8080
@@ -76,7 +76,9 @@ class Config:
 
     def to_public_dict(self) -> dict[str, Any]:
         """The configuration as JSON-able values, for logs and diagnostics."""
-        return {k: str(v) if isinstance(v, Path) else v for k, v in dataclasses.asdict(self).items()}
+        return {
+            k: str(v) if isinstance(v, Path) else v for k, v in dataclasses.asdict(self).items()
+        }
 
 
 def _coerce(f: dataclasses.Field[Any], raw: Any, source: str) -> Any:

@@ -93,9 +93,13 @@ class _StateCollector(Collector):
     def collect(self) -> Iterator[GaugeMetricFamily | CounterMetricFamily]:
         progress = self._seeder.progress
         yield GaugeMetricFamily(
-            "bobgen_seed_rows", "Rows in the status table as last seen by the seeder.", progress.rows
+            "bobgen_seed_rows",
+            "Rows in the status table as last seen by the seeder.",
+            progress.rows,
         )
-        yield GaugeMetricFamily("bobgen_seed_target_rows", "Target row count of the seed.", progress.target)
+        yield GaugeMetricFamily(
+            "bobgen_seed_target_rows", "Target row count of the seed.", progress.target
+        )
         state = GaugeMetricFamily(
             "bobgen_seed_state", "Seed job state (1 for the current state).", labels=("state",)
         )
@@ -104,15 +108,21 @@ class _StateCollector(Collector):
         yield state
         db = self._db
         sizes = db.file_sizes()
-        yield GaugeMetricFamily("bobgen_db_size_bytes", "Size of the SQLite database file.", sizes["db"])
-        yield GaugeMetricFamily("bobgen_db_wal_size_bytes", "Size of the SQLite WAL file.", sizes["wal"])
+        yield GaugeMetricFamily(
+            "bobgen_db_size_bytes", "Size of the SQLite database file.", sizes["db"]
+        )
+        yield GaugeMetricFamily(
+            "bobgen_db_wal_size_bytes", "Size of the SQLite WAL file.", sizes["wal"]
+        )
         yield CounterMetricFamily(
             "bobgen_db_write_lock_wait_seconds",
             "Total time writers waited for the single writer connection.",
             db.write_wait_seconds_total,
         )
         tx = CounterMetricFamily(
-            "bobgen_db_transactions", "Write transactions finished, by outcome.", labels=("outcome",)
+            "bobgen_db_transactions",
+            "Write transactions finished, by outcome.",
+            labels=("outcome",),
         )
         tx.add_metric(("committed",), db.transactions_committed)
         tx.add_metric(("rolled_back",), db.transactions_rolled_back)

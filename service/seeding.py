@@ -105,7 +105,7 @@ class Seeder:
         batch_size: int | None = None,
         on_progress: ProgressCallback | None = None,
     ) -> SeedProgress:
-        """Seed in the foreground (the CLI): insert batches until the table holds ``target`` rows."""
+        """Seed in the foreground (the CLI) until the table holds ``target`` rows."""
         if self.running:
             raise SeedAlreadyRunning("a seed job is already running")
         return await self._run(self._begin(target), batch_size or self.batch_size, on_progress)
@@ -115,8 +115,14 @@ class Seeder:
         self.progress = SeedProgress(state=SeedState.RUNNING, target=target, started_at=time.time())
         return self.progress
 
+    async def wait(self) -> SeedProgress:
+        """Wait for the background job (if any) to finish."""
+        if self._task is not None:
+            await asyncio.shield(self._task)
+        return self.progress
+
     async def stop(self, timeout: float = 10.0) -> None:
-        """Ask the job to stop after its current batch, and wait for it (cancel as a last resort)."""
+        """Ask the job to stop after its current batch and wait; cancel as a last resort."""
         task = self._task
         if task is None or task.done():
             return
@@ -163,5 +169,7 @@ class Seeder:
             p.finished_at = time.time()
         p.state = SeedState.STOPPED if p.rows < target else SeedState.COMPLETE
         elapsed = p.finished_at - p.started_at
-        log.info("seed %s: %d/%d rows (%d new) in %.2fs", p.state, p.rows, target, p.inserted, elapsed)
+        log.info(
+            "seed %s: %d/%d rows (%d new) in %.2fs", p.state, p.rows, target, p.inserted, elapsed
+        )
         return p

@@ -54,4 +54,6 @@ async def load_json(schema: Schema, request: web.Request) -> dict[str, Any]:
     try:
         return schema.load(data)
     except ValidationError as exc:
-        raise InvalidBody("request body failed validation", details=exc.messages, code="validation_failed") from None
+        raise InvalidBody(
+            "request body failed validation", details=exc.messages, code="validation_failed"
+        ) from None

@@ -13,12 +13,14 @@ import asyncio
 import logging
 import sqlite3
 import time
-from collections.abc import AsyncIterator, Iterable, Sequence
+from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
 import aiosqlite
+
+from service.db.batching import BatchedLookup, FetchMany
 
 log = logging.getLogger(__name__)
 
@@ -44,6 +46,7 @@ class Database:
         self._readers: asyncio.Queue[aiosqlite.Connection] = asyncio.Queue()
         self._all_readers: list[aiosqlite.Connection] = []
         self._write_lock = asyncio.Lock()
+        self._lookups: dict[str, BatchedLookup[Any, Any]] = {}
         self.write_wait_seconds_total = 0.0
         self.transactions_committed = 0
         self.transactions_rolled_back = 0
@@ -149,10 +152,17 @@ class Database:
         rows = await self.fetchall(sql, params)
         return rows[0] if rows else None
 
-    async def executemany(self, sql: str, rows: Iterable[Params]) -> None:
-        """Batch write in one transaction of its own."""
-        async with self.transaction() as conn:
-            await conn.executemany(sql, rows)
+    def lookup(self, name: str, fetch_many: FetchMany[Any, Any]) -> BatchedLookup[Any, Any]:
+        """The batched point-read helper called ``name``, created on first use."""
+        found = self._lookups.get(name)
+        if found is None:
+            found = self._lookups[name] = BatchedLookup(fetch_many, concurrency=self._read_count)
+        return found
+
+    @property
+    def write_generation(self) -> int:
+        """Grows with every commit of this process: a cheap key for caches of derived data."""
+        return self.transactions_committed
 
     async def check(self, sql: str = "SELECT 1", timeout: float = 2.0) -> Row | None:
         """Run a query for a health check and turn any failure into :class:`DatabaseUnavailable`."""

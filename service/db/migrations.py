@@ -34,14 +34,22 @@ class MigrationState:
         return self.applied[-1] if self.applied else None
 
 
-def sqlite_uri(db_path: Path) -> str:
-    return f"sqlite:///{Path(db_path).resolve()}"
+Target = Path | str
+"""A SQLite file path, or a yoyo database URI such as ``postgresql+psycopg://user@host/db``."""
+
+
+def database_uri(target: Target) -> str:
+    if isinstance(target, str) and "://" in target:
+        return target
+    return f"sqlite:///{Path(target).resolve()}"
 
 
 @contextmanager
-def _backend(db_path: Path) -> Iterator[DatabaseBackend]:
-    Path(db_path).parent.mkdir(parents=True, exist_ok=True)
-    backend = get_backend(sqlite_uri(db_path))
+def _backend(target: Target) -> Iterator[DatabaseBackend]:
+    uri = database_uri(target)
+    if uri.startswith("sqlite:"):
+        Path(target).parent.mkdir(parents=True, exist_ok=True)
+    backend = get_backend(uri)
     try:
         yield backend
     finally:
@@ -54,7 +62,7 @@ def _read(migrations_dir: Path):  # type: ignore[no-untyped-def]
     return read_migrations(str(migrations_dir))
 
 
-def apply_migrations(db_path: Path, migrations_dir: Path) -> list[str]:
+def apply_migrations(db_path: Target, migrations_dir: Path) -> list[str]:
     """Apply every pending migration; return the ids applied (empty when up to date)."""
     migrations = _read(migrations_dir)
     with _backend(db_path) as backend, backend.lock(timeout=LOCK_TIMEOUT_S):
@@ -66,7 +74,7 @@ def apply_migrations(db_path: Path, migrations_dir: Path) -> list[str]:
     return ids
 
 
-def rollback_migrations(db_path: Path, migrations_dir: Path, steps: int = 1) -> list[str]:
+def rollback_migrations(db_path: Target, migrations_dir: Path, steps: int = 1) -> list[str]:
     """Roll back the newest ``steps`` applied migrations; return their ids, newest first."""
     migrations = _read(migrations_dir)
     with _backend(db_path) as backend, backend.lock(timeout=LOCK_TIMEOUT_S):
@@ -79,7 +87,7 @@ def rollback_migrations(db_path: Path, migrations_dir: Path, steps: int = 1) -> 
     return ids
 
 
-def migration_state(db_path: Path, migrations_dir: Path) -> MigrationState:
+def migration_state(db_path: Target, migrations_dir: Path) -> MigrationState:
     """Applied (oldest first) and pending migration ids."""
     migrations = _read(migrations_dir)
     with _backend(db_path) as backend, backend.lock(timeout=LOCK_TIMEOUT_S):

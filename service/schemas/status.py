@@ -26,7 +26,9 @@ STATUS_FIELDS: tuple[str, ...] = (
 
 def utc_iso(moment: datetime) -> str:
     """ISO-8601 UTC text with millisecond precision and a ``Z``: sorts correctly as text."""
-    return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.") + f"{moment.microsecond // 1000:03d}Z"
+    return (
+        moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.") + f"{moment.microsecond // 1000:03d}Z"
+    )
 
 
 class StatusListQuerySchema(PageQuerySchema):
@@ -54,16 +56,26 @@ class StatusCreateSchema(Schema):
         load_default=0, strict=True, validate=validate.Range(min=0, max=2**31 - 1)
     )
     runbook_link = fields.Url(
-        load_default=None, allow_none=True, schemes={"http", "https"}, validate=validate.Length(max=2048)
+        load_default=None,
+        allow_none=True,
+        schemes={"http", "https"},
+        validate=validate.Length(max=2048),
     )
     dashboard_link = fields.Url(
-        load_default=None, allow_none=True, schemes={"http", "https"}, validate=validate.Length(max=2048)
+        load_default=None,
+        allow_none=True,
+        schemes={"http", "https"},
+        validate=validate.Length(max=2048),
     )
 
     @validates_schema(pass_original=True)
     def _no_booleans_as_numbers(self, data: dict[str, Any], original: Any, **kwargs: Any) -> None:
         # JSON true/false would otherwise be accepted as 1.0/0.0.
-        bad = {k: ["Not a valid number."] for k in ("uptime", "latency", "error_rate") if isinstance(original.get(k), bool)}
+        bad = {
+            k: ["Not a valid number."]
+            for k in ("uptime", "latency", "error_rate")
+            if isinstance(original.get(k), bool)
+        }
         if bad:
             raise ValidationError(bad)
 

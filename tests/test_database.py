@@ -1,0 +1,115 @@
+import asyncio
+import sqlite3
+from pathlib import Path
+
+import pytest
+
+from service.config import DEFAULT_MIGRATIONS_DIR
+from service.db import Database, DatabaseUnavailable
+from service.db.migrations import apply_migrations
+
+
+@pytest.fixture
+async def db(db_path: Path):
+    apply_migrations(db_path, DEFAULT_MIGRATIONS_DIR)
+    database = Database(db_path, read_connections=2, busy_timeout_ms=1234)
+    await database.open()
+    yield database
+    await database.close()
+
+
+async def test_pragmas_on_writer_and_readers(db: Database) -> None:
+    async with db.transaction() as conn:
+        writer = [
+            (await conn.execute_fetchall(f"PRAGMA {p}"))[0][0]
+            for p in (
+                "journal_mode",
+                "synchronous",
+                "foreign_keys",
+                "busy_timeout",
+                "journal_size_limit",
+            )
+        ]
+    assert writer == ["wal", 1, 1, 1234, 64 * 1024 * 1024]
+    for _ in range(2):
+        async with db.reader() as conn:
+            assert (await conn.execute_fetchall("PRAGMA foreign_keys"))[0][0] == 1
+            assert (await conn.execute_fetchall("PRAGMA busy_timeout"))[0][0] == 1234
+            assert (await conn.execute_fetchall("PRAGMA journal_mode"))[0][0] == "wal"
+
+
+async def test_readers_cannot_write(db: Database) -> None:
+    async with db.reader() as conn:
+        with pytest.raises(sqlite3.OperationalError, match="readonly"):
+            await conn.execute("DELETE FROM status")
+
+
+async def test_transaction_commits_or_rolls_back_whole(db: Database) -> None:
+    insert = (
+        "INSERT INTO status (uptime, version, latency, error_rate, created_at, updated_at) "
+        "VALUES (1, 'v', 1, 0, 't', 't')"
+    )
+    async with db.transaction() as conn:
+        await conn.execute(insert)
+    with pytest.raises(RuntimeError):
+        async with db.transaction() as conn:
+            await conn.execute(insert)
+            raise RuntimeError("boom")
+    assert await db.fetchone("SELECT count(*) FROM status") == (1,)
+    assert db.transactions_committed == 1 and db.transactions_rolled_back == 1
+
+
+async def test_concurrent_transactions_are_serialized_without_lock_errors(db: Database) -> None:
+    async def write(i: int) -> None:
+        async with db.transaction() as conn:
+            (n,) = (await conn.execute_fetchall("SELECT count(*) FROM status"))[0]
+            await asyncio.sleep(0)  # another writer would interleave here without the lock
+            await conn.execute(
+                "INSERT INTO status (id, uptime, version, latency, error_rate, created_at,"
+                " updated_at) VALUES (?, 1, 'v', 1, 0, 't', 't')",
+                (n + 1,),
+            )
+
+    await asyncio.gather(*(write(i) for i in range(100)))
+    assert await db.fetchone("SELECT count(*), max(id) FROM status") == (100, 100)
+
+
+async def test_batched_lookups_serve_concurrent_reads(db: Database) -> None:
+    calls: list[int] = []
+
+    async def fetch_many(keys):  # type: ignore[no-untyped-def]
+        calls.append(len(keys))
+        rows = await db.fetchall(f"SELECT {', '.join('?' * len(keys))}", list(keys))
+        return {k: k * 10 for k in rows[0]}
+
+    lookup = db.lookup("test", fetch_many)
+    results = await asyncio.gather(*(lookup.get(i) for i in range(1, 51)), lookup.get(3))
+    assert results == [i * 10 for i in range(1, 51)] + [30]
+    assert sum(calls) < 51 + 1 and len(calls) < 51  # lookups were coalesced
+
+
+async def test_batched_lookup_propagates_errors(db: Database) -> None:
+    async def broken(keys):  # type: ignore[no-untyped-def]
+        raise sqlite3.OperationalError("disk on fire")
+
+    with pytest.raises(sqlite3.OperationalError, match="disk on fire"):
+        await db.lookup("broken", broken).get(1)
+
+
+async def test_check_reports_unavailable(db: Database) -> None:
+    assert await db.check() == (1,)
+    with pytest.raises(DatabaseUnavailable, match="no such table"):
+        await db.check("SELECT count(*) FROM missing_table")
+
+
+async def test_closed_database_refuses_work(db_path: Path) -> None:
+    apply_migrations(db_path, DEFAULT_MIGRATIONS_DIR)
+    database = Database(db_path)
+    await database.open()
+    await database.close()
+    assert not database.is_open
+    with pytest.raises(DatabaseUnavailable):
+        await database.fetchall("SELECT 1")
+    with pytest.raises(DatabaseUnavailable):
+        async with database.transaction():
+            pass

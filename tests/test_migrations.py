@@ -1,0 +1,87 @@
+import sqlite3
+import subprocess
+import sys
+from pathlib import Path
+
+from service.config import DEFAULT_MIGRATIONS_DIR
+from service.db.migrations import apply_migrations, migration_state, rollback_migrations
+from tests.conftest import REPO_ROOT
+
+
+def tables(db: Path) -> set[str]:
+    with sqlite3.connect(db) as conn:
+        return {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type='table'")}
+
+
+def test_fresh_to_head_to_rollback_and_back(db_path: Path) -> None:
+    state = migration_state(db_path, DEFAULT_MIGRATIONS_DIR)
+    assert state.applied == [] and state.pending == ["0001_create_status"]
+
+    assert apply_migrations(db_path, DEFAULT_MIGRATIONS_DIR) == ["0001_create_status"]
+    assert "status" in tables(db_path)
+    state = migration_state(db_path, DEFAULT_MIGRATIONS_DIR)
+    assert state.pending == [] and state.head == "0001_create_status"
+    assert apply_migrations(db_path, DEFAULT_MIGRATIONS_DIR) == []  # idempotent
+
+    assert rollback_migrations(db_path, DEFAULT_MIGRATIONS_DIR) == ["0001_create_status"]
+    assert "status" not in tables(db_path)
+    assert migration_state(db_path, DEFAULT_MIGRATIONS_DIR).pending == ["0001_create_status"]
+
+    assert apply_migrations(db_path, DEFAULT_MIGRATIONS_DIR) == ["0001_create_status"]
+    assert "status" in tables(db_path)
+
+
+def test_status_schema_has_the_specified_columns(db_path: Path) -> None:
+    apply_migrations(db_path, DEFAULT_MIGRATIONS_DIR)
+    with sqlite3.connect(db_path) as conn:
+        cols = [r[1] for r in conn.execute("PRAGMA table_info(status)")]
+        indexes = [r[1] for r in conn.execute("PRAGMA index_list(status)")]
+    assert cols == [
+        "id", "uptime", "version", "latency", "error_rate", "last_run", "blocks",
+        "runbook_link", "dashboard_link", "created_at", "updated_at",
+    ]  # fmt: skip
+    assert "status_version_idx" in indexes
+
+
+def test_migrations_are_portable_sql() -> None:
+    for path in DEFAULT_MIGRATIONS_DIR.glob("*.sql"):
+        lines = path.read_text().upper().splitlines()
+        text = "\n".join(line for line in lines if not line.lstrip().startswith("--"))
+        assert "AUTOINCREMENT" not in text, path
+        assert "DATETIME(" not in text and "STRFTIME(" not in text, path
+
+
+def test_every_migration_has_a_rollback() -> None:
+    forward = [p for p in DEFAULT_MIGRATIONS_DIR.glob("*.sql") if ".rollback" not in p.name]
+    assert forward
+    for path in forward:
+        assert path.with_name(path.stem + ".rollback.sql").exists(), path
+
+
+def test_concurrent_migrate_processes_apply_once(db_path: Path) -> None:
+    """Two servers (or a server and an operator) starting at once must not both migrate."""
+    cmd = [sys.executable, "-m", "service", "migrate", "--db", str(db_path)]
+    procs = [subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True) for _ in range(3)]
+    outputs = sorted(p.communicate(timeout=120)[0].strip() for p in procs)
+    assert [p.returncode for p in procs] == [0, 0, 0]
+    assert outputs == [
+        "applied 0 migration(s)",
+        "applied 0 migration(s)",
+        "applied 1 migration(s): 0001_create_status",
+    ]
+    assert "status" in tables(db_path)
+
+
+def test_operators_can_use_the_yoyo_cli_with_the_repo_ini(db_path: Path) -> None:
+    yoyo = Path(sys.executable).with_name("yoyo")
+    uri = f"sqlite:///{db_path}"
+    db_path.parent.mkdir(parents=True, exist_ok=True)
+    run = dict(cwd=REPO_ROOT, capture_output=True, text=True, timeout=60)
+    applied = subprocess.run([yoyo, "apply", "--batch", "--database", uri], **run)
+    assert applied.returncode == 0, applied.stderr
+    assert "status" in tables(db_path)
+    listed = subprocess.run([yoyo, "list", "--database", uri], **run)
+    assert listed.returncode == 0 and "0001_create_status" in listed.stdout
+    rolled = subprocess.run([yoyo, "rollback", "--batch", "--database", uri], **run)
+    assert rolled.returncode == 0, rolled.stderr
+    assert "status" not in tables(db_path)
