@@ -121,12 +121,16 @@ class Seeder:
             await asyncio.shield(self._task)
         return self.progress
 
+    def request_stop(self) -> None:
+        """Make the running job stop after its current batch (callable from anywhere)."""
+        self._stop.set()
+
     async def stop(self, timeout: float = 10.0) -> None:
         """Ask the job to stop after its current batch and wait; cancel as a last resort."""
         task = self._task
         if task is None or task.done():
             return
-        self._stop.set()
+        self.request_stop()
         try:
             await asyncio.wait_for(asyncio.shield(task), timeout)
         except TimeoutError:

@@ -1,0 +1,113 @@
+"""The console script end to end: real processes, real signals, real sockets."""
+
+import asyncio
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import pytest
+
+from service import __version__
+from service.keys import SEEDER_KEY
+from service.seeding import SeedState
+from tests.conftest import free_port
+
+BOBGEN = [sys.executable, "-m", "service"]
+
+
+def run_cli(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([*BOBGEN, *args], capture_output=True, text=True, timeout=120, env=env)
+
+
+def test_version_and_help() -> None:
+    assert run_cli("--version").stdout.strip() == f"bobgen {__version__}"
+    helped = run_cli("serve", "--help")
+    assert helped.returncode == 0 and "--seed-rows" in helped.stdout
+
+
+def test_bad_configuration_is_a_clean_error(tmp_path: Path) -> None:
+    result = run_cli("migrate", "--db", str(tmp_path / "x.db"), "--log-level", "LOUD")
+    assert result.returncode == 2
+    assert "configuration error" in result.stderr and "Traceback" not in result.stderr
+    bad_env = run_cli("migrate", env={"BOBGEN_DB": str(tmp_path / "x.db"), "BOBGEN_PORT": "x"})
+    assert bad_env.returncode == 2 and "BOBGEN_PORT" in bad_env.stderr
+
+
+def test_migrate_command(db_path: Path) -> None:
+    first = run_cli("migrate", "--db", str(db_path))
+    assert first.returncode == 0 and "0001_create_status" in first.stdout
+    assert run_cli("migrate", "--db", str(db_path)).stdout.strip() == "applied 0 migration(s)"
+
+
+def test_seed_command(db_path: Path) -> None:
+    result = run_cli("seed", "--db", str(db_path), "--rows", "2500", "--batch-size", "1000")
+    assert result.returncode == 0, result.stderr
+    assert "seed complete: 2500/2500 rows, 2500 inserted" in result.stdout
+    with sqlite3.connect(db_path) as conn:
+        assert conn.execute("SELECT count(*) FROM status").fetchone() == (2500,)
+
+
+async def wait_healthy(
+    session: aiohttp.ClientSession, url: str, proc: asyncio.subprocess.Process
+) -> dict[str, Any]:
+    async with asyncio.timeout(30):
+        while True:
+            assert proc.returncode is None, "server exited early"
+            try:
+                async with session.get(url + "/health") as resp:
+                    if resp.status == 200:
+                        return await resp.json()
+            except aiohttp.ClientConnectionError:
+                pass
+            await asyncio.sleep(0.1)
+
+
+@pytest.mark.slow
+async def test_serve_seeds_in_background_and_stops_gracefully_on_sigterm(db_path: Path) -> None:
+    port = free_port()
+    proc = await asyncio.create_subprocess_exec(
+        *BOBGEN, "serve", "--port", str(port), "--db", str(db_path), "--seed-batch-size", "500",
+        env={**os.environ, "BOBGEN_SEED_ROWS": "2000000", "BOBGEN_LOG_LEVEL": "INFO"},
+        stderr=asyncio.subprocess.PIPE,
+    )  # fmt: skip
+    url = f"http://127.0.0.1:{port}"
+    try:
+        async with aiohttp.ClientSession() as session:
+            health = await wait_healthy(session, url, proc)
+            assert health["seed"]["target"] == 2_000_000  # taken from BOBGEN_SEED_ROWS
+            async with session.get(url + "/bobgen/status?limit=1") as resp:
+                assert resp.status == 200
+            proc.send_signal(signal.SIGTERM)
+            async with asyncio.timeout(30):
+                _, err = await proc.communicate()
+    finally:
+        if proc.returncode is None:
+            proc.kill()
+            await proc.wait()
+    stderr = err.decode()
+    assert proc.returncode == 0, stderr
+    assert "Traceback" not in stderr
+    assert "database closed" in stderr
+    with sqlite3.connect(db_path) as conn:
+        rows = conn.execute("SELECT count(*) FROM status").fetchone()[0]
+    assert 0 < rows < 2_000_000, "SIGTERM should have arrived mid-seed"
+    assert rows % 500 == 0  # stopped at a batch boundary
+    assert f"seed stopped: {rows}/2000000 rows" in stderr
+
+
+async def test_app_shutdown_stops_the_seeder_at_a_batch_boundary(
+    make_client, db_path: Path
+) -> None:  # type: ignore[no-untyped-def]
+    client = await make_client(seed_rows=1_000_000, seed_batch_size=100)
+    seeder = client.app[SEEDER_KEY]
+    await client.get("/health")
+    await client.close()  # runs the cleanup contexts, as a SIGTERM would
+    assert seeder.progress.state is SeedState.STOPPED
+    with sqlite3.connect(db_path) as conn:
+        rows = conn.execute("SELECT count(*) FROM status").fetchone()[0]
+    assert rows == seeder.progress.rows and rows % 100 == 0

@@ -1,0 +1,168 @@
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+from aiohttp.test_utils import TestClient
+
+from service.config import DEFAULT_MIGRATIONS_DIR
+from service.db import Database
+from service.db.migrations import apply_migrations
+from service.seeding import SeedAlreadyRunning, Seeder, SeedProgress, SeedState, seed_row
+from tests.conftest import wait_for_seed
+
+
+@pytest.fixture
+async def db(db_path: Path):
+    apply_migrations(db_path, DEFAULT_MIGRATIONS_DIR)
+    database = Database(db_path)
+    await database.open()
+    yield database
+    await database.close()
+
+
+def all_rows(db_path: Path) -> list[tuple[Any, ...]]:
+    with sqlite3.connect(db_path) as conn:
+        return conn.execute("SELECT * FROM status ORDER BY id").fetchall()
+
+
+def test_seed_rows_are_a_pure_function_of_the_id() -> None:
+    assert seed_row(17) == seed_row(17)
+    assert seed_row(17) != seed_row(18)
+    assert seed_row(1)[0] == 1 and len(seed_row(1)) == 11
+
+
+async def test_seed_reaches_exact_target_and_is_idempotent(db: Database, db_path: Path) -> None:
+    seeder = Seeder(db, batch_size=300)
+    progress = await seeder.run(1000)
+    assert (progress.state, progress.rows, progress.inserted, progress.batches) == (
+        SeedState.COMPLETE, 1000, 1000, 4,
+    )  # fmt: skip
+    assert all_rows(db_path) == [seed_row(i) for i in range(1, 1001)]
+    again = await seeder.run(1000)
+    assert (again.state, again.inserted) == (SeedState.COMPLETE, 0)
+    more = await seeder.run(1500)
+    assert more.inserted == 500
+    assert all_rows(db_path) == [seed_row(i) for i in range(1, 1501)]
+
+
+async def test_stop_lands_on_a_batch_boundary_and_a_rerun_resumes(
+    db: Database, db_path: Path
+) -> None:
+    seeder = Seeder(db, batch_size=100)
+
+    def stop_after_three_batches(progress: SeedProgress) -> None:
+        if progress.batches == 3:
+            seeder.request_stop()
+
+    stopped = await seeder.run(5000, on_progress=stop_after_three_batches)
+    assert (stopped.state, stopped.rows) == (SeedState.STOPPED, 300)
+    assert len(all_rows(db_path)) == 300
+
+    resumed = await Seeder(db, batch_size=100).run(5000)
+    assert resumed.state is SeedState.COMPLETE
+    assert resumed.inserted == 5000 - stopped.rows
+    assert all_rows(db_path) == [seed_row(i) for i in range(1, 5001)]
+
+
+async def test_only_one_seed_job_at_a_time(db: Database) -> None:
+    seeder = Seeder(db, batch_size=50)
+    seeder.start(2000)
+    with pytest.raises(SeedAlreadyRunning):
+        seeder.start(2000)
+    with pytest.raises(SeedAlreadyRunning):
+        await seeder.run(2000)
+    assert (await seeder.wait()).state is SeedState.COMPLETE
+
+
+async def test_a_failing_seed_reports_failed(db: Database, db_path: Path) -> None:
+    with sqlite3.connect(db_path) as conn:
+        conn.execute("DROP TABLE status")
+    progress = await Seeder(db).run(100)
+    assert progress.state is SeedState.FAILED
+    assert "no such table" in (progress.error or "")
+
+
+def test_kill_9_mid_seed_then_resume_ends_with_exact_count(db_path: Path) -> None:
+    """A real crash: SIGKILL the CLI seeder between (or inside) batches, then run it again."""
+    cmd = [sys.executable, "-m", "service", "seed", "--db", str(db_path), "--log-level", "WARNING"]
+    target, batch = 200_000, 2_000
+    proc = subprocess.Popen([*cmd, "--rows", str(target), "--batch-size", str(batch)])
+    deadline = time.monotonic() + 60
+    rows = 0
+    while time.monotonic() < deadline and proc.poll() is None:
+        time.sleep(0.05)
+        try:
+            with sqlite3.connect(db_path, timeout=5) as conn:
+                rows = conn.execute("SELECT count(*) FROM status").fetchone()[0]
+        except sqlite3.OperationalError:
+            continue  # table not created yet
+        if rows >= 4 * batch:
+            break
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait(timeout=30)
+    with sqlite3.connect(db_path) as conn:
+        interrupted = conn.execute("SELECT count(*) FROM status").fetchone()[0]
+    assert 0 < interrupted < target, "the seed should have been interrupted mid-way"
+    assert interrupted % batch == 0  # only whole batches were committed
+
+    done = subprocess.run(
+        [*cmd, "--rows", str(target)], capture_output=True, text=True, timeout=120
+    )
+    assert done.returncode == 0, done.stderr
+    assert f"{target}/{target} rows, {target - interrupted} inserted" in done.stdout
+    with sqlite3.connect(db_path) as conn:
+        count, distinct, low, high = conn.execute(
+            "SELECT count(*), count(DISTINCT id), min(id), max(id) FROM status"
+        ).fetchone()
+        sample = conn.execute("SELECT * FROM status WHERE id IN (1, 77777, 200000)").fetchall()
+        assert conn.execute("PRAGMA integrity_check").fetchone() == ("ok",)
+    assert (count, distinct, low, high) == (target, target, 1, target)
+    assert sample == [seed_row(1), seed_row(77777), seed_row(200000)]
+
+
+async def test_server_answers_while_seeding(make_client) -> None:  # type: ignore[no-untyped-def]
+    client: TestClient = await make_client(seed_rows=50_000, seed_batch_size=1000)
+    health = await (await client.get("/health")).json()
+    assert health["status"] == "ok"
+    assert health["seed"]["state"] == "running" and health["seed"]["target"] == 50_000
+    assert health["seed"]["rows"] < 50_000
+    page = await client.get("/bobgen/status?limit=5")
+    assert page.status == 200
+    await wait_for_seed(client.app)
+    health = await (await client.get("/health")).json()
+    assert health["seed"] == {"state": "complete", "rows": 50_000, "target": 50_000}
+
+
+async def test_admin_seed_endpoint(client: TestClient) -> None:
+    resp = await client.post("/admin/seed", json={"rows": 3000, "batch_size": 100})
+    assert resp.status == 202
+    assert resp.headers["Location"] == "/admin/seed"
+    body = await resp.json()
+    assert body["seed"]["state"] == "running" and body["seed"]["target"] == 3000
+
+    busy = await client.post("/admin/seed", json={"rows": 10})
+    assert busy.status == 409
+    assert (await busy.json())["error"]["code"] == "conflict"
+
+    await wait_for_seed(client.app)
+    progress = await (await client.get("/admin/seed")).json()
+    assert progress["seed"]["state"] == "complete" and progress["seed"]["rows"] == 3000
+    total = (await (await client.get("/bobgen/status")).json())["total"]
+    assert total == 3000
+
+
+@pytest.mark.parametrize(
+    "body",
+    [{}, {"rows": -1}, {"rows": "many"}, {"rows": 1.5}, {"rows": 10**9}, {"rows": 5, "x": 1},
+     {"rows": 5, "batch_size": 0}],
+)  # fmt: skip
+async def test_admin_seed_rejects_bad_bodies(client: TestClient, body: dict[str, Any]) -> None:
+    resp = await client.post("/admin/seed", json=body)
+    assert resp.status == 400
+    assert (await resp.json())["error"]["code"] == "validation_failed"
