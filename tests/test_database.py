@@ -113,3 +113,33 @@ async def test_closed_database_refuses_work(db_path: Path) -> None:
     with pytest.raises(DatabaseUnavailable):
         async with database.transaction():
             pass
+
+
+async def test_single_flight_shares_overlapping_identical_reads(db: Database) -> None:
+    runs = 0
+
+    async def slow_query() -> list[tuple[int, ...]]:
+        nonlocal runs
+        runs += 1
+        await asyncio.sleep(0.05)
+        return await db.fetchall("SELECT 42")
+
+    first = asyncio.gather(*(db.shared_reads.run("k", slow_query) for _ in range(10)))
+    other = db.shared_reads.run("other", slow_query)
+    results = await first
+    assert results == [[(42,)]] * 10 and await other == [(42,)]
+    assert runs == 2  # one per distinct key
+    assert await db.shared_reads.run("k", slow_query) == [(42,)]
+    assert runs == 3  # nothing is cached once the shared read is over
+
+
+async def test_single_flight_survives_a_cancelled_caller(db: Database) -> None:
+    async def slow_query() -> int:
+        await asyncio.sleep(0.05)
+        return 7
+
+    doomed = asyncio.ensure_future(db.shared_reads.run("k", slow_query))
+    survivor = asyncio.ensure_future(db.shared_reads.run("k", slow_query))
+    await asyncio.sleep(0.01)
+    doomed.cancel()
+    assert await survivor == 7

@@ -30,22 +30,17 @@ _FIELDS_ONLY = StatusFieldsQuerySchema()
 async def list_statuses(request: web.Request) -> web.Response:
     q = load_query(_LIST_QUERY, request)
     db = request.app[DB_KEY]
-    columns = q["columns"] or STATUS_FIELDS
-    items = await status_repo.list_page(
-        db, limit=q["limit"] + 1, columns=columns, after_id=q["cursor"],
+    page = await status_repo.list_page(
+        db, limit=q["limit"], columns=q["columns"] or STATUS_FIELDS, after_id=q["cursor"],
         offset=q["offset"] or 0, version=q["version"],
     )  # fmt: skip
-    more = len(items) > q["limit"]
-    items = items[: q["limit"]]
-    next_cursor = encode_cursor(items[-1]["id"]) if more else None
-    if "id" not in columns:
-        for item in items:
-            del item["id"]
-    total = await status_repo.count(db, version=q["version"])
-    offset = None if q["cursor"] is not None else q["offset"] or 0
-    return json_response(
-        {"items": items, "limit": q["limit"], "offset": offset, "total": total, "next": next_cursor}
-    )
+    return json_response({
+        "items": page.items,
+        "limit": q["limit"],
+        "offset": None if q["cursor"] is not None else q["offset"] or 0,
+        "total": await status_repo.count(db, version=q["version"]),
+        "next": None if page.next_after_id is None else encode_cursor(page.next_after_id),
+    })  # fmt: skip
 
 
 async def get_status(request: web.Request) -> web.Response:

@@ -57,3 +57,28 @@ class BatchedLookup(Generic[K, V]):
                             f.set_result(value)
         finally:
             self._in_flight -= 1
+
+
+T = TypeVar("T")
+
+
+class SingleFlight(Generic[T]):
+    """Identical reads that overlap in time share one execution and its result.
+
+    A hot URL (the first page of a list) asked for by many clients at once then costs one
+    query per thread hop instead of one per client. Nothing is cached: a call that starts after
+    the shared one finished runs a fresh query, so results are never staler than the read itself.
+    Callers must treat the shared result as read-only.
+    """
+
+    def __init__(self) -> None:
+        self._in_flight: dict[Hashable, asyncio.Future[T]] = {}
+
+    async def run(self, key: Hashable, compute: Callable[[], Awaitable[T]]) -> T:
+        shared = self._in_flight.get(key)
+        if shared is None:
+            shared = asyncio.ensure_future(compute())
+            self._in_flight[key] = shared
+            shared.add_done_callback(lambda _: self._in_flight.pop(key, None))
+        # Shielded: one caller going away (client disconnect) must not cancel the others' query.
+        return await asyncio.shield(shared)

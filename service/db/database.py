@@ -20,7 +20,7 @@ from typing import Any
 
 import aiosqlite
 
-from service.db.batching import BatchedLookup, FetchMany
+from service.db.batching import BatchedLookup, FetchMany, SingleFlight
 
 log = logging.getLogger(__name__)
 
@@ -47,6 +47,7 @@ class Database:
         self._all_readers: list[aiosqlite.Connection] = []
         self._write_lock = asyncio.Lock()
         self._lookups: dict[str, BatchedLookup[Any, Any]] = {}
+        self.shared_reads: SingleFlight[Any] = SingleFlight()
         self.write_wait_seconds_total = 0.0
         self.transactions_committed = 0
         self.transactions_rolled_back = 0

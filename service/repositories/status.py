@@ -9,6 +9,7 @@ from __future__ import annotations
 import time
 import weakref
 from collections.abc import Sequence
+from dataclasses import dataclass
 from functools import partial
 from typing import Any
 
@@ -35,10 +36,13 @@ _count_cache: weakref.WeakKeyDictionary[
 ] = weakref.WeakKeyDictionary()
 
 
-def _select_list(columns: Sequence[str]) -> tuple[str, tuple[str, ...]]:
-    """Always select ``id`` (keyset paging needs it); report which columns were selected."""
-    selected = tuple(columns) if "id" in columns else ("id", *columns)
-    return ", ".join(selected), selected
+@dataclass(frozen=True, slots=True)
+class Page:
+    """Rows of one page (shared between concurrent identical requests: read-only) and the
+    id to continue after, or ``None`` on the last page."""
+
+    items: list[dict[str, Any]]
+    next_after_id: int | None
 
 
 async def list_page(
@@ -49,9 +53,23 @@ async def list_page(
     after_id: int | None = None,
     offset: int = 0,
     version: str | None = None,
-) -> list[dict[str, Any]]:
+) -> Page:
     """One page ordered by id: keyset (``after_id``) when given, else ``offset``."""
-    select, selected = _select_list(columns)
+    key = ("status.list_page", limit, tuple(columns), after_id, offset, version)
+    fetch = partial(_fetch_page, db, limit, tuple(columns), after_id, offset, version)
+    return await db.shared_reads.run(key, fetch)
+
+
+async def _fetch_page(
+    db: Database,
+    limit: int,
+    columns: tuple[str, ...],
+    after_id: int | None,
+    offset: int,
+    version: str | None,
+) -> Page:
+    # id is always selected: the cursor of the next page needs it.
+    selected = columns if "id" in columns else ("id", *columns)
     where, params = [], []
     if version is not None:
         where.append("version = ?")
@@ -59,13 +77,17 @@ async def list_page(
     if after_id is not None:
         where.append("id > ?")
         params.append(after_id)
-    sql = f"SELECT {select} FROM status"
+    sql = f"SELECT {', '.join(selected)} FROM status"
     if where:
         sql += " WHERE " + " AND ".join(where)
     sql += " ORDER BY id LIMIT ? OFFSET ?"
-    params += [limit, offset]
-    rows = await db.fetchall(sql, params)
-    return [dict(zip(selected, row, strict=True)) for row in rows]
+    rows = await db.fetchall(sql, [*params, limit + 1, offset])  # one extra row: is there more?
+    next_after_id = rows[limit - 1][0] if len(rows) > limit else None
+    if "id" in columns:
+        items = [dict(zip(columns, row, strict=True)) for row in rows[:limit]]
+    else:
+        items = [dict(zip(columns, row[1:], strict=True)) for row in rows[:limit]]
+    return Page(items, next_after_id)
 
 
 async def count(db: Database, *, version: str | None = None) -> int:
