@@ -226,7 +226,7 @@ def main() -> None:
                 args,
                 script=random_cursor_lua,
                 paths=[f"/bobgen/status?cursor={c}" for c in deep_cursors],
-            )  # fmt: skip
+            )
         )
         results.append(measure("deep page, offset", base, f"/bobgen/status?offset={deep}", args))
         results.append(
