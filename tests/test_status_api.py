@@ -1,5 +1,6 @@
 import asyncio
 import base64
+import json
 from typing import Any
 
 import pytest
@@ -7,7 +8,7 @@ from aiohttp.test_utils import TestClient
 
 from service.schemas.status import STATUS_FIELDS
 from service.seeding import seed_row
-from tests.conftest import wait_for_seed
+from tests.conftest import REPO_ROOT, wait_for_seed
 
 VALID = {
     "uptime": 99.95,
@@ -247,3 +248,11 @@ async def test_concurrent_writers_never_hit_database_locked(make_client) -> None
     assert health["seed"]["state"] == "complete"
     # The seed tops the table up to its target, so posted rows count towards it.
     assert 20_000 <= health["seed"]["rows"] <= 20_100
+
+
+async def test_shipped_examples_are_valid_records(client: TestClient) -> None:
+    examples = json.loads((REPO_ROOT / "seeds" / "status_examples.json").read_text())
+    assert examples
+    for example in examples:
+        resp = await client.post("/bobgen/status", json=example)
+        assert resp.status == 201, await resp.text()
