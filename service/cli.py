@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
+import sqlite3
 import sys
 import time
 from collections.abc import Sequence
@@ -16,6 +17,8 @@ from typing import Any
 
 from service import __version__
 from service.config import Config, ConfigError
+from service.db import DatabaseUnavailable
+from service.db.migrations import MigrationError
 
 log = logging.getLogger("service")
 
@@ -68,6 +71,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         return command(config)
     except KeyboardInterrupt:
         return 130
+    except (MigrationError, DatabaseUnavailable, sqlite3.Error, OSError) as exc:
+        # Operator-facing failures (unwritable path, port in use, stale lock): one clear line.
+        log.debug("command failed", exc_info=True)
+        print(f"bobgen: error: {exc}", file=sys.stderr)
+        return 1
 
 
 def _serve(config: Config) -> int:

@@ -14,6 +14,7 @@ from typing import Any
 from aiohttp import web
 from marshmallow import ValidationError
 
+from service.db import DatabaseBusy, DatabaseUnavailable
 from service.jsonutil import json_response
 
 log = logging.getLogger(__name__)
@@ -86,6 +87,13 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
         return error_response(exc.status, exc.code, exc.message, exc.details)
     except ValidationError as exc:
         return error_response(400, "validation_failed", "request failed validation", exc.messages)
+    except DatabaseUnavailable as exc:
+        # Transient by nature (an external lock holder, a restart): tell clients to retry.
+        code = "database_busy" if isinstance(exc, DatabaseBusy) else "database_unavailable"
+        log.warning("%s on %s %s: %s", code, request.method, request.path, exc)
+        resp = error_response(503, code, str(exc))
+        resp.headers["Retry-After"] = "1"
+        return resp
     except web.HTTPException as exc:
         if exc.status < 400:
             raise

@@ -111,3 +111,23 @@ async def test_app_shutdown_stops_the_seeder_at_a_batch_boundary(
     with sqlite3.connect(db_path) as conn:
         rows = conn.execute("SELECT count(*) FROM status").fetchone()[0]
     assert rows == seeder.progress.rows and rows % 100 == 0
+
+
+def test_unusable_database_path_is_a_clean_error(tmp_path: Path) -> None:
+    blocker = tmp_path / "not-a-dir"
+    blocker.write_text("a file where a directory should be")
+    result = run_cli("migrate", "--db", str(blocker / "bobgen.db"))
+    assert result.returncode == 1
+    assert result.stderr.startswith("bobgen: error:") and "Traceback" not in result.stderr
+
+
+def test_port_in_use_is_a_clean_error(db_path: Path) -> None:
+    import socket
+
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        result = run_cli("serve", "--db", str(db_path), "--port", str(port), "--seed-rows", "0")
+    assert result.returncode == 1
+    assert "bobgen: error:" in result.stderr and "Traceback" not in result.stderr

@@ -3,8 +3,15 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from service.config import DEFAULT_MIGRATIONS_DIR
-from service.db.migrations import apply_migrations, migration_state, rollback_migrations
+from service.db.migrations import (
+    MigrationError,
+    apply_migrations,
+    migration_state,
+    rollback_migrations,
+)
 from tests.conftest import REPO_ROOT
 
 
@@ -85,3 +92,18 @@ def test_operators_can_use_the_yoyo_cli_with_the_repo_ini(db_path: Path) -> None
     rolled = subprocess.run([yoyo, "rollback", "--batch", "--database", uri], **run)
     assert rolled.returncode == 0, rolled.stderr
     assert "status" not in tables(db_path)
+
+
+def test_stale_yoyo_lock_is_a_clear_error_and_break_lock_recovers(db_path: Path) -> None:
+    apply_migrations(db_path, DEFAULT_MIGRATIONS_DIR)
+    with sqlite3.connect(db_path) as conn:  # what a migrator killed mid-way leaves behind
+        conn.execute("INSERT INTO yoyo_lock (locked, ctime, pid) VALUES (1, '2026-01-01', 999999)")
+    with pytest.raises(MigrationError, match="break-lock"):
+        apply_migrations(db_path, DEFAULT_MIGRATIONS_DIR, lock_timeout_s=0.5)
+    yoyo = Path(sys.executable).with_name("yoyo")
+    broke = subprocess.run(
+        [yoyo, "break-lock", "--batch", "--database", f"sqlite:///{db_path}"],
+        cwd=REPO_ROOT, capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert broke.returncode == 0, broke.stderr
+    assert apply_migrations(db_path, DEFAULT_MIGRATIONS_DIR, lock_timeout_s=0.5) == []

@@ -1,6 +1,7 @@
 import asyncio
 import base64
 import json
+import sqlite3
 from typing import Any
 
 import pytest
@@ -256,3 +257,23 @@ async def test_shipped_examples_are_valid_records(client: TestClient) -> None:
     for example in examples:
         resp = await client.post("/bobgen/status", json=example)
         assert resp.status == 201, await resp.text()
+
+
+async def test_write_blocked_by_another_process_is_a_503_then_recovers(
+    make_client,
+    db_path,  # type: ignore[no-untyped-def]
+) -> None:
+    client = await make_client(busy_timeout_ms=100)
+    other = sqlite3.connect(db_path, isolation_level=None)  # e.g. an operator's sqlite3 shell
+    try:
+        other.execute("BEGIN IMMEDIATE")
+        resp = await client.post("/bobgen/status", json=VALID)
+        assert resp.status == 503
+        assert resp.headers["Retry-After"] == "1"
+        assert_error(await resp.json(), "database_busy")
+    finally:
+        other.rollback()
+        other.close()
+    assert (await client.post("/bobgen/status", json=VALID)).status == 201
+    page = await (await client.get("/bobgen/status")).json()
+    assert page["total"] == 1  # the refused write left nothing behind

@@ -9,6 +9,7 @@ from aiohttp import web
 from marshmallow import Schema, ValidationError
 
 from service.errors import InvalidBody, InvalidParameter, PayloadTooLarge, UnsupportedMediaType
+from service.keys import CONFIG_KEY
 
 
 def load_query(schema: Schema, request: web.Request) -> dict[str, Any]:
@@ -42,9 +43,8 @@ async def load_json(schema: Schema, request: web.Request) -> dict[str, Any]:
     try:
         raw = await request.read()
     except web.HTTPRequestEntityTooLarge as exc:
-        raise PayloadTooLarge(
-            "request body too large", details={"max_bytes": request.app._client_max_size}
-        ) from exc
+        limit = request.app[CONFIG_KEY].max_body_bytes
+        raise PayloadTooLarge("request body too large", details={"max_bytes": limit}) from exc
     try:
         data = orjson.loads(raw)
     except orjson.JSONDecodeError as exc:

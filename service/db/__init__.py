@@ -1,5 +1,5 @@
 """Connections, transactions and migrations."""
 
-from service.db.database import Database, DatabaseUnavailable
+from service.db.database import Database, DatabaseBusy, DatabaseUnavailable
 
-__all__ = ["Database", "DatabaseUnavailable"]
+__all__ = ["Database", "DatabaseBusy", "DatabaseUnavailable"]

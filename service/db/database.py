@@ -20,7 +20,7 @@ from typing import Any
 
 import aiosqlite
 
-from service.db.batching import BatchedLookup, FetchMany, SingleFlight
+from service.db.coalescing import BatchedLookup, CommitCache, FetchMany, SingleFlight
 
 log = logging.getLogger(__name__)
 
@@ -33,6 +33,10 @@ MMAP_SIZE_BYTES = 256 * 1024 * 1024
 
 class DatabaseUnavailable(RuntimeError):
     """The database could not be queried (missing file, broken schema, I/O error, closed)."""
+
+
+class DatabaseBusy(DatabaseUnavailable):
+    """Another process held SQLite's write lock for longer than ``busy_timeout``."""
 
 
 class Database:
@@ -48,6 +52,7 @@ class Database:
         self._write_lock = asyncio.Lock()
         self._lookups: dict[str, BatchedLookup[Any, Any]] = {}
         self.shared_reads: SingleFlight[Any] = SingleFlight()
+        self.derived: CommitCache[Any] = CommitCache(lambda: self.transactions_committed)
         self.write_wait_seconds_total = 0.0
         self.transactions_committed = 0
         self.transactions_rolled_back = 0
@@ -121,7 +126,11 @@ class Database:
         async with self._write_lock:
             self.write_wait_seconds_total += time.perf_counter() - started
             conn = self._writer
-            await conn.execute("BEGIN IMMEDIATE")
+            try:
+                await conn.execute("BEGIN IMMEDIATE")
+            except sqlite3.OperationalError as exc:
+                # Only another process can hold the lock here: our own writers queue above.
+                raise DatabaseBusy(f"could not start a write transaction: {exc}") from exc
             try:
                 yield conn
             except BaseException:
@@ -159,11 +168,6 @@ class Database:
         if found is None:
             found = self._lookups[name] = BatchedLookup(fetch_many, concurrency=self._read_count)
         return found
-
-    @property
-    def write_generation(self) -> int:
-        """Grows with every commit of this process: a cheap key for caches of derived data."""
-        return self.transactions_committed
 
     async def check(self, sql: str = "SELECT 1", timeout: float = 2.0) -> Row | None:
         """Run a query for a health check and turn any failure into :class:`DatabaseUnavailable`."""

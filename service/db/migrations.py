@@ -14,6 +14,7 @@ from pathlib import Path
 
 from yoyo import get_backend, read_migrations
 from yoyo.backends import DatabaseBackend
+from yoyo.exceptions import LockTimeout
 
 log = logging.getLogger(__name__)
 
@@ -45,13 +46,19 @@ def database_uri(target: Target) -> str:
 
 
 @contextmanager
-def _backend(target: Target) -> Iterator[DatabaseBackend]:
+def _locked_backend(target: Target, lock_timeout_s: float) -> Iterator[DatabaseBackend]:
+    """A yoyo backend holding yoyo's migration lock; always closed afterwards."""
     uri = database_uri(target)
     if uri.startswith("sqlite:"):
         Path(target).parent.mkdir(parents=True, exist_ok=True)
     backend = get_backend(uri)
     try:
-        yield backend
+        with backend.lock(timeout=lock_timeout_s):
+            yield backend
+    except LockTimeout as exc:
+        raise MigrationError(
+            f"{exc} — see docs/runbook.md, 'Recovering a stale yoyo lock'"
+        ) from exc
     finally:
         backend.connection.close()
 
@@ -62,10 +69,12 @@ def _read(migrations_dir: Path):  # type: ignore[no-untyped-def]
     return read_migrations(str(migrations_dir))
 
 
-def apply_migrations(db_path: Target, migrations_dir: Path) -> list[str]:
+def apply_migrations(
+    db_path: Target, migrations_dir: Path, *, lock_timeout_s: float = LOCK_TIMEOUT_S
+) -> list[str]:
     """Apply every pending migration; return the ids applied (empty when up to date)."""
     migrations = _read(migrations_dir)
-    with _backend(db_path) as backend, backend.lock(timeout=LOCK_TIMEOUT_S):
+    with _locked_backend(db_path, lock_timeout_s) as backend:
         pending = backend.to_apply(migrations)
         ids = [m.id for m in pending]
         if ids:
@@ -74,10 +83,12 @@ def apply_migrations(db_path: Target, migrations_dir: Path) -> list[str]:
     return ids
 
 
-def rollback_migrations(db_path: Target, migrations_dir: Path, steps: int = 1) -> list[str]:
+def rollback_migrations(
+    db_path: Target, migrations_dir: Path, steps: int = 1, *, lock_timeout_s: float = LOCK_TIMEOUT_S
+) -> list[str]:
     """Roll back the newest ``steps`` applied migrations; return their ids, newest first."""
     migrations = _read(migrations_dir)
-    with _backend(db_path) as backend, backend.lock(timeout=LOCK_TIMEOUT_S):
+    with _locked_backend(db_path, lock_timeout_s) as backend:
         applied = backend.to_rollback(migrations)
         chosen = applied[:steps] if steps >= 0 else applied
         ids = [m.id for m in chosen]
@@ -87,10 +98,12 @@ def rollback_migrations(db_path: Target, migrations_dir: Path, steps: int = 1) -
     return ids
 
 
-def migration_state(db_path: Target, migrations_dir: Path) -> MigrationState:
+def migration_state(
+    db_path: Target, migrations_dir: Path, *, lock_timeout_s: float = LOCK_TIMEOUT_S
+) -> MigrationState:
     """Applied (oldest first) and pending migration ids."""
     migrations = _read(migrations_dir)
-    with _backend(db_path) as backend, backend.lock(timeout=LOCK_TIMEOUT_S):
+    with _locked_backend(db_path, lock_timeout_s) as backend:
         pending = {m.id for m in backend.to_apply(migrations)}
     return MigrationState(
         applied=[m.id for m in migrations if m.id not in pending],

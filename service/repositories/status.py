@@ -6,8 +6,6 @@ by the schema), never from raw input; values always go through parameters.
 
 from __future__ import annotations
 
-import time
-import weakref
 from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import partial
@@ -30,10 +28,6 @@ _INSERT_WITH_ID_SQL = (
 
 
 _ALL_COLUMNS = ", ".join(STATUS_FIELDS)
-COUNT_TTL_S = 2.0
-_count_cache: weakref.WeakKeyDictionary[
-    Database, dict[tuple[str | None, int], tuple[int, float]]
-] = weakref.WeakKeyDictionary()
 
 
 @dataclass(frozen=True, slots=True)
@@ -91,27 +85,20 @@ async def _fetch_page(
 
 
 async def count(db: Database, *, version: str | None = None) -> int:
-    """Row count, cached until this process commits again (or for COUNT_TTL_S at most).
+    """Row count, cached until this process commits again (see ``CommitCache``).
 
     ``count(*)`` walks a whole index (hundreds of microseconds at 100k rows), which would cost
-    more than the page it accompanies. The TTL bounds staleness caused by other processes
-    writing to the same file (e.g. ``bobgen seed`` next to a running server).
+    more than the page it accompanies.
     """
-    key = (version, db.write_generation)
-    cached = _count_cache.get(db, {}).get(key)
-    now = time.monotonic()
-    if cached is not None and now - cached[1] < COUNT_TTL_S:
-        return cached[0]
+    return await db.derived.get(("status.count", version), partial(_count, db, version))
+
+
+async def _count(db: Database, version: str | None) -> int:
     if version is None:
         row = await db.fetchone("SELECT count(*) FROM status")
     else:
         row = await db.fetchone("SELECT count(*) FROM status WHERE version = ?", (version,))
-    total = int(row[0]) if row else 0
-    per_db = _count_cache.setdefault(db, {})
-    if len(per_db) > 256:
-        per_db.clear()
-    per_db[key] = (total, now)
-    return total
+    return int(row[0]) if row else 0
 
 
 async def get(

@@ -1,0 +1,120 @@
+"""Making one thread hop serve many requests: batching, single flight, and a commit-keyed cache.
+
+Every aiosqlite call is a round trip to the connection's thread, and under load that hop
+(GIL hand-over plus a wake-up of the event loop) costs far more than an indexed lookup. The
+helpers here cut the number of hops per request without blocking the event loop and, except
+for :class:`CommitCache`, without caching anything.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Awaitable, Callable, Hashable, Sequence
+from typing import Generic, TypeVar
+
+K = TypeVar("K", bound=Hashable)
+V = TypeVar("V")
+T = TypeVar("T")
+
+FetchMany = Callable[[Sequence[K]], Awaitable[dict[K, V]]]
+
+
+class BatchedLookup(Generic[K, V]):
+    """``await lookup.get(key)`` -> the value for ``key`` or ``None``, batched with its peers.
+
+    Keys asked for while a fetch is in flight wait for it, then go together as one
+    ``WHERE key IN (...)`` query.
+    """
+
+    def __init__(self, fetch_many: FetchMany[K, V], *, max_batch: int = 256, concurrency: int = 1):
+        self._fetch_many = fetch_many
+        self._max_batch = max_batch
+        self._pending: dict[K, list[asyncio.Future[V | None]]] = {}
+        self._slots = concurrency
+        self._drains: set[asyncio.Task[None]] = set()  # strong refs: the loop keeps weak ones
+
+    async def get(self, key: K) -> V | None:
+        loop = asyncio.get_running_loop()
+        fut: asyncio.Future[V | None] = loop.create_future()
+        self._pending.setdefault(key, []).append(fut)
+        if len(self._drains) < self._slots:
+            task = loop.create_task(self._drain())
+            self._drains.add(task)
+            task.add_done_callback(self._drains.discard)
+        return await fut
+
+    async def _drain(self) -> None:
+        """Fetch pending keys until none are left; new arrivals ride along on the next query."""
+        while self._pending:
+            keys = list(self._pending)[: self._max_batch]
+            waiters = {k: self._pending.pop(k) for k in keys}
+            try:
+                found = await self._fetch_many(keys)
+            except BaseException as exc:
+                for futs in waiters.values():
+                    for f in futs:
+                        if f.done():
+                            continue
+                        if isinstance(exc, asyncio.CancelledError):
+                            f.cancel()
+                        else:
+                            f.set_exception(exc)
+                if not isinstance(exc, Exception):
+                    raise
+                continue
+            for k, futs in waiters.items():
+                value = found.get(k)
+                for f in futs:
+                    if not f.done():
+                        f.set_result(value)
+
+
+class SingleFlight(Generic[T]):
+    """Identical reads that overlap in time share one execution and its result.
+
+    A hot URL (the first page of a list) asked for by many clients at once then costs one
+    query per thread hop instead of one per client. Nothing is cached: a call that starts after
+    the shared one finished runs a fresh query, so results are never staler than the read itself.
+    Callers must treat the shared result as read-only.
+    """
+
+    def __init__(self) -> None:
+        self._in_flight: dict[Hashable, asyncio.Future[T]] = {}
+
+    async def run(self, key: Hashable, compute: Callable[[], Awaitable[T]]) -> T:
+        shared = self._in_flight.get(key)
+        if shared is None:
+            shared = asyncio.ensure_future(compute())
+            self._in_flight[key] = shared
+            shared.add_done_callback(lambda _: self._in_flight.pop(key, None))
+        # Shielded: one caller going away (client disconnect) must not cancel the others' query.
+        return await asyncio.shield(shared)
+
+
+class CommitCache(Generic[T]):
+    """Values derived from the database, valid until this process commits again.
+
+    ``generation`` must grow with every commit of this process. ``max_age_s`` bounds how long a
+    value may be served when *other* processes write to the same file, which this process
+    cannot see commit.
+    """
+
+    def __init__(
+        self, generation: Callable[[], int], *, max_age_s: float = 2.0, max_entries: int = 256
+    ):
+        self._generation = generation
+        self._max_age_s = max_age_s
+        self._max_entries = max_entries
+        self._entries: dict[Hashable, tuple[int, float, T]] = {}
+
+    async def get(self, key: Hashable, compute: Callable[[], Awaitable[T]]) -> T:
+        generation, now = self._generation(), time.monotonic()
+        entry = self._entries.get(key)
+        if entry is not None and entry[0] == generation and now - entry[1] < self._max_age_s:
+            return entry[2]
+        value = await compute()
+        if len(self._entries) >= self._max_entries:
+            self._entries.clear()
+        self._entries[key] = (generation, now, value)
+        return value
