@@ -16,13 +16,25 @@ from aiohttp import web
 
 from service import __version__
 from service.api import setup_routes
-from service.config import Config
+from service.api.auth import auth_middleware
+from service.audit import SYSTEM_ACTOR
+from service.config import PROJECT_ROOT, Config
 from service.db import Database
 from service.db.migrations import apply_migrations
 from service.errors import error_middleware
-from service.keys import CONFIG_KEY, DB_KEY, METRICS_KEY, SEEDER_KEY, STARTED_KEY
+from service.keys import (
+    CONFIG_KEY,
+    DB_KEY,
+    METRICS_KEY,
+    RUN_CONTEXT_KEY,
+    SEEDER_KEY,
+    STARTED_KEY,
+)
+from service.lifecycle import record_migration_run, update_meta
 from service.metrics import Metrics
+from service.runs import RunContext, current_git_sha
 from service.seeding import Seeder
+from service.tokens import ensure_initial_admin_token
 
 log = logging.getLogger(__name__)
 
@@ -38,6 +50,16 @@ async def _database_ctx(app: web.Application) -> AsyncIterator[None]:
     await db.open()
     app[DB_KEY] = db
     try:
+        context = app[RUN_CONTEXT_KEY]
+        await record_migration_run(
+            db, applied, direction="apply", actor=SYSTEM_ACTOR, context=context
+        )
+        await update_meta(db)
+        await ensure_initial_admin_token(db)
+    except BaseException:
+        await db.close()
+        raise
+    try:
         yield
     finally:
         await db.close()
@@ -46,7 +68,7 @@ async def _database_ctx(app: web.Application) -> AsyncIterator[None]:
 
 async def _seeder_ctx(app: web.Application) -> AsyncIterator[None]:
     config = app[CONFIG_KEY]
-    seeder = Seeder(app[DB_KEY], batch_size=config.seed_batch_size)
+    seeder = Seeder(app[DB_KEY], batch_size=config.seed_batch_size, context=app[RUN_CONTEXT_KEY])
     app[SEEDER_KEY] = seeder
     app[METRICS_KEY].register_state(app[DB_KEY], seeder)
     if config.seed_rows > 0:
@@ -61,11 +83,12 @@ def create_app(config: Config) -> web.Application:
     metrics = Metrics()
     app = web.Application(
         client_max_size=config.max_body_bytes,
-        middlewares=[metrics.middleware(), error_middleware],
+        middlewares=[metrics.middleware(), error_middleware, auth_middleware()],
     )
     app[CONFIG_KEY] = config
     app[METRICS_KEY] = metrics
     app[STARTED_KEY] = time.monotonic()
+    app[RUN_CONTEXT_KEY] = RunContext(current_git_sha(PROJECT_ROOT), config.config_hash())
     app.cleanup_ctx.extend([_database_ctx, _seeder_ctx])
     setup_routes(app)
     log.debug("created app version %s", __version__)

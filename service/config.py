@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import dataclasses
+import hashlib
+import json
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -33,6 +35,7 @@ class Config:
     max_body_bytes: int = 64 * 1024
     shutdown_timeout_s: float = 10.0
     access_log: bool = False
+    auth_reads: bool = False
     migrations_dir: Path = field(default=DEFAULT_MIGRATIONS_DIR)
 
     def __post_init__(self) -> None:
@@ -75,10 +78,20 @@ class Config:
         return cls(**values)
 
     def to_public_dict(self) -> dict[str, Any]:
-        """The configuration as JSON-able values, for logs and diagnostics."""
+        """The configuration as JSON-able values without secrets, for logs and diagnostics."""
         return {
-            k: str(v) if isinstance(v, Path) else v for k, v in dataclasses.asdict(self).items()
+            f.name: str(v) if isinstance(v := getattr(self, f.name), Path) else v
+            for f in dataclasses.fields(self)
+            if not f.metadata.get("secret")
         }
+
+    def config_hash(self) -> str:
+        """SHA-256 of the normalized configuration (sorted-key JSON, secrets excluded).
+
+        Recorded with every run, so two runs can be told to have used the same settings.
+        """
+        normalized = json.dumps(self.to_public_dict(), sort_keys=True, separators=(",", ":"))
+        return hashlib.sha256(normalized.encode()).hexdigest()
 
 
 def _coerce(f: dataclasses.Field[Any], raw: Any, source: str) -> Any:

@@ -27,6 +27,7 @@ class ApiError(Exception):
 
     status = 400
     code = "bad_request"
+    headers: dict[str, str] = {}
 
     def __init__(self, message: str, *, details: Any = None, code: str | None = None):
         super().__init__(message)
@@ -50,6 +51,10 @@ class NotFound(ApiError):
 
 class Conflict(ApiError):
     status, code = 409, "conflict"
+
+
+class UnprocessableEntity(ApiError):
+    status, code = 422, "unprocessable"
 
 
 class PayloadTooLarge(ApiError):
@@ -84,7 +89,9 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
     try:
         return await handler(request)
     except ApiError as exc:
-        return error_response(exc.status, exc.code, exc.message, exc.details)
+        resp = error_response(exc.status, exc.code, exc.message, exc.details)
+        resp.headers.update(exc.headers)
+        return resp
     except ValidationError as exc:
         return error_response(400, "validation_failed", "request failed validation", exc.messages)
     except DatabaseUnavailable as exc:

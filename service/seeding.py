@@ -16,8 +16,11 @@ from datetime import UTC, datetime, timedelta
 from enum import StrEnum
 from typing import Any
 
+from service.audit import SYSTEM_ACTOR, AuditedWrite, audited_transaction
 from service.db import Database
+from service.repositories import runs as runs_repo
 from service.repositories import status as status_repo
+from service.runs import RunContext, StepStatus, new_run_id
 
 log = logging.getLogger(__name__)
 
@@ -26,6 +29,10 @@ SEED_EPOCH = datetime(2026, 1, 1, tzinfo=UTC)
 
 class SeedAlreadyRunning(RuntimeError):
     """A seed job is running; only one may run at a time."""
+
+
+class _NothingToSeed(Exception):
+    """The table already holds the target: leave the batch loop."""
 
 
 class SeedState(StrEnum):
@@ -46,6 +53,7 @@ class SeedProgress:
     started_at: float | None = None
     finished_at: float | None = None
     error: str | None = None
+    run_id: str | None = None
 
     def public(self) -> dict[str, Any]:
         data = asdict(self)
@@ -75,11 +83,17 @@ ProgressCallback = Callable[[SeedProgress], None]
 
 
 class Seeder:
-    """Runs at most one seed job at a time, as a background task, stoppable at batch boundaries."""
+    """Runs at most one seed job at a time, as a background task, stoppable at batch boundaries.
 
-    def __init__(self, db: Database, *, batch_size: int = 5000):
+    A job that has rows to insert is recorded as a run: the run and a ``seed.started`` audit
+    row go into the first batch's transaction, and each batch adds a step carrying its stats in
+    its own transaction, so the run's steps always match the committed rows.
+    """
+
+    def __init__(self, db: Database, *, batch_size: int = 5000, context: RunContext | None = None):
         self.db = db
         self.batch_size = batch_size
+        self.context = context or RunContext()
         self.progress = SeedProgress()
         self._task: asyncio.Task[SeedProgress] | None = None
         self._stop = asyncio.Event()
@@ -88,13 +102,15 @@ class Seeder:
     def running(self) -> bool:
         return self._task is not None and not self._task.done()
 
-    def start(self, target: int, *, batch_size: int | None = None) -> asyncio.Task[SeedProgress]:
+    def start(
+        self, target: int, *, batch_size: int | None = None, actor: str = SYSTEM_ACTOR
+    ) -> asyncio.Task[SeedProgress]:
         """Start seeding up to ``target`` rows in the background."""
         if self.running:
             raise SeedAlreadyRunning("a seed job is already running")
         progress = self._begin(target)
         self._task = asyncio.create_task(
-            self._run(progress, batch_size or self.batch_size, None), name="seeder"
+            self._run(progress, batch_size or self.batch_size, None, actor), name="seeder"
         )
         return self._task
 
@@ -104,11 +120,30 @@ class Seeder:
         *,
         batch_size: int | None = None,
         on_progress: ProgressCallback | None = None,
+        actor: str = SYSTEM_ACTOR,
     ) -> SeedProgress:
         """Seed in the foreground (the CLI) until the table holds ``target`` rows."""
         if self.running:
             raise SeedAlreadyRunning("a seed job is already running")
-        return await self._run(self._begin(target), batch_size or self.batch_size, on_progress)
+        progress = self._begin(target)
+        return await self._run(progress, batch_size or self.batch_size, on_progress, actor)
+
+    async def _create_run(self, w: AuditedWrite, target: int, batch_size: int) -> str:
+        run = await runs_repo.insert_run(
+            w.conn, run_id=new_run_id(), now=w.now,
+            args={"command": "seed", "target": target, "batch_size": batch_size},
+            git_sha=self.context.git_sha, config_hash=self.context.config_hash,
+        )  # fmt: skip
+        w.audit("seed.started", scope="seed", run_id=run["run_id"],
+                message=f"seeding up to {target} rows", data={"target": target})  # fmt: skip
+        return str(run["run_id"])
+
+    async def _finish_run(self, p: SeedProgress, actor: str) -> None:
+        async with audited_transaction(self.db, actor) as w:
+            w.audit(f"seed.{p.state}", scope="seed", run_id=p.run_id,
+                    message=f"seed {p.state} at {p.rows}/{p.target} rows",
+                    data={"rows": p.rows, "target": p.target, "inserted": p.inserted,
+                          "batches": p.batches})  # fmt: skip
 
     def _begin(self, target: int) -> SeedProgress:
         self._stop = asyncio.Event()
@@ -138,21 +173,38 @@ class Seeder:
             await asyncio.gather(task, return_exceptions=True)
 
     async def _run(
-        self, p: SeedProgress, size: int, on_progress: ProgressCallback | None
+        self, p: SeedProgress, size: int, on_progress: ProgressCallback | None, actor: str
     ) -> SeedProgress:
         target = p.target
         reported_decile = -1
         try:
             while not self._stop.is_set():
-                async with self.db.transaction() as conn:
-                    # Re-read inside the write transaction: concurrent POSTs and crashed
-                    # earlier runs are both accounted for.
-                    p.rows, max_id = await status_repo.row_count_and_max_id(conn)
-                    todo = min(size, target - p.rows)
-                    if todo <= 0:
-                        break
-                    rows = [seed_row(i) for i in range(max_id + 1, max_id + 1 + todo)]
-                    await status_repo.insert_many_with_ids(conn, rows)
+                batch_started = time.perf_counter()
+                try:
+                    async with audited_transaction(self.db, actor) as w:
+                        # Re-read inside the write transaction: concurrent POSTs and crashed
+                        # earlier runs are both accounted for.
+                        p.rows, max_id = await status_repo.row_count_and_max_id(w.conn)
+                        todo = min(size, target - p.rows)
+                        if todo <= 0:
+                            raise _NothingToSeed  # rolls back a transaction that wrote nothing
+                        if p.run_id is None:
+                            p.run_id = await self._create_run(w, target, size)
+                        rows = [seed_row(i) for i in range(max_id + 1, max_id + 1 + todo)]
+                        await status_repo.insert_many_with_ids(w.conn, rows)
+                        await runs_repo.insert_step(
+                            w.conn, run_id=p.run_id, name=f"batch {p.batches + 1}",
+                            status=StepStatus.SUCCEEDED, now=w.now, finished=True, stats={
+                                "first_id": max_id + 1, "last_id": max_id + todo, "inserted": todo,
+                                "rows": p.rows + todo, "target": target,
+                                "seconds": round(time.perf_counter() - batch_started, 4),
+                            },
+                        )  # fmt: skip
+                        w.audit("seed.batch", scope="seed", run_id=p.run_id, level="debug",
+                                message=f"seeded ids {max_id + 1}..{max_id + todo}",
+                                data={"inserted": todo, "rows": p.rows + todo})  # fmt: skip
+                except _NothingToSeed:
+                    break
                 p.rows += todo
                 p.inserted += todo
                 p.batches += 1
@@ -172,6 +224,8 @@ class Seeder:
         finally:
             p.finished_at = time.time()
         p.state = SeedState.STOPPED if p.rows < target else SeedState.COMPLETE
+        if p.run_id is not None:
+            await self._finish_run(p, actor)
         elapsed = p.finished_at - p.started_at
         log.info(
             "seed %s: %d/%d rows (%d new) in %.2fs", p.state, p.rows, target, p.inserted, elapsed

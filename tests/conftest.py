@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import socket
+import sqlite3
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -14,7 +15,9 @@ from aiohttp import web
 from aiohttp.test_utils import TestClient
 
 from service.app import create_app
-from service.config import Config
+from service.auth import hash_token
+from service.config import DEFAULT_MIGRATIONS_DIR, Config
+from service.db.migrations import apply_migrations
 from service.keys import SEEDER_KEY
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -34,10 +37,45 @@ def make_config(db_path: Path) -> Callable[..., Config]:
     return factory
 
 
+# Known tokens, planted in each test database before the app starts (so no initial admin token
+# is generated). Only their hashes are stored, as in production.
+ADMIN_TOKEN = "bgt_test-admin"
+WRITER_TOKEN = "bgt_test-writer"
+READER_TOKEN = "bgt_test-reader"
+TEST_TOKENS = {
+    ADMIN_TOKEN: ("ops", "read,write,admin"),
+    WRITER_TOKEN: ("ci-bot", "read,write"),
+    READER_TOKEN: ("dashboard", "read"),
+}
+
+
+def bearer(token: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {token}"}
+
+
+def plant_tokens(db_path: Path) -> None:
+    apply_migrations(db_path, DEFAULT_MIGRATIONS_DIR)
+    with sqlite3.connect(db_path) as conn:
+        conn.executemany(
+            'INSERT INTO auth_tokens ("user", name, token_hash, scopes, created_at) '
+            "VALUES (?, 'test', ?, ?, '2026-01-01T00:00:00.000Z')",
+            [(user, hash_token(tok), scopes) for tok, (user, scopes) in TEST_TOKENS.items()],
+        )
+
+
 @pytest.fixture
-async def make_client(aiohttp_client: Any, make_config: Callable[..., Config]):
-    async def factory(**overrides: Any) -> TestClient:
-        return await aiohttp_client(create_app(make_config(**overrides)))
+def planted_db(db_path: Path) -> Path:
+    plant_tokens(db_path)
+    return db_path
+
+
+@pytest.fixture
+async def make_client(aiohttp_client: Any, make_config: Callable[..., Config], planted_db: Path):
+    """Build an app on the test database; the client sends the admin token unless told not to."""
+
+    async def factory(*, token: str | None = ADMIN_TOKEN, **overrides: Any) -> TestClient:
+        headers = bearer(token) if token else {}
+        return await aiohttp_client(create_app(make_config(**overrides)), headers=headers)
 
     return factory
 

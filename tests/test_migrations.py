@@ -20,22 +20,61 @@ def tables(db: Path) -> set[str]:
         return {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type='table'")}
 
 
+ALL_MIGRATIONS = sorted(
+    p.name.removesuffix(".sql") for p in DEFAULT_MIGRATIONS_DIR.glob("*.sql")
+    if not p.name.endswith(".rollback.sql")
+)  # fmt: skip
+# Tables each migration creates, newest last.
+TABLES_BY_MIGRATION = {
+    "0001_create_status": {"status"},
+    "0002_security_audit": {"meta", "auth_tokens", "runs", "run_steps", "audit_log"},
+}
+
+
+def schema_version(db: Path) -> int | None:
+    with sqlite3.connect(db) as conn:
+        try:
+            return conn.execute("SELECT schema_version FROM meta").fetchone()[0]
+        except sqlite3.OperationalError:
+            return None
+
+
+def test_every_migration_is_known_to_these_tests() -> None:
+    assert list(TABLES_BY_MIGRATION) == ALL_MIGRATIONS
+
+
 def test_fresh_to_head_to_rollback_and_back(db_path: Path) -> None:
     state = migration_state(db_path, DEFAULT_MIGRATIONS_DIR)
-    assert state.applied == [] and state.pending == ["0001_create_status"]
+    assert state.applied == [] and state.pending == ALL_MIGRATIONS
 
-    assert apply_migrations(db_path, DEFAULT_MIGRATIONS_DIR) == ["0001_create_status"]
-    assert "status" in tables(db_path)
+    assert apply_migrations(db_path, DEFAULT_MIGRATIONS_DIR) == ALL_MIGRATIONS
+    every_table = set().union(*TABLES_BY_MIGRATION.values())
+    assert every_table <= tables(db_path)
     state = migration_state(db_path, DEFAULT_MIGRATIONS_DIR)
-    assert state.pending == [] and state.head == "0001_create_status"
+    assert state.pending == [] and state.head == ALL_MIGRATIONS[-1]
+    assert schema_version(db_path) == int(ALL_MIGRATIONS[-1][:4])
     assert apply_migrations(db_path, DEFAULT_MIGRATIONS_DIR) == []  # idempotent
 
-    assert rollback_migrations(db_path, DEFAULT_MIGRATIONS_DIR) == ["0001_create_status"]
-    assert "status" not in tables(db_path)
-    assert migration_state(db_path, DEFAULT_MIGRATIONS_DIR).pending == ["0001_create_status"]
+    # Roll back one migration at a time: its tables go, the older ones stay.
+    for index in range(len(ALL_MIGRATIONS) - 1, -1, -1):
+        migration = ALL_MIGRATIONS[index]
+        assert rollback_migrations(db_path, DEFAULT_MIGRATIONS_DIR) == [migration]
+        assert not TABLES_BY_MIGRATION[migration] & tables(db_path)
+        for older in ALL_MIGRATIONS[:index]:
+            assert TABLES_BY_MIGRATION[older] <= tables(db_path)
+        if index >= 2:
+            assert schema_version(db_path) == int(ALL_MIGRATIONS[index - 1][:4])
+    assert migration_state(db_path, DEFAULT_MIGRATIONS_DIR).pending == ALL_MIGRATIONS
 
-    assert apply_migrations(db_path, DEFAULT_MIGRATIONS_DIR) == ["0001_create_status"]
-    assert "status" in tables(db_path)
+    assert apply_migrations(db_path, DEFAULT_MIGRATIONS_DIR) == ALL_MIGRATIONS
+    assert every_table <= tables(db_path)
+
+
+def test_rollback_of_several_steps(db_path: Path) -> None:
+    apply_migrations(db_path, DEFAULT_MIGRATIONS_DIR)
+    rolled = rollback_migrations(db_path, DEFAULT_MIGRATIONS_DIR, steps=len(ALL_MIGRATIONS))
+    assert rolled == ALL_MIGRATIONS[::-1]
+    assert not {"status", "audit_log"} & tables(db_path)
 
 
 def test_status_schema_has_the_specified_columns(db_path: Path) -> None:
@@ -74,7 +113,7 @@ def test_concurrent_migrate_processes_apply_once(db_path: Path) -> None:
     assert outputs == [
         "applied 0 migration(s)",
         "applied 0 migration(s)",
-        "applied 1 migration(s): 0001_create_status",
+        f"applied {len(ALL_MIGRATIONS)} migration(s): {', '.join(ALL_MIGRATIONS)}",
     ]
     assert "status" in tables(db_path)
 
@@ -90,8 +129,9 @@ def test_operators_can_use_the_yoyo_cli_with_the_repo_ini(db_path: Path) -> None
     listed = subprocess.run([yoyo, "list", "--database", uri], **run)
     assert listed.returncode == 0 and "0001_create_status" in listed.stdout
     rolled = subprocess.run([yoyo, "rollback", "--batch", "--database", uri], **run)
-    assert rolled.returncode == 0, rolled.stderr
-    assert "status" not in tables(db_path)
+    assert rolled.returncode == 0, rolled.stderr  # batch mode rolls back the newest one
+    assert not TABLES_BY_MIGRATION[ALL_MIGRATIONS[-1]] & tables(db_path)
+    assert "status" in tables(db_path)
 
 
 def test_stale_yoyo_lock_is_a_clear_error_and_break_lock_recovers(db_path: Path) -> None:

@@ -10,6 +10,7 @@ import pytest
 
 from service.config import DEFAULT_MIGRATIONS_DIR
 from service.db.migrations import apply_migrations, migration_state, rollback_migrations
+from tests.test_migrations import ALL_MIGRATIONS
 
 psycopg = pytest.importorskip("psycopg", reason="psycopg is not installed (test extra)")
 
@@ -41,8 +42,11 @@ def pg_tables(uri: str) -> set[str]:
 
 
 def test_migrations_apply_and_roll_back_on_postgres(pg_database: str) -> None:
-    assert apply_migrations(pg_database, DEFAULT_MIGRATIONS_DIR) == ["0001_create_status"]
-    assert "status" in pg_tables(pg_database)
+    applied = apply_migrations(pg_database, DEFAULT_MIGRATIONS_DIR)
+    assert applied == ALL_MIGRATIONS
+    assert {"status", "meta", "auth_tokens", "runs", "run_steps", "audit_log"} <= pg_tables(
+        pg_database
+    )
     assert migration_state(pg_database, DEFAULT_MIGRATIONS_DIR).pending == []
     with psycopg.connect(pg_database.replace("+psycopg", "")) as conn:
         conn.execute(
@@ -51,5 +55,16 @@ def test_migrations_apply_and_roll_back_on_postgres(pg_database: str) -> None:
             "'2026-01-01T00:00:00.000Z')"
         )
         assert conn.execute("SELECT uptime, blocks FROM status").fetchall() == [(99.5, 0)]
-    assert rollback_migrations(pg_database, DEFAULT_MIGRATIONS_DIR) == ["0001_create_status"]
-    assert "status" not in pg_tables(pg_database)
+        assert conn.execute("SELECT schema_version FROM meta").fetchall() == [(2,)]
+        conn.execute(
+            'INSERT INTO auth_tokens (id, "user", name, token_hash, scopes, created_at) '
+            "VALUES (1, 'ops', 'n', repeat('a', 64), 'read', '2026-01-01T00:00:00.000Z')"
+        )
+        with pytest.raises(psycopg.errors.ForeignKeyViolation):
+            conn.execute(
+                "INSERT INTO run_steps (step_id, run_id, name, status, stats_json) "
+                "VALUES (1, 'missing', 's', 'pending', '{}')"
+            )
+    rolled = rollback_migrations(pg_database, DEFAULT_MIGRATIONS_DIR, steps=len(applied))
+    assert rolled == applied[::-1]
+    assert not {"status", "audit_log", "meta"} & pg_tables(pg_database)

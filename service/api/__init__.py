@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from service.api import admin, health, status
+from service.api import admin, health, runs, status
 
 
 def setup_routes(app: web.Application) -> None:
@@ -15,3 +15,9 @@ def setup_routes(app: web.Application) -> None:
     app.router.add_get("/bobgen/status/{id}", status.get_status, name="status")
     app.router.add_post("/admin/seed", admin.start_seed)
     app.router.add_get("/admin/seed", admin.seed_progress)
+    app.router.add_post("/runs", runs.create_run)
+    app.router.add_get("/runs", runs.list_runs)
+    app.router.add_get("/runs/{run_id}", runs.get_run)
+    app.router.add_post("/runs/{run_id}/steps", runs.create_step)
+    app.router.add_patch("/runs/{run_id}/steps/{step_id}", runs.update_step)
+    app.router.add_get("/audit", runs.list_audit)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from aiohttp import web
 
+from service.api.auth import principal
 from service.api.requests import load_json
 from service.errors import Conflict
 from service.jsonutil import json_response
@@ -18,7 +19,7 @@ async def start_seed(request: web.Request) -> web.Response:
     body = await load_json(_SEED, request)
     seeder = request.app[SEEDER_KEY]
     try:
-        seeder.start(body["rows"], batch_size=body["batch_size"])
+        seeder.start(body["rows"], batch_size=body["batch_size"], actor=principal(request).user)
     except SeedAlreadyRunning as exc:
         raise Conflict(str(exc), details={"seed": seeder.progress.public()}) from None
     return json_response({"seed": seeder.progress.public()}, status=202,

@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
-
 from aiohttp import web
 
+from service.api.auth import principal
 from service.api.requests import load_json, load_match, load_query
+from service.audit import audited_transaction
 from service.errors import NotFound
 from service.jsonutil import json_response
 from service.keys import DB_KEY
@@ -18,7 +18,6 @@ from service.schemas.status import (
     StatusFieldsQuerySchema,
     StatusIdSchema,
     StatusListQuerySchema,
-    utc_iso,
 )
 
 _LIST_QUERY = StatusListQuerySchema()
@@ -54,7 +53,9 @@ async def get_status(request: web.Request) -> web.Response:
 
 async def create_status(request: web.Request) -> web.Response:
     values = await load_json(_CREATE, request)
-    async with request.app[DB_KEY].transaction() as conn:
-        record = await status_repo.insert(conn, values, utc_iso(datetime.now(UTC)))
+    async with audited_transaction(request.app[DB_KEY], principal(request).user) as w:
+        record = await status_repo.insert(w.conn, values, w.now)
+        w.audit("status.created", scope="status", message=f"status {record['id']} created",
+                data={"id": record["id"], "version": record["version"]})  # fmt: skip
     location = str(request.app.router["status"].url_for(id=str(record["id"])))
     return json_response(record, status=201, headers={"Location": location})

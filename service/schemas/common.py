@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+from collections.abc import Callable
 from typing import Any
 
 import orjson
@@ -14,30 +15,36 @@ MAX_LIMIT = 500
 MAX_OFFSET = 10_000_000
 
 
+def _is_id(value: Any) -> bool:
+    return type(value) is int and value >= 0
+
+
 class Cursor(fields.Field):
-    """An opaque keyset cursor: URL-safe base64 of ``{"after": <last id>}``.
+    """An opaque keyset cursor: URL-safe base64 of ``{"after": <position>}``.
 
     Opaque so clients cannot grow to depend on its content, and so the encoding can change.
+    ``valid`` checks the decoded position (by default: a non-negative integer id).
     """
 
     default_error_messages = {"invalid": "Not a valid cursor; use the value of 'next' as is."}
 
-    def _deserialize(self, value: Any, attr: str | None, data: Any, **kwargs: Any) -> int:
+    def __init__(self, valid: Callable[[Any], bool] = _is_id, **kwargs: Any):
+        super().__init__(**kwargs)
+        self.valid = valid
+
+    def _deserialize(self, value: Any, attr: str | None, data: Any, **kwargs: Any) -> Any:
         try:
             raw = base64.urlsafe_b64decode(value.encode("ascii") + b"=" * (-len(value) % 4))
             after = orjson.loads(raw)["after"]
         except (AttributeError, UnicodeError, binascii.Error, ValueError, KeyError, TypeError):
             raise self.make_error("invalid") from None
-        if type(after) is not int or after < 0:
+        if not self.valid(after):
             raise self.make_error("invalid")
         return after
 
-    def _serialize(self, value: Any, attr: str | None, obj: Any, **kwargs: Any) -> str | None:
-        return None if value is None else encode_cursor(value)
 
-
-def encode_cursor(after_id: int) -> str:
-    return base64.urlsafe_b64encode(orjson.dumps({"after": after_id})).rstrip(b"=").decode()
+def encode_cursor(after: Any) -> str:
+    return base64.urlsafe_b64encode(orjson.dumps({"after": after})).rstrip(b"=").decode()
 
 
 class FieldList(fields.Field):
@@ -61,12 +68,14 @@ class FieldList(fields.Field):
         return list(dict.fromkeys(names))  # de-duplicated, order kept
 
 
+def limit_field() -> fields.Integer:
+    return fields.Integer(load_default=DEFAULT_LIMIT, validate=validate.Range(min=1, max=MAX_LIMIT))
+
+
 class PageQuerySchema(Schema):
     """``limit`` + either ``offset`` or ``cursor``. Unknown query parameters are rejected."""
 
-    limit = fields.Integer(
-        load_default=DEFAULT_LIMIT, validate=validate.Range(min=1, max=MAX_LIMIT), strict=False
-    )
+    limit = limit_field()
     offset = fields.Integer(load_default=None, validate=validate.Range(min=0, max=MAX_OFFSET))
     cursor = Cursor(load_default=None)
 

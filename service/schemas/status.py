@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
 from typing import Any
 
 from marshmallow import Schema, ValidationError, fields, post_load, validate, validates_schema
 
 from service.schemas.common import FieldList, PageQuerySchema
+from service.timeutil import utc_iso
 
 STATUS_FIELDS: tuple[str, ...] = (
     "id",
@@ -22,13 +22,6 @@ STATUS_FIELDS: tuple[str, ...] = (
     "created_at",
     "updated_at",
 )
-
-
-def utc_iso(moment: datetime) -> str:
-    """ISO-8601 UTC text with millisecond precision and a ``Z``: sorts correctly as text."""
-    return (
-        moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.") + f"{moment.microsecond // 1000:03d}Z"
-    )
 
 
 class StatusListQuerySchema(PageQuerySchema):

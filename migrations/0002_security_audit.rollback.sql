@@ -1,0 +1,11 @@
+DROP INDEX audit_log_ts_idx;
+DROP INDEX audit_log_event_idx;
+DROP INDEX audit_log_scope_idx;
+DROP INDEX audit_log_run_id_idx;
+DROP TABLE audit_log;
+DROP INDEX run_steps_run_id_idx;
+DROP TABLE run_steps;
+DROP INDEX runs_created_at_idx;
+DROP TABLE runs;
+DROP TABLE auth_tokens;
+DROP TABLE meta;

@@ -1,0 +1,124 @@
+"""Bearer-token authentication and scope checks, as one middleware.
+
+Rules: ``/admin/*`` needs ``admin``; every other mutating request needs ``write``; reads,
+``/health`` and ``/metrics`` are open unless ``--auth-reads``, which makes them need ``read``.
+Scopes are independent: a token has exactly the scopes it was given.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from dataclasses import dataclass
+from functools import partial
+
+from aiohttp import web
+
+from service.auth import Scope, hash_token, hashes_match
+from service.db import Database
+from service.errors import ApiError, Handler
+from service.keys import CONFIG_KEY, DB_KEY
+from service.repositories import tokens as tokens_repo
+from service.timeutil import utc_now
+
+log = logging.getLogger(__name__)
+
+MUTATING_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
+TOUCH_INTERVAL_S = 60.0  # last_used_at is kept to the minute: a write per request would be waste
+
+
+class Unauthorized(ApiError):
+    status, code = 401, "unauthorized"
+    headers = {"WWW-Authenticate": 'Bearer realm="bobgen"'}
+
+
+class Forbidden(ApiError):
+    status, code = 403, "forbidden"
+    headers = {"WWW-Authenticate": 'Bearer realm="bobgen", error="insufficient_scope"'}
+
+
+@dataclass(frozen=True, slots=True)
+class Principal:
+    """Who is making the request. ``user`` is what the audit log records as the actor."""
+
+    user: str
+    token_id: int | None
+    scopes: frozenset[Scope]
+
+
+ANONYMOUS = Principal("anonymous", None, frozenset())
+PRINCIPAL_KEY = web.RequestKey("principal", Principal)
+
+
+def principal(request: web.Request) -> Principal:
+    return request.get(PRINCIPAL_KEY, ANONYMOUS)
+
+
+def required_scope(request: web.Request, *, auth_reads: bool) -> Scope | None:
+    if request.path == "/admin" or request.path.startswith("/admin/"):
+        return Scope.ADMIN
+    if request.method in MUTATING_METHODS:
+        return Scope.WRITE
+    return Scope.READ if auth_reads else None
+
+
+def _bearer(request: web.Request) -> str:
+    header = request.headers.get("Authorization", "")
+    scheme, _, token = header.partition(" ")
+    if scheme.lower() != "bearer" or not token.strip():
+        raise Unauthorized("send a token as 'Authorization: Bearer <token>'")
+    return token.strip()
+
+
+class _Toucher:
+    """Updates ``last_used_at`` at most once per interval per token, off the request path."""
+
+    def __init__(self) -> None:
+        self._last: dict[int, float] = {}
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    def maybe_touch(self, db: Database, token_id: int) -> None:
+        now = time.monotonic()
+        if now - self._last.get(token_id, -TOUCH_INTERVAL_S) < TOUCH_INTERVAL_S:
+            return
+        self._last[token_id] = now
+        task = asyncio.get_running_loop().create_task(self._touch(db, token_id))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _touch(self, db: Database, token_id: int) -> None:
+        try:
+            async with db.transaction() as conn:
+                await tokens_repo.touch(conn, token_id, utc_now())
+        except Exception:
+            log.warning("could not record last use of token %d", token_id, exc_info=True)
+
+
+def auth_middleware() -> Handler:  # type: ignore[type-arg]
+    toucher = _Toucher()
+
+    @web.middleware
+    async def authenticate(request: web.Request, handler: Handler) -> web.StreamResponse:
+        needed = required_scope(request, auth_reads=request.app[CONFIG_KEY].auth_reads)
+        if needed is None:
+            return await handler(request)
+        digest = hash_token(_bearer(request))
+        db = request.app[DB_KEY]
+        finder = partial(tokens_repo.find_by_hashes, db)
+        record = await db.lookup("auth_tokens_by_hash", finder).get(digest)
+        # The index found the row by hash; compare again in constant time all the same.
+        if record is None or not hashes_match(record.token_hash, digest) or record.revoked:
+            log.warning("rejected a bearer token from %s on %s %s", request.remote,
+                        request.method, request.path)  # fmt: skip
+            raise Unauthorized("invalid or revoked token")
+        if needed not in record.scopes:
+            raise Forbidden(
+                f"this token lacks the '{needed}' scope",
+                details={"required_scope": str(needed), "token_scopes": sorted(record.scopes)},
+            )
+        request[PRINCIPAL_KEY] = Principal(record.user, record.id, record.scopes)
+        toucher.maybe_touch(db, record.id)
+        return await handler(request)
+
+    return authenticate

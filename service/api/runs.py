@@ -1,0 +1,114 @@
+"""Runs, their steps, and the audit log."""
+
+from __future__ import annotations
+
+from aiohttp import web
+
+from service.api.auth import principal
+from service.api.requests import load_json, load_match, load_query
+from service.audit import audited_transaction
+from service.errors import Conflict, NotFound
+from service.jsonutil import json_response
+from service.keys import DB_KEY
+from service.repositories import audit as audit_repo
+from service.repositories import runs as runs_repo
+from service.runs import (
+    TERMINAL_STATUSES,
+    InvalidTransition,
+    StepStatus,
+    check_transition,
+    new_run_id,
+)
+from service.schemas.common import encode_cursor
+from service.schemas.runs import (
+    AuditQuerySchema,
+    RunCreateSchema,
+    RunIdSchema,
+    RunListQuerySchema,
+    StepCreateSchema,
+    StepPathSchema,
+    StepUpdateSchema,
+)
+from service.timeutil import utc_iso
+
+_RUN_CREATE, _RUN_ID, _RUN_LIST = RunCreateSchema(), RunIdSchema(), RunListQuerySchema()
+_STEP_CREATE, _STEP_PATH, _STEP_UPDATE = StepCreateSchema(), StepPathSchema(), StepUpdateSchema()
+_AUDIT_QUERY = AuditQuerySchema()
+
+
+async def create_run(request: web.Request) -> web.Response:
+    body = await load_json(_RUN_CREATE, request)
+    async with audited_transaction(request.app[DB_KEY], principal(request).user) as w:
+        run = await runs_repo.insert_run(w.conn, run_id=new_run_id(), now=w.now, **body)
+        w.audit("run.created", scope="runs", run_id=run["run_id"],
+                message=f"run {run['run_id']} created", data={"run_id": run["run_id"]})  # fmt: skip
+    return json_response(run, status=201, headers={"Location": f"/runs/{run['run_id']}"})
+
+
+async def list_runs(request: web.Request) -> web.Response:
+    q = load_query(_RUN_LIST, request)
+    since = utc_iso(q["since"]) if q["since"] else None
+    items, next_position = await runs_repo.list_runs(
+        request.app[DB_KEY], limit=q["limit"], before=q["cursor"], since=since,
+        git_sha=q["git_sha"], config_hash=q["config_hash"],
+    )  # fmt: skip
+    next_cursor = encode_cursor(list(next_position)) if next_position else None
+    return json_response({"items": items, "limit": q["limit"], "next": next_cursor})
+
+
+async def get_run(request: web.Request) -> web.Response:
+    run_id = load_match(_RUN_ID, request)["run_id"]
+    run = await runs_repo.get_run(request.app[DB_KEY], run_id)
+    if run is None:
+        raise NotFound(f"run {run_id} not found", details={"run_id": run_id})
+    return json_response(run)
+
+
+async def create_step(request: web.Request) -> web.Response:
+    run_id = load_match(_RUN_ID, request)["run_id"]
+    body = await load_json(_STEP_CREATE, request)
+    async with audited_transaction(request.app[DB_KEY], principal(request).user) as w:
+        if not await runs_repo.run_exists(w.conn, run_id):
+            raise NotFound(f"run {run_id} not found", details={"run_id": run_id})
+        step = await runs_repo.insert_step(w.conn, run_id=run_id, now=w.now, **body)
+        w.audit("run_step.created", scope="runs", run_id=run_id,
+                message=f"step {step['step_id']} ({step['name']}) added",
+                data={"step_id": step["step_id"], "status": step["status"]})  # fmt: skip
+    location = f"/runs/{run_id}/steps/{step['step_id']}"
+    return json_response(step, status=201, headers={"Location": location})
+
+
+async def update_step(request: web.Request) -> web.Response:
+    path = load_match(_STEP_PATH, request)
+    body = await load_json(_STEP_UPDATE, request)
+    async with audited_transaction(request.app[DB_KEY], principal(request).user) as w:
+        step = await runs_repo.get_step(w.conn, path["run_id"], path["step_id"])
+        if step is None:
+            raise NotFound("no such step in this run", details=path)
+        current = StepStatus(step["status"])
+        status = body["status"] or current
+        try:
+            check_transition(current, status)
+        except InvalidTransition as exc:
+            raise Conflict(str(exc), code="invalid_transition", details={
+                "from": str(exc.current), "to": str(exc.requested), "allowed": exc.allowed,
+            }) from None  # fmt: skip
+        stats = step["stats"] if body["stats"] is None else body["stats"]
+        updated = await runs_repo.update_step(
+            w.conn, step, status=status, stats=stats, now=w.now,
+            terminal=status in TERMINAL_STATUSES,
+        )  # fmt: skip
+        w.audit("run_step.updated", scope="runs", run_id=path["run_id"],
+                message=f"step {step['step_id']} {current} -> {status}",
+                data={"step_id": step["step_id"], "from": current, "to": status})  # fmt: skip
+    return json_response(updated)
+
+
+async def list_audit(request: web.Request) -> web.Response:
+    q = load_query(_AUDIT_QUERY, request)
+    items, next_id = await audit_repo.list_page(
+        request.app[DB_KEY], limit=q["limit"], before_id=q["cursor"], run_id=q["run_id"],
+        scope=q["scope"], event=q["event"], since=utc_iso(q["since"]) if q["since"] else None,
+    )  # fmt: skip
+    next_cursor = encode_cursor(next_id) if next_id is not None else None
+    return json_response({"items": items, "limit": q["limit"], "next": next_cursor})

@@ -1,0 +1,54 @@
+"""Start-up bookkeeping shared by the server and the CLI: meta row and migration runs."""
+
+from __future__ import annotations
+
+from service import __version__
+from service.audit import audited_transaction
+from service.db import Database
+from service.repositories import runs as runs_repo
+from service.runs import RunContext, StepStatus, new_run_id
+from service.timeutil import utc_now
+
+
+async def has_table(db: Database, name: str) -> bool:
+    rows = await db.fetchall(
+        "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?", (name,)
+    )
+    return bool(rows)
+
+
+async def update_meta(db: Database) -> None:
+    """Record the running app version, and when the database was first started."""
+    if not await has_table(db, "meta"):
+        return
+    async with db.transaction() as conn:
+        await conn.execute(
+            "UPDATE meta SET app_version = ?, created_at = coalesce(created_at, ?) WHERE id = 1",
+            (__version__, utc_now()),
+        )
+
+
+async def record_migration_run(
+    db: Database, ids: list[str], *, direction: str, actor: str, context: RunContext
+) -> str | None:
+    """Record applied (or rolled back) migrations as a run with one step each.
+
+    Returns the run id, or None when nothing changed or the runs table does not exist (yet, or
+    any more after a rollback).
+    """
+    if not ids or not await has_table(db, "runs"):
+        return None
+    async with audited_transaction(db, actor) as w:
+        run = await runs_repo.insert_run(
+            w.conn, run_id=new_run_id(), now=w.now,
+            args={"command": f"migrate.{direction}", "migrations": ids},
+            git_sha=context.git_sha, config_hash=context.config_hash,
+        )  # fmt: skip
+        for migration_id in ids:
+            await runs_repo.insert_step(
+                w.conn, run_id=run["run_id"], name=migration_id, status=StepStatus.SUCCEEDED,
+                stats={"direction": direction}, now=w.now, finished=True,
+            )  # fmt: skip
+        w.audit(f"db.{direction}", scope="db", run_id=run["run_id"],
+                message=f"{direction}: {', '.join(ids)}", data={"migrations": ids})  # fmt: skip
+    return str(run["run_id"])

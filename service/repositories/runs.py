@@ -1,0 +1,147 @@
+"""SQL for ``runs`` and ``run_steps``."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import aiosqlite
+import orjson
+
+from service.db import Database
+from service.runs import StepStatus, run_status
+
+RUN_COLUMNS = ("run_id", "created_at", "args_json", "git_sha", "config_hash")
+STEP_COLUMNS = ("step_id", "run_id", "name", "started_at", "finished_at", "status", "stats_json")
+
+
+def _run(row: tuple[Any, ...]) -> dict[str, Any]:
+    run = dict(zip(RUN_COLUMNS, row, strict=True))
+    run["args"] = orjson.loads(run.pop("args_json"))
+    return run
+
+
+def _step(row: tuple[Any, ...]) -> dict[str, Any]:
+    step = dict(zip(STEP_COLUMNS, row, strict=True))
+    step["stats"] = orjson.loads(step.pop("stats_json"))
+    return step
+
+
+async def insert_run(
+    conn: aiosqlite.Connection,
+    *,
+    run_id: str,
+    now: str,
+    args: dict[str, Any],
+    git_sha: str | None,
+    config_hash: str | None,
+) -> dict[str, Any]:
+    rows = await conn.execute_fetchall(
+        f"INSERT INTO runs ({', '.join(RUN_COLUMNS)}) VALUES (?, ?, ?, ?, ?) "
+        f"RETURNING {', '.join(RUN_COLUMNS)}",
+        (run_id, now, orjson.dumps(args).decode(), git_sha, config_hash),
+    )
+    return _run(next(iter(rows)))
+
+
+async def get_run(db: Database, run_id: str) -> dict[str, Any] | None:
+    """The run with its steps (oldest first) and its derived status, or None."""
+    rows = await db.fetchall(
+        f"SELECT {', '.join(RUN_COLUMNS)} FROM runs WHERE run_id = ?", (run_id,)
+    )
+    if not rows:
+        return None
+    run = _run(rows[0])
+    steps = await db.fetchall(
+        f"SELECT {', '.join(STEP_COLUMNS)} FROM run_steps WHERE run_id = ? ORDER BY step_id",
+        (run_id,),
+    )
+    run["steps"] = [_step(s) for s in steps]
+    run["status"] = run_status([StepStatus(s["status"]) for s in run["steps"]])
+    return run
+
+
+async def run_exists(conn: aiosqlite.Connection, run_id: str) -> bool:
+    rows = await conn.execute_fetchall("SELECT 1 FROM runs WHERE run_id = ?", (run_id,))
+    return bool(list(rows))
+
+
+async def list_runs(
+    db: Database,
+    *,
+    limit: int,
+    before: tuple[str, str] | None = None,
+    since: str | None = None,
+    git_sha: str | None = None,
+    config_hash: str | None = None,
+) -> tuple[list[dict[str, Any]], tuple[str, str] | None]:
+    """Newest first, keyset-paged on (created_at, run_id)."""
+    where, params = [], []
+    for column, value in (("git_sha", git_sha), ("config_hash", config_hash)):
+        if value is not None:
+            where.append(f"{column} = ?")
+            params.append(value)
+    if since is not None:
+        where.append("created_at >= ?")
+        params.append(since)
+    if before is not None:
+        # Row-value comparison, spelled out so it also reads well on older engines.
+        where.append("(created_at < ? OR (created_at = ? AND run_id < ?))")
+        params += [before[0], before[0], before[1]]
+    sql = f"SELECT {', '.join(RUN_COLUMNS)} FROM runs"
+    if where:
+        sql += " WHERE " + " AND ".join(where)
+    rows = await db.fetchall(
+        sql + " ORDER BY created_at DESC, run_id DESC LIMIT ?", [*params, limit + 1]
+    )
+    items = [_run(r) for r in rows[:limit]]
+    last = items[-1] if len(rows) > limit else None
+    return items, ((last["created_at"], last["run_id"]) if last else None)
+
+
+async def insert_step(
+    conn: aiosqlite.Connection,
+    *,
+    run_id: str,
+    name: str,
+    status: StepStatus,
+    stats: dict[str, Any],
+    now: str,
+    finished: bool = False,
+) -> dict[str, Any]:
+    started = now if status is not StepStatus.PENDING else None
+    rows = await conn.execute_fetchall(
+        "INSERT INTO run_steps (run_id, name, started_at, finished_at, status, stats_json) "
+        f"VALUES (?, ?, ?, ?, ?, ?) RETURNING {', '.join(STEP_COLUMNS)}",
+        (run_id, name, started, now if finished else None, status.value,
+         orjson.dumps(stats).decode()),
+    )  # fmt: skip
+    return _step(next(iter(rows)))
+
+
+async def get_step(conn: aiosqlite.Connection, run_id: str, step_id: int) -> dict[str, Any] | None:
+    rows = list(
+        await conn.execute_fetchall(
+            f"SELECT {', '.join(STEP_COLUMNS)} FROM run_steps WHERE run_id = ? AND step_id = ?",
+            (run_id, step_id),
+        )
+    )
+    return _step(rows[0]) if rows else None
+
+
+async def update_step(
+    conn: aiosqlite.Connection,
+    step: dict[str, Any],
+    *,
+    status: StepStatus,
+    stats: dict[str, Any],
+    now: str,
+    terminal: bool,
+) -> dict[str, Any]:
+    started_at = step["started_at"] or (now if status is not StepStatus.PENDING else None)
+    finished_at = step["finished_at"] or (now if terminal else None)
+    rows = await conn.execute_fetchall(
+        "UPDATE run_steps SET status = ?, stats_json = ?, started_at = ?, finished_at = ? "
+        f"WHERE step_id = ? RETURNING {', '.join(STEP_COLUMNS)}",
+        (status.value, orjson.dumps(stats).decode(), started_at, finished_at, step["step_id"]),
+    )
+    return _step(next(iter(rows)))

@@ -1,0 +1,76 @@
+"""Schemas of runs, run steps and the audit log."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from marshmallow import Schema, fields, validate, validates_schema
+
+from service.runs import INITIAL_STATUSES, StepStatus
+from service.schemas.common import Cursor, limit_field
+
+HEX_SHA = validate.Regexp(r"^[0-9a-f]{7,64}$", error="Must be 7 to 64 lowercase hex digits.")
+SHA256 = validate.Regexp(r"^[0-9a-f]{64}$", error="Must be 64 lowercase hex digits.")
+NAME = validate.Length(min=1, max=128)
+MAX_JSON_KEYS = 100
+
+
+def _small_object(value: dict[str, Any]) -> None:
+    if len(value) > MAX_JSON_KEYS:
+        raise validate.ValidationError(f"At most {MAX_JSON_KEYS} keys.")
+
+
+def _is_run_position(value: Any) -> bool:
+    return isinstance(value, list) and len(value) == 2 and all(isinstance(v, str) for v in value)
+
+
+class RunCreateSchema(Schema):
+    args = fields.Dict(keys=fields.String(), load_default=dict, validate=_small_object)
+    git_sha = fields.String(load_default=None, allow_none=True, validate=HEX_SHA)
+    config_hash = fields.String(load_default=None, allow_none=True, validate=SHA256)
+
+
+class RunIdSchema(Schema):
+    run_id = fields.String(required=True, validate=validate.Regexp(r"^[0-9a-f]{32}$"))
+
+
+class StepPathSchema(RunIdSchema):
+    step_id = fields.Integer(required=True, validate=validate.Range(min=1, max=2**63 - 1))
+
+
+class RunListQuerySchema(Schema):
+    limit = limit_field()
+    cursor = Cursor(valid=_is_run_position, load_default=None)
+    since = fields.AwareDateTime(load_default=None)
+    git_sha = fields.String(load_default=None, validate=HEX_SHA)
+    config_hash = fields.String(load_default=None, validate=SHA256)
+
+
+class StepCreateSchema(Schema):
+    name = fields.String(required=True, validate=NAME)
+    status = fields.Enum(
+        StepStatus,
+        by_value=True,
+        load_default=StepStatus.PENDING,
+        validate=validate.OneOf(INITIAL_STATUSES, error="A new step is pending or running."),
+    )
+    stats = fields.Dict(keys=fields.String(), load_default=dict, validate=_small_object)
+
+
+class StepUpdateSchema(Schema):
+    status = fields.Enum(StepStatus, by_value=True, load_default=None)
+    stats = fields.Dict(keys=fields.String(), load_default=None, validate=_small_object)
+
+    @validates_schema
+    def _something_to_change(self, data: dict[str, Any], **kwargs: Any) -> None:
+        if data.get("status") is None and data.get("stats") is None:
+            raise validate.ValidationError("Give a status, stats, or both.", "_schema")
+
+
+class AuditQuerySchema(Schema):
+    limit = limit_field()
+    cursor = Cursor(load_default=None)
+    run_id = fields.String(load_default=None, validate=validate.Length(min=1, max=64))
+    scope = fields.String(load_default=None, validate=validate.Length(min=1, max=64))
+    event = fields.String(load_default=None, validate=validate.Length(min=1, max=64))
+    since = fields.AwareDateTime(load_default=None)

@@ -1,0 +1,79 @@
+"""Token lifecycle shared by the CLI and the server: create, list, revoke, first-start token."""
+
+from __future__ import annotations
+
+import logging
+import os
+from pathlib import Path
+
+from service.audit import SYSTEM_ACTOR, audited_transaction
+from service.auth import ALL_SCOPES, Scope, format_scopes, generate_token, hash_token
+from service.db import Database
+from service.repositories import tokens as tokens_repo
+from service.repositories.tokens import TokenRecord
+
+log = logging.getLogger(__name__)
+
+
+class TokenNotFound(LookupError):
+    """No token has that id, or it is revoked already."""
+
+
+async def create_token(
+    db: Database, *, user: str, name: str, scopes: frozenset[Scope], actor: str
+) -> tuple[str, TokenRecord]:
+    """Return the new token (to show once) and its stored record (which holds only the hash)."""
+    token = generate_token()
+    async with audited_transaction(db, actor) as w:
+        record = await tokens_repo.insert(
+            w.conn, user=user, name=name, token_hash=hash_token(token), scopes=scopes, now=w.now
+        )
+        w.audit("token.created", scope="auth", message=f"token {record.id} created for {user}",
+                data={"id": record.id, "user": user, "name": name,
+                      "scopes": format_scopes(scopes)})  # fmt: skip
+    return token, record
+
+
+async def list_tokens(db: Database) -> list[TokenRecord]:
+    async with db.reader() as conn:
+        return await tokens_repo.list_all(conn)
+
+
+async def revoke_token(db: Database, token_id: int, *, actor: str) -> None:
+    async with audited_transaction(db, actor) as w:
+        if not await tokens_repo.revoke(w.conn, token_id, w.now):
+            raise TokenNotFound(f"no active token with id {token_id}")
+        w.audit("token.revoked", scope="auth", message=f"token {token_id} revoked",
+                data={"id": token_id})  # fmt: skip
+
+
+def initial_token_path(db_path: Path) -> Path:
+    return db_path.with_name(db_path.name + ".admin-token")
+
+
+async def ensure_initial_admin_token(db: Database) -> Path | None:
+    """On a database with no tokens at all, create an admin token and write it to a 0600 file.
+
+    Returns the file's path (which is logged; the token never is), or None if tokens exist.
+    """
+    async with db.reader() as conn:
+        if await tokens_repo.count_all(conn):
+            return None
+    token, record = await create_token(
+        db, user="admin", name="initial admin token", scopes=ALL_SCOPES, actor=SYSTEM_ACTOR
+    )
+    path = initial_token_path(db.path)
+    _write_private(path, token + "\n")
+    log.warning("created initial admin token %d; it is in %s (readable by this user only)",
+                record.id, path)  # fmt: skip
+    return path
+
+
+def _write_private(path: Path, text: str) -> None:
+    """Write a file that is 0600 from its first byte (no window where others could read it)."""
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.unlink(missing_ok=True)
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w") as f:
+        f.write(text)
+    os.replace(tmp, path)
