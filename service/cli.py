@@ -1,29 +1,44 @@
-"""The ``bobgen`` command line: serve, seed, migrate.
+"""The ``bobgen`` command line.
 
 Flags default to ``None`` so that :meth:`Config.from_sources` can tell "not given" apart
 from a value, and fall back to ``BOBGEN_*`` variables, then to the dataclass defaults.
+Operator commands print one clear line and exit non-zero on failure; never a traceback.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import getpass
+import json
 import logging
 import sqlite3
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
+from contextlib import asynccontextmanager
+from pathlib import Path
 from typing import Any
 
 from service import __version__
-from service.config import Config, ConfigError
-from service.db import DatabaseUnavailable
+from service.config import PROJECT_ROOT, Config, ConfigError
+from service.db import Database, DatabaseUnavailable
+from service.db.maintenance import BackupError
 from service.db.migrations import MigrationError
+from service.runs import RunContext, current_git_sha
 
 log = logging.getLogger("service")
 
 
-def _add_db_flags(p: argparse.ArgumentParser) -> None:
+def cli_actor() -> str:
+    """How operator actions appear in the audit log."""
+    try:
+        return f"cli:{getpass.getuser()}"
+    except (OSError, KeyError):
+        return "cli:unknown"
+
+
+def _add_common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--db", help="SQLite database file (BOBGEN_DB; default data/bobgen.db)")
     p.add_argument("--migrations-dir", help="yoyo migrations folder (BOBGEN_MIGRATIONS_DIR)")
     p.add_argument("--log-level", help="DEBUG, INFO, WARNING, ERROR (BOBGEN_LOG_LEVEL)")
@@ -35,27 +50,62 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
 
     serve = sub.add_parser("serve", help="run the HTTP server (migrates and seeds on its own)")
-    _add_db_flags(serve)
+    _add_common(serve)
     serve.add_argument("--host", help="bind address (BOBGEN_HOST; default 127.0.0.1)")
     serve.add_argument("--port", type=int, help="TCP port (BOBGEN_PORT; default 8080)")
     serve.add_argument("--seed-rows", type=int, help="seed target, 0 disables (default 100000)")
     serve.add_argument("--seed-batch-size", type=int, help="rows per seed transaction")
     serve.add_argument("--read-connections", type=int, help="reader pool size (default 2)")
     serve.add_argument("--access-log", action="store_const", const=True, help="log every request")
+    serve.add_argument(
+        "--auth-reads", action="store_const", const=True, help="require a 'read' token for reads"
+    )
 
     seed = sub.add_parser("seed", help="seed the status table in the foreground")
-    _add_db_flags(seed)
+    _add_common(seed)
     seed.add_argument("--rows", type=int, dest="seed_rows", help="target row count")
     seed.add_argument("--batch-size", type=int, dest="seed_batch_size", help="rows per batch")
 
-    migrate = sub.add_parser("migrate", help="apply pending migrations")
-    _add_db_flags(migrate)
+    _add_common(sub.add_parser("migrate", help="apply pending migrations (= db migrate)"))
+
+    db = sub.add_parser("db", help="database operations").add_subparsers(dest="db_command")
+    db.required = True
+    _add_common(db.add_parser("migrate", help="apply pending migrations"))
+    _add_common(db.add_parser("status", help="applied and pending migrations, schema version"))
+    rollback = db.add_parser("rollback", help="roll back the newest migration(s)")
+    _add_common(rollback)
+    rollback.add_argument("--steps", type=int, default=1, help="how many (default 1)")
+    _add_common(db.add_parser("vacuum", help="rebuild the file to reclaim space"))
+    backup = db.add_parser("backup", help="online backup to PATH, verified")
+    _add_common(backup)
+    backup.add_argument("path", type=Path, help="the new backup file")
+
+    token = sub.add_parser("token", help="API tokens").add_subparsers(dest="token_command")
+    token.required = True
+    create = token.add_parser("create", help="create a token and print it (once)")
+    _add_common(create)
+    create.add_argument("--user", required=True, help="who the token is for (audit actor)")
+    create.add_argument("--scopes", required=True, help="comma-separated: read,write,admin")
+    create.add_argument("--name", default="", help="what the token is for")
+    listing = token.add_parser("list", help="list tokens (never the tokens themselves)")
+    _add_common(listing)
+    listing.add_argument("--json", action="store_true", help="print JSON")
+    revoke = token.add_parser("revoke", help="revoke a token by id; refused at once")
+    _add_common(revoke)
+    revoke.add_argument("id", type=int)
+
+    doctor = sub.add_parser("doctor", help="check a database file (read-only)")
+    _add_common(doctor)
+    doctor.add_argument("--json", action="store_true", help='print {"ok": ..., "checks": [...]}')
     return parser
+
+
+_CONFIG_FLAGS = {f for f in Config.__dataclass_fields__}
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    flags = {k: v for k, v in vars(args).items() if k != "command"}
+    flags = {k: v for k, v in vars(args).items() if k in _CONFIG_FLAGS}
     try:
         config = Config.from_sources(flags)
     except ConfigError as exc:
@@ -66,19 +116,24 @@ def main(argv: Sequence[str] | None = None) -> int:
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
         stream=sys.stderr,
     )
-    command = {"serve": _serve, "seed": _seed, "migrate": _migrate}[args.command]
+    if config.log_level.upper() != "DEBUG":
+        logging.getLogger("yoyo").setLevel(logging.WARNING)  # one line per step is noise
+    name = " ".join(
+        v for v in (args.command, getattr(args, "db_command", None),
+                    getattr(args, "token_command", None)) if v
+    )  # fmt: skip
     try:
-        return command(config)
+        return COMMANDS[name](config, args)
     except KeyboardInterrupt:
         return 130
-    except (MigrationError, DatabaseUnavailable, sqlite3.Error, OSError) as exc:
+    except (MigrationError, DatabaseUnavailable, BackupError, sqlite3.Error, OSError) as exc:
         # Operator-facing failures (unwritable path, port in use, stale lock): one clear line.
         log.debug("command failed", exc_info=True)
         print(f"bobgen: error: {exc}", file=sys.stderr)
         return 1
 
 
-def _serve(config: Config) -> int:
+def _serve(config: Config, args: argparse.Namespace) -> int:
     from aiohttp import web
 
     from service.app import create_app
@@ -96,37 +151,125 @@ def _serve(config: Config) -> int:
     return 0
 
 
-def _migrate(config: Config) -> int:
-    from service.db.migrations import apply_migrations
+@asynccontextmanager
+async def _open(config: Config, *, migrate: bool) -> AsyncIterator[Database]:
+    """Open the database for a CLI command, migrating it first if asked."""
+    if migrate:
+        await _migrate_and_record(config, direction="apply")
+    elif not config.db.exists():
+        raise DatabaseUnavailable(f"not initialized yet: {config.db} does not exist")
+    db = Database(config.db, read_connections=1, busy_timeout_ms=config.busy_timeout_ms)
+    await db.open()
+    try:
+        yield db
+    finally:
+        await db.close()
 
-    applied = apply_migrations(config.db, config.migrations_dir)
+
+def _run_context(config: Config) -> RunContext:
+    return RunContext(current_git_sha(PROJECT_ROOT), config.config_hash())
+
+
+async def _migrate_and_record(config: Config, *, direction: str, steps: int = 1) -> list[str]:
+    from service.db.migrations import apply_migrations, rollback_migrations
+    from service.lifecycle import record_migration_run, update_meta
+
+    if direction == "apply":
+        ids = await asyncio.to_thread(apply_migrations, config.db, config.migrations_dir)
+    else:
+        ids = await asyncio.to_thread(rollback_migrations, config.db, config.migrations_dir, steps)
+    db = Database(config.db, read_connections=1, busy_timeout_ms=config.busy_timeout_ms)
+    await db.open()
+    try:
+        await record_migration_run(
+            db, ids, direction=direction, actor=cli_actor(), context=_run_context(config)
+        )
+        await update_meta(db)
+    finally:
+        await db.close()
+    return ids
+
+
+def _migrate(config: Config, args: argparse.Namespace) -> int:
+    applied = asyncio.run(_migrate_and_record(config, direction="apply"))
     print(f"applied {len(applied)} migration(s)" + (f": {', '.join(applied)}" if applied else ""))
     return 0
 
 
-def _seed(config: Config) -> int:
+def _rollback(config: Config, args: argparse.Namespace) -> int:
+    if not config.db.exists():
+        raise DatabaseUnavailable(f"not initialized yet: {config.db} does not exist")
+    if args.steps < 1:
+        print("bobgen: error: --steps must be at least 1", file=sys.stderr)
+        return 2
+    rolled = asyncio.run(_migrate_and_record(config, direction="rollback", steps=args.steps))
+    print(f"rolled back {len(rolled)} migration(s)" + (f": {', '.join(rolled)}" if rolled else ""))
+    return 0
+
+
+def _db_status(config: Config, args: argparse.Namespace) -> int:
+    from service.db.migrations import migration_state
+
+    if not config.db.exists():
+        raise DatabaseUnavailable(f"not initialized yet: {config.db} does not exist")
+    state = migration_state(config.db, config.migrations_dir)
+    with sqlite3.connect(f"file:{config.db}?mode=ro", uri=True) as conn:
+        try:
+            version = conn.execute("SELECT schema_version FROM meta").fetchone()[0]
+        except sqlite3.OperationalError:
+            version = None
+    print(f"database:       {config.db}")
+    print(f"schema_version: {version}")
+    print(f"applied:        {', '.join(state.applied) or '-'}")
+    print(f"pending:        {', '.join(state.pending) or '-'}")
+    return 0 if not state.pending else 1
+
+
+def _vacuum(config: Config, args: argparse.Namespace) -> int:
+    return asyncio.run(_maintenance(config, "vacuum", None))
+
+
+def _backup(config: Config, args: argparse.Namespace) -> int:
+    return asyncio.run(_maintenance(config, "backup", args.path))
+
+
+async def _maintenance(config: Config, what: str, target: Path | None) -> int:
+    from service.audit import audited_transaction
+    from service.db import maintenance
+
+    async with _open(config, migrate=False) as db:
+        started = time.perf_counter()
+        if what == "vacuum":
+            before, after = await asyncio.to_thread(maintenance.vacuum, config.db)
+            data: dict[str, Any] = {"bytes_before": before, "bytes_after": after}
+            message = f"vacuum: {before} -> {after} bytes"
+        else:
+            assert target is not None
+            result = await asyncio.to_thread(maintenance.backup, config.db, target)
+            data = {"path": str(result.path), "bytes": result.bytes, "pages": result.pages}
+            message = f"backup written to {result.path} ({result.bytes} bytes), integrity ok"
+        data["seconds"] = round(time.perf_counter() - started, 3)
+        async with audited_transaction(db, cli_actor()) as w:
+            w.audit(f"db.{what}", scope="db", message=message, data=data)
+    print(message)
+    return 0
+
+
+def _seed(config: Config, args: argparse.Namespace) -> int:
     return asyncio.run(_seed_async(config))
 
 
 async def _seed_async(config: Config) -> int:
-    from service.db import Database
-    from service.db.migrations import apply_migrations
     from service.seeding import Seeder, SeedProgress, SeedState
 
-    await asyncio.to_thread(apply_migrations, config.db, config.migrations_dir)
-    db = Database(config.db, read_connections=1, busy_timeout_ms=config.busy_timeout_ms)
-    await db.open()
     bar = _ProgressBar(sys.stderr)
 
     def on_progress(p: SeedProgress) -> None:
         bar.update(p.rows, p.target)
 
-    try:
-        progress = await Seeder(db, batch_size=config.seed_batch_size).run(
-            config.seed_rows, on_progress=on_progress
-        )
-    finally:
-        await db.close()
+    async with _open(config, migrate=True) as db:
+        seeder = Seeder(db, batch_size=config.seed_batch_size, context=_run_context(config))
+        progress = await seeder.run(config.seed_rows, on_progress=on_progress, actor=cli_actor())
     bar.finish()
     elapsed = (progress.finished_at or 0) - (progress.started_at or 0)
     print(f"seed {progress.state}: {progress.rows}/{progress.target} rows, "
@@ -134,8 +277,93 @@ async def _seed_async(config: Config) -> int:
     return 0 if progress.state is SeedState.COMPLETE else 1
 
 
+def _token_create(config: Config, args: argparse.Namespace) -> int:
+    from service.auth import InvalidScopes, parse_scopes
+    from service.tokens import create_token
+
+    try:
+        scopes = parse_scopes(args.scopes)
+    except InvalidScopes as exc:
+        print(f"bobgen: error: {exc}", file=sys.stderr)
+        return 2
+    user = args.user.strip()
+    if not user or len(user) > 64:
+        print("bobgen: error: --user must be 1 to 64 characters", file=sys.stderr)
+        return 2
+
+    async def create() -> tuple[str, Any]:
+        async with _open(config, migrate=True) as db:
+            return await create_token(
+                db, user=user, name=args.name, scopes=scopes, actor=cli_actor()
+            )
+
+    token, record = asyncio.run(create())
+    print(token)  # stdout holds only the token, for scripts: TOKEN=$(bobgen token create ...)
+    print(f"token {record.id} for {record.user} with scopes {','.join(sorted(scopes))}; "
+          "it is shown only this once", file=sys.stderr)  # fmt: skip
+    return 0
+
+
+def _token_list(config: Config, args: argparse.Namespace) -> int:
+    from service.tokens import list_tokens
+
+    async def fetch() -> list[Any]:
+        async with _open(config, migrate=False) as db:
+            return await list_tokens(db)
+
+    records = [r.public() for r in asyncio.run(fetch())]
+    if args.json:
+        print(json.dumps(records, indent=2))
+        return 0
+    print(f"{'id':>4}  {'user':<16} {'scopes':<18} {'created':<24} {'last used':<24} revoked")
+    for r in records:
+        print(f"{r['id']:>4}  {r['user']:<16} {r['scopes']:<18} {r['created_at']:<24} "
+              f"{r['last_used_at'] or '-':<24} {r['revoked_at'] or '-'}")  # fmt: skip
+    return 0
+
+
+def _token_revoke(config: Config, args: argparse.Namespace) -> int:
+    from service.tokens import TokenNotFound, revoke_token
+
+    async def revoke() -> None:
+        async with _open(config, migrate=False) as db:
+            await revoke_token(db, args.id, actor=cli_actor())
+
+    try:
+        asyncio.run(revoke())
+    except TokenNotFound as exc:
+        print(f"bobgen: error: {exc}", file=sys.stderr)
+        return 1
+    print(f"token {args.id} revoked")
+    return 0
+
+
+def _doctor(config: Config, args: argparse.Namespace) -> int:
+    from service.doctor import diagnose, render
+
+    report = diagnose(config.db, config.migrations_dir)
+    print(json.dumps(report.to_dict(), indent=2) if args.json else render(report))
+    return 0 if report.ok else 1
+
+
+COMMANDS: dict[str, Callable[[Config, argparse.Namespace], int]] = {
+    "serve": _serve,
+    "seed": _seed,
+    "migrate": _migrate,
+    "db migrate": _migrate,
+    "db status": _db_status,
+    "db rollback": _rollback,
+    "db vacuum": _vacuum,
+    "db backup": _backup,
+    "token create": _token_create,
+    "token list": _token_list,
+    "token revoke": _token_revoke,
+    "doctor": _doctor,
+}
+
+
 class _ProgressBar:
-    """A one-line text progress bar; silent when the stream is not a terminal, except at the end."""
+    """A one-line text progress bar; silent when the stream is not a terminal."""
 
     WIDTH = 40
 

@@ -7,7 +7,14 @@ import os
 from pathlib import Path
 
 from service.audit import SYSTEM_ACTOR, audited_transaction
-from service.auth import ALL_SCOPES, Scope, format_scopes, generate_token, hash_token
+from service.auth import (
+    ALL_SCOPES,
+    InvalidScopes,
+    Scope,
+    format_scopes,
+    generate_token,
+    hash_token,
+)
 from service.db import Database
 from service.repositories import tokens as tokens_repo
 from service.repositories.tokens import TokenRecord
@@ -23,6 +30,8 @@ async def create_token(
     db: Database, *, user: str, name: str, scopes: frozenset[Scope], actor: str
 ) -> tuple[str, TokenRecord]:
     """Return the new token (to show once) and its stored record (which holds only the hash)."""
+    if not scopes:
+        raise InvalidScopes("name at least one scope")
     token = generate_token()
     async with audited_transaction(db, actor) as w:
         record = await tokens_repo.insert(

@@ -1,0 +1,149 @@
+"""``bobgen doctor``: read-only checks of a database file, for operators and monitoring.
+
+Everything here opens the file read-only (``mode=ro``), so running the doctor can never
+create, migrate or repair anything by accident: it only reports.
+"""
+
+from __future__ import annotations
+
+import shutil
+import sqlite3
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+from service.tokens import initial_token_path
+
+MIN_FREE_BYTES = 100 * 1024 * 1024
+
+
+@dataclass(frozen=True, slots=True)
+class Check:
+    name: str
+    ok: bool
+    detail: str
+    warning: bool = False  # reported, but does not make the database unhealthy
+
+
+@dataclass(frozen=True, slots=True)
+class Report:
+    checks: list[Check]
+
+    @property
+    def ok(self) -> bool:
+        return all(c.ok or c.warning for c in self.checks)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"ok": self.ok, "checks": [asdict(c) for c in self.checks]}
+
+
+def migration_ids(migrations_dir: Path) -> list[str]:
+    return sorted(
+        p.name.removesuffix(".sql")
+        for p in migrations_dir.glob("*.sql")
+        if not p.name.endswith(".rollback.sql")
+    )
+
+
+def diagnose(db_path: Path, migrations_dir: Path) -> Report:
+    if not db_path.exists():
+        detail = f"not initialized yet: {db_path} does not exist (start the server or migrate)"
+        return Report([Check("database", False, detail)])
+    try:
+        conn = sqlite3.connect(f"file:{db_path}?mode=ro", uri=True, timeout=5)
+    except sqlite3.Error as exc:
+        return Report([Check("database", False, f"cannot open {db_path}: {exc}")])
+    try:
+        return Report(_checks(conn, db_path, migrations_dir))
+    finally:
+        conn.close()
+
+
+def _checks(conn: sqlite3.Connection, db_path: Path, migrations_dir: Path) -> list[Check]:
+    checks = []
+    try:
+        result = [r[0] for r in conn.execute("PRAGMA integrity_check").fetchall()]
+    except sqlite3.DatabaseError as exc:  # "file is not a database", "malformed"
+        return [Check("integrity", False, f"corrupted: {exc}")]
+    checks.append(
+        Check("integrity", result == ["ok"], "ok" if result == ["ok"] else "; ".join(result[:5]))
+    )
+    checks.append(_migrations(conn, migrations_dir))
+    checks.append(_schema_version(conn, migrations_dir))
+    mode = conn.execute("PRAGMA journal_mode").fetchone()[0]
+    checks.append(Check("wal", mode == "wal", f"journal_mode={mode}"))
+    conn.execute("PRAGMA foreign_keys = ON")
+    enforced = conn.execute("PRAGMA foreign_keys").fetchone()[0] == 1
+    violations = conn.execute("PRAGMA foreign_key_check").fetchall() if enforced else []
+    if not enforced:
+        detail = "this SQLite build cannot enforce foreign keys"
+    elif violations:
+        detail = f"{len(violations)} violation(s), first: {violations[0]}"
+    else:
+        detail = "enforced, no violations"
+    checks.append(Check("foreign_keys", enforced and not violations, detail))
+    checks.append(_yoyo_lock(conn))
+    checks.append(_free_disk(db_path))
+    token_file = initial_token_path(db_path)
+    if token_file.exists():
+        advice = f"{token_file} still exists: store the token safely, then delete the file"
+        checks.append(Check("initial_token_file", False, advice, warning=True))
+    else:
+        checks.append(Check("initial_token_file", True, "absent"))
+    return checks
+
+
+def _migrations(conn: sqlite3.Connection, migrations_dir: Path) -> Check:
+    known = migration_ids(migrations_dir)
+    try:
+        applied = {r[0] for r in conn.execute("SELECT migration_id FROM _yoyo_migration")}
+    except sqlite3.OperationalError:
+        applied = set()
+    pending = [m for m in known if m not in applied]
+    unknown = sorted(applied - set(known))
+    if unknown:
+        return Check("migrations", False, f"applied but unknown to this version: {unknown}")
+    if pending:
+        return Check(
+            "migrations", False, f"pending: {', '.join(pending)} (run 'bobgen db migrate')"
+        )
+    return Check("migrations", True, f"{len(known)} applied, none pending")
+
+
+def _schema_version(conn: sqlite3.Connection, migrations_dir: Path) -> Check:
+    known = migration_ids(migrations_dir)
+    head = int(known[-1][:4]) if known else 0
+    try:
+        version = conn.execute("SELECT schema_version FROM meta").fetchone()[0]
+    except (sqlite3.OperationalError, TypeError):
+        return Check("schema_version", False, f"no meta row; head is {head}")
+    return Check("schema_version", version == head, f"schema_version={version}, head={head}")
+
+
+def _yoyo_lock(conn: sqlite3.Connection) -> Check:
+    try:
+        holders = [r[0] for r in conn.execute("SELECT pid FROM yoyo_lock")]
+    except sqlite3.OperationalError:
+        holders = []
+    if holders:
+        detail = f"held by pid {holders[0]}; if it is gone, run 'yoyo break-lock' (see runbook)"
+        return Check("migration_lock", False, detail)
+    return Check("migration_lock", True, "free")
+
+
+def _free_disk(db_path: Path) -> Check:
+    free = shutil.disk_usage(db_path.parent).free
+    size = db_path.stat().st_size
+    needed = max(MIN_FREE_BYTES, 2 * size)  # VACUUM and backups need about the file's size again
+    return Check(
+        "free_disk", free >= needed, f"{free // 2**20} MiB free, want {needed // 2**20} MiB"
+    )
+
+
+def render(report: Report) -> str:
+    def mark(c: Check) -> str:
+        return "ok  " if c.ok else ("WARN" if c.warning else "BAD ")
+
+    lines = [f"{mark(c)} {c.name:<20} {c.detail}" for c in report.checks]
+    lines.append("healthy" if report.ok else "problems found")
+    return "\n".join(lines)
