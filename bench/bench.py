@@ -31,11 +31,13 @@ import aiohttp
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from service.auth import Scope  # noqa: E402
 from service.config import DEFAULT_MIGRATIONS_DIR  # noqa: E402
 from service.db import Database  # noqa: E402
 from service.db.migrations import apply_migrations  # noqa: E402
 from service.schemas.common import encode_cursor  # noqa: E402
 from service.seeding import Seeder  # noqa: E402
+from service.tokens import create_token  # noqa: E402
 
 POST_BODY = '{"uptime": 99.9, "version": "9.9.9", "latency": 1.5, "error_rate": 0.001}'
 
@@ -67,7 +69,8 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-async def seed(db_path: Path, rows: int, batch_size: int) -> float:
+async def seed(db_path: Path, rows: int, batch_size: int) -> tuple[float, str]:
+    """Seed (timed) and create a write token for the POST scenario."""
     apply_migrations(db_path, DEFAULT_MIGRATIONS_DIR)
     db = Database(db_path)
     await db.open()
@@ -75,10 +78,13 @@ async def seed(db_path: Path, rows: int, batch_size: int) -> float:
         started = time.perf_counter()
         progress = await Seeder(db, batch_size=batch_size).run(rows)
         elapsed = time.perf_counter() - started
+        token, _ = await create_token(
+            db, user="bench", name="bench", scopes=frozenset({Scope.WRITE}), actor="bench"
+        )
     finally:
         await db.close()
     assert progress.rows == rows, progress
-    return elapsed
+    return elapsed, token
 
 
 def wait_up(url: str, proc: subprocess.Popen[bytes], timeout: float = 30) -> None:
@@ -131,8 +137,9 @@ def run_wrk(
 
 
 async def run_aiohttp(
-    base: str, paths: list[str], method: str, duration: int, connections: int
-) -> tuple[float, float, float, int]:
+    base: str, paths: list[str], method: str, duration: int, connections: int,
+    headers: dict[str, str],
+) -> tuple[float, float, float, int]:  # fmt: skip
     latencies: list[float] = []
     errors = 0
     stop_at = time.perf_counter() + duration
@@ -144,7 +151,7 @@ async def run_aiohttp(
             while time.perf_counter() < stop_at:
                 path = random.choice(paths)
                 started = time.perf_counter()
-                kwargs = {"data": POST_BODY, "headers": {"Content-Type": "application/json"}}
+                kwargs = {"data": POST_BODY, "headers": headers}
                 async with session.request(
                     method, base + path, **(kwargs if method == "POST" else {})
                 ) as r:
@@ -165,13 +172,21 @@ class Scenario:
     script: str | None = None  # wrk Lua script
     paths: list[str] | None = None  # the same traffic for the aiohttp client
     method: str = "GET"
+    headers: dict[str, str] | None = None  # for the aiohttp client; wrk gets them in its script
 
 
 def run_once(sc: Scenario, args: argparse.Namespace) -> tuple[float, float, float, int]:
     if args.tool == "wrk":
         return run_wrk(sc.base + sc.path, args.duration, args.connections, sc.script)
     return asyncio.run(
-        run_aiohttp(sc.base, sc.paths or [sc.path], sc.method, args.duration, args.connections)
+        run_aiohttp(
+            sc.base,
+            sc.paths or [sc.path],
+            sc.method,
+            args.duration,
+            args.connections,
+            sc.headers or {},
+        )
     )
 
 
@@ -211,7 +226,7 @@ def main() -> None:
 
     workdir = Path(tempfile.mkdtemp(prefix="bobgen-bench-"))
     db_path = workdir / "bench.db"
-    seed_s = asyncio.run(seed(db_path, args.rows, args.batch_size))
+    seed_s, token = asyncio.run(seed(db_path, args.rows, args.batch_size))
     print(f"seed {args.rows} rows: {seed_s:.3f} s ({args.rows / seed_s:,.0f} rows/s)")
     print(f"load tool: {args.tool}, {args.connections} connections, {args.duration} s per scenario")
 
@@ -239,6 +254,7 @@ def main() -> None:
         deep_cursors = [encode_cursor(random.randint(deep - 1000, deep)) for _ in range(1000)]
         post_lua = (
             "wrk.method = 'POST'\nwrk.headers['Content-Type'] = 'application/json'\n"
+            f"wrk.headers['Authorization'] = 'Bearer {token}'\n"
             f"wrk.body = '{POST_BODY}'"
         )
         baseline_base = f"http://127.0.0.1:{baseline_port}"
@@ -256,7 +272,9 @@ def main() -> None:
             Scenario("deep page, offset", base, f"/bobgen/status?offset={deep}"),
             Scenario("row by id (random)", base, "/bobgen/status/1", random_lua, random_ids),
             Scenario("health", base, "/health"),
-            Scenario("create (POST)", base, "/bobgen/status", post_lua, method="POST"),
+            Scenario("create (POST)", base, "/bobgen/status", post_lua, method="POST",
+                     headers={"Content-Type": "application/json",
+                              "Authorization": f"Bearer {token}"}),
         ]  # fmt: skip
         results = measure_all(scenarios, args)
         baseline_result = results[0]

@@ -128,6 +128,36 @@ class Seeder:
         progress = self._begin(target)
         return await self._run(progress, batch_size or self.batch_size, on_progress, actor)
 
+    async def _seed_batch(self, p: SeedProgress, size: int, actor: str) -> int:
+        """Insert the next batch with its run step and audit row; return its size (0: done)."""
+        started = time.perf_counter()
+        try:
+            async with audited_transaction(self.db, actor) as w:
+                # Re-read inside the write transaction: concurrent POSTs and crashed earlier
+                # runs are both accounted for.
+                p.rows, max_id = await status_repo.row_count_and_max_id(w.conn)
+                todo = min(size, p.target - p.rows)
+                if todo <= 0:
+                    raise _NothingToSeed  # rolls back a transaction that wrote nothing
+                if p.run_id is None:
+                    p.run_id = await self._create_run(w, p.target, size)
+                first, last = max_id + 1, max_id + todo
+                await status_repo.insert_many_with_ids(
+                    w.conn, [seed_row(i) for i in range(first, last + 1)]
+                )
+                stats = {"first_id": first, "last_id": last, "inserted": todo,
+                         "rows": p.rows + todo, "target": p.target,
+                         "seconds": round(time.perf_counter() - started, 4)}  # fmt: skip
+                await runs_repo.insert_step(
+                    w.conn, run_id=p.run_id, name=f"batch {p.batches + 1}",
+                    status=StepStatus.SUCCEEDED, stats=stats, now=w.now, finished=True,
+                )  # fmt: skip
+                w.audit("seed.batch", scope="seed", run_id=p.run_id, level="debug",
+                        message=f"seeded ids {first}..{last}", data=stats)  # fmt: skip
+        except _NothingToSeed:
+            return 0
+        return todo
+
     async def _create_run(self, w: AuditedWrite, target: int, batch_size: int) -> str:
         run = await runs_repo.insert_run(
             w.conn, run_id=new_run_id(), now=w.now,
@@ -179,31 +209,8 @@ class Seeder:
         reported_decile = -1
         try:
             while not self._stop.is_set():
-                batch_started = time.perf_counter()
-                try:
-                    async with audited_transaction(self.db, actor) as w:
-                        # Re-read inside the write transaction: concurrent POSTs and crashed
-                        # earlier runs are both accounted for.
-                        p.rows, max_id = await status_repo.row_count_and_max_id(w.conn)
-                        todo = min(size, target - p.rows)
-                        if todo <= 0:
-                            raise _NothingToSeed  # rolls back a transaction that wrote nothing
-                        if p.run_id is None:
-                            p.run_id = await self._create_run(w, target, size)
-                        rows = [seed_row(i) for i in range(max_id + 1, max_id + 1 + todo)]
-                        await status_repo.insert_many_with_ids(w.conn, rows)
-                        await runs_repo.insert_step(
-                            w.conn, run_id=p.run_id, name=f"batch {p.batches + 1}",
-                            status=StepStatus.SUCCEEDED, now=w.now, finished=True, stats={
-                                "first_id": max_id + 1, "last_id": max_id + todo, "inserted": todo,
-                                "rows": p.rows + todo, "target": target,
-                                "seconds": round(time.perf_counter() - batch_started, 4),
-                            },
-                        )  # fmt: skip
-                        w.audit("seed.batch", scope="seed", run_id=p.run_id, level="debug",
-                                message=f"seeded ids {max_id + 1}..{max_id + todo}",
-                                data={"inserted": todo, "rows": p.rows + todo})  # fmt: skip
-                except _NothingToSeed:
+                todo = await self._seed_batch(p, size, actor)
+                if todo == 0:
                     break
                 p.rows += todo
                 p.inserted += todo

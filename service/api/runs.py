@@ -12,13 +12,7 @@ from service.jsonutil import json_response
 from service.keys import DB_KEY
 from service.repositories import audit as audit_repo
 from service.repositories import runs as runs_repo
-from service.runs import (
-    TERMINAL_STATUSES,
-    InvalidTransition,
-    StepStatus,
-    check_transition,
-    new_run_id,
-)
+from service.runs import InvalidTransition, new_run_id
 from service.schemas.common import encode_cursor
 from service.schemas.runs import (
     AuditQuerySchema,
@@ -82,26 +76,17 @@ async def update_step(request: web.Request) -> web.Response:
     path = load_match(_STEP_PATH, request)
     body = await load_json(_STEP_UPDATE, request)
     async with audited_transaction(request.app[DB_KEY], principal(request).user) as w:
-        step = await runs_repo.get_step(w.conn, path["run_id"], path["step_id"])
-        if step is None:
-            raise NotFound("no such step in this run", details=path)
-        current = StepStatus(step["status"])
-        status = body["status"] or current
         try:
-            check_transition(current, status)
+            step, old = await runs_repo.change_step(w.conn, **path, **body, now=w.now)
+        except runs_repo.StepNotFound as exc:
+            raise NotFound(str(exc), details=path) from None
         except InvalidTransition as exc:
-            raise Conflict(str(exc), code="invalid_transition", details={
-                "from": str(exc.current), "to": str(exc.requested), "allowed": exc.allowed,
-            }) from None  # fmt: skip
-        stats = step["stats"] if body["stats"] is None else body["stats"]
-        updated = await runs_repo.update_step(
-            w.conn, step, status=status, stats=stats, now=w.now,
-            terminal=status in TERMINAL_STATUSES,
-        )  # fmt: skip
+            details = {"from": exc.current, "to": exc.requested, "allowed": exc.allowed}
+            raise Conflict(str(exc), code="invalid_transition", details=details) from None
         w.audit("run_step.updated", scope="runs", run_id=path["run_id"],
-                message=f"step {step['step_id']} {current} -> {status}",
-                data={"step_id": step["step_id"], "from": current, "to": status})  # fmt: skip
-    return json_response(updated)
+                message=f"step {step['step_id']} {old} -> {step['status']}",
+                data={"step_id": step["step_id"], "from": old, "to": step["status"]})  # fmt: skip
+    return json_response(step)
 
 
 async def list_audit(request: web.Request) -> web.Response:

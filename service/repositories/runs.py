@@ -8,7 +8,7 @@ import aiosqlite
 import orjson
 
 from service.db import Database
-from service.runs import StepStatus, run_status
+from service.runs import TERMINAL_STATUSES, StepStatus, check_transition, run_status
 
 RUN_COLUMNS = ("run_id", "created_at", "args_json", "git_sha", "config_hash")
 STEP_COLUMNS = ("step_id", "run_id", "name", "started_at", "finished_at", "status", "stats_json")
@@ -145,3 +145,33 @@ async def update_step(
         (status.value, orjson.dumps(stats).decode(), started_at, finished_at, step["step_id"]),
     )
     return _step(next(iter(rows)))
+
+
+class StepNotFound(LookupError):
+    """No step with that id in that run."""
+
+
+async def change_step(
+    conn: aiosqlite.Connection,
+    run_id: str,
+    step_id: int,
+    *,
+    status: StepStatus | None,
+    stats: dict[str, Any] | None,
+    now: str,
+) -> tuple[dict[str, Any], StepStatus]:
+    """Apply a status change (checked against the step machine) and/or new stats.
+
+    Returns the updated step and its previous status.
+    """
+    step = await get_step(conn, run_id, step_id)
+    if step is None:
+        raise StepNotFound(f"no step {step_id} in run {run_id}")
+    current = StepStatus(step["status"])
+    target = status or current
+    check_transition(current, target)
+    updated = await update_step(
+        conn, step, status=target, stats=step["stats"] if stats is None else stats, now=now,
+        terminal=target in TERMINAL_STATUSES,
+    )  # fmt: skip
+    return updated, current
