@@ -140,17 +140,20 @@ async def test_new_steps_start_pending_or_running(client: TestClient) -> None:
 
 async def test_list_runs_keyset_paging_and_filters(client: TestClient) -> None:
     made = [await new_run(client, git_sha="a" * 40 if i % 2 else "b" * 40) for i in range(7)]
-    seen: list[str] = []
+    seen: list[dict[str, Any]] = []
     url, cursor = "/runs?limit=3", None
     while True:
         page = await (await client.get(url + (f"&cursor={cursor}" if cursor else ""))).json()
-        seen += [r["run_id"] for r in page["items"]]
+        seen += page["items"]
         cursor = page["next"]
         if cursor is None:
             break
-    # Newest first; the start-up migration run is in there too.
-    mine = [r["run_id"] for r in made][::-1]
-    assert [r for r in seen if r in mine] == mine and len(seen) == len(set(seen))
+    # Every run exactly once (the start-up migration run too), newest first; runs created in
+    # the same millisecond are ordered by run_id.
+    ids = [r["run_id"] for r in seen]
+    assert len(ids) == len(set(ids)) and {r["run_id"] for r in made} <= set(ids)
+    keys = [(r["created_at"], r["run_id"]) for r in seen]
+    assert keys == sorted(keys, reverse=True)
     filtered = await (await client.get(f"/runs?git_sha={'a' * 40}&limit=500")).json()
     assert {r["run_id"] for r in filtered["items"]} == {r["run_id"] for r in made[1::2]}
     future = await (await client.get("/runs?since=2999-01-01T00:00:00Z")).json()
