@@ -28,6 +28,15 @@ ALL_MIGRATIONS = sorted(
 TABLES_BY_MIGRATION = {
     "0001_create_status": {"status"},
     "0002_security_audit": {"meta", "auth_tokens", "runs", "run_steps", "audit_log"},
+    "0003_projects": {
+        "projects",
+        "idea_tickets",
+        "context_items",
+        "workflow_graphs",
+        "workflow_runs",
+        "workflow_node_states",
+        "gap_analyses",
+    },
 }
 
 

@@ -5,6 +5,8 @@ from __future__ import annotations
 from aiohttp import web
 
 from service.api import admin, health, runs, status
+from service.api.projects import setup_project_routes
+from service.api.workflow_runs import setup_workflow_run_routes
 
 
 def setup_routes(app: web.Application) -> None:
@@ -21,3 +23,5 @@ def setup_routes(app: web.Application) -> None:
     app.router.add_post("/runs/{run_id}/steps", runs.create_step)
     app.router.add_patch("/runs/{run_id}/steps/{step_id}", runs.update_step)
     app.router.add_get("/audit", runs.list_audit)
+    setup_project_routes(app)
+    setup_workflow_run_routes(app)

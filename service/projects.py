@@ -1,0 +1,142 @@
+"""The projects domain: enums, workflow graph validation and the node/run state machines."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from enum import StrEnum
+from typing import Any
+
+
+class IdeaStatus(StrEnum):
+    OPEN = "open"
+    IN_PROGRESS = "in_progress"
+    DONE = "done"
+    REJECTED = "rejected"
+    ARCHIVED = "archived"
+
+
+class Priority(StrEnum):
+    LOW = "low"
+    MEDIUM = "medium"
+    HIGH = "high"
+    CRITICAL = "critical"
+
+
+PRIORITY_RANK = {p: rank for rank, p in enumerate(Priority, start=1)}
+PRIORITY_BY_RANK = {rank: p for p, rank in PRIORITY_RANK.items()}
+
+
+class ContextType(StrEnum):
+    FILE = "file"
+    DOCUMENT = "document"
+    SNIPPET = "snippet"
+    URL = "url"
+    NOTE = "note"
+
+
+class NodeStatus(StrEnum):
+    PENDING = "pending"
+    RUNNING = "running"
+    COMPLETED = "completed"
+    FAILED = "failed"
+
+
+class RunStatus(StrEnum):
+    PENDING = "pending"
+    RUNNING = "running"
+    COMPLETED = "completed"
+    FAILED = "failed"
+
+
+NODE_TRANSITIONS: dict[NodeStatus, frozenset[NodeStatus]] = {
+    NodeStatus.PENDING: frozenset({NodeStatus.RUNNING, NodeStatus.FAILED}),
+    NodeStatus.RUNNING: frozenset({NodeStatus.RUNNING, NodeStatus.COMPLETED, NodeStatus.FAILED}),
+    NodeStatus.COMPLETED: frozenset(),
+    NodeStatus.FAILED: frozenset(),
+}
+FINISHED_RUN = frozenset({RunStatus.COMPLETED, RunStatus.FAILED})
+
+
+class InvalidNodeTransition(ValueError):
+    def __init__(self, current: NodeStatus, requested: NodeStatus):
+        super().__init__(f"a {current} node cannot become {requested}")
+        self.current, self.requested = current, requested
+        self.allowed = sorted(NODE_TRANSITIONS[current])
+
+
+def check_node_transition(current: NodeStatus, requested: NodeStatus) -> None:
+    """Progress updates keep a running node running; finished nodes never change."""
+    if requested not in NODE_TRANSITIONS[current]:
+        raise InvalidNodeTransition(current, requested)
+
+
+def derive_run_status(nodes: list[NodeStatus]) -> RunStatus:
+    """The run follows its nodes: failed as soon as one fails, completed when all completed."""
+    if NodeStatus.FAILED in nodes:
+        return RunStatus.FAILED
+    if nodes and all(n is NodeStatus.COMPLETED for n in nodes):
+        return RunStatus.COMPLETED
+    if any(n is not NodeStatus.PENDING for n in nodes):
+        return RunStatus.RUNNING
+    return RunStatus.PENDING
+
+
+class InvalidGraph(ValueError):
+    """The workflow graph is not a DAG of uniquely named nodes; ``problems`` says why."""
+
+    def __init__(self, problems: dict[str, Any]):
+        super().__init__("invalid workflow graph")
+        self.problems = problems
+
+
+def validate_graph(graph: Mapping[str, Any]) -> None:
+    """Unique node ids, edges between existing nodes, no self-loops or cycles.
+
+    ``graph`` has already passed its schema: ``nodes`` is a list of objects with ``id``,
+    ``edges`` a list of objects with ``from`` and ``to``.
+    """
+    ids = [n["id"] for n in graph["nodes"]]
+    problems: dict[str, Any] = {}
+    duplicates = sorted({i for i in ids if ids.count(i) > 1})
+    if duplicates:
+        problems["duplicate_node_ids"] = duplicates
+    known = set(ids)
+    dangling = [
+        {"edge": index, "from": e["from"], "to": e["to"]}
+        for index, e in enumerate(graph["edges"])
+        if e["from"] not in known or e["to"] not in known
+    ]
+    if dangling:
+        problems["unknown_nodes_in_edges"] = dangling
+    if not problems:
+        cycle = find_cycle(ids, [(e["from"], e["to"]) for e in graph["edges"]])
+        if cycle:
+            problems["cycle"] = cycle
+    if problems:
+        raise InvalidGraph(problems)
+
+
+def find_cycle(nodes: list[str], edges: list[tuple[str, str]]) -> list[str] | None:
+    """A cycle as a closed path (``[a, b, a]``), or None. Iterative DFS: deep graphs are fine."""
+    children: dict[str, list[str]] = {n: [] for n in nodes}
+    for src, dst in edges:
+        children[src].append(dst)
+    white, grey, black = 0, 1, 2
+    color = dict.fromkeys(nodes, white)
+    for root in nodes:
+        if color[root] != white:
+            continue
+        path, stack = [root], [iter(children[root])]
+        color[root] = grey
+        while stack:
+            nxt = next(stack[-1], None)
+            if nxt is None:
+                color[path.pop()] = black
+                stack.pop()
+            elif color[nxt] == grey:
+                return [*path[path.index(nxt) :], nxt]
+            elif color[nxt] == white:
+                color[nxt] = grey
+                path.append(nxt)
+                stack.append(iter(children[nxt]))
+    return None

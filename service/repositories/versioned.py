@@ -1,0 +1,216 @@
+"""Project-scoped rows with a ``version`` column: generic insert, get, update, delete, list.
+
+Every table of the projects domain has the same shape of access: rows belong to one project,
+are addressed by (project_id, id), change only if the caller saw the newest version, and are
+listed newest-first or by an indexed column with a keyset cursor. One implementation, many
+:class:`Table` descriptions.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import aiosqlite
+import orjson
+
+from service.db import Database
+
+
+class VersionMismatch(Exception):
+    """The row exists but its version is not the one the caller based the change on."""
+
+    def __init__(self, current: int):
+        super().__init__(f"the current version is {current}")
+        self.current = current
+
+
+@dataclass(frozen=True, slots=True)
+class Table:
+    name: str
+    columns: tuple[str, ...]  # in API order; includes id, project_id, version, timestamps
+    json_columns: frozenset[str] = frozenset()  # stored as "<name>_json" text
+    bool_columns: frozenset[str] = frozenset()
+    to_db: Mapping[str, Callable[[Any], Any]] = field(default_factory=dict)
+    from_db: Mapping[str, Callable[[Any], Any]] = field(default_factory=dict)
+    sortable: frozenset[str] = frozenset({"created_at"})
+    scoped: bool = True  # rows belong to a project (False only for projects themselves)
+
+    def key(self, project_id: str | None, row_id: str) -> tuple[str, list[Any]]:
+        """WHERE clause and parameters that address one row (inside its project)."""
+        if self.scoped:
+            return "project_id = ? AND id = ?", [project_id, row_id]
+        return "id = ?", [row_id]
+
+    def db_column(self, column: str) -> str:
+        return f"{column}_json" if column in self.json_columns else column
+
+    @property
+    def select(self) -> str:
+        return ", ".join(self.db_column(c) for c in self.columns)
+
+    def encode(self, column: str, value: Any) -> Any:
+        if value is None:
+            return None
+        if column in self.json_columns:
+            return orjson.dumps(value).decode()
+        if column in self.to_db:
+            return self.to_db[column](value)
+        return value
+
+    def decode_row(self, row: Sequence[Any]) -> dict[str, Any]:
+        out: dict[str, Any] = {}
+        for column, value in zip(self.columns, row, strict=True):
+            if value is not None and column in self.json_columns:
+                value = orjson.loads(value)
+            elif column in self.bool_columns:
+                value = bool(value)
+            elif value is not None and column in self.from_db:
+                value = self.from_db[column](value)
+            out[column] = value
+        return out
+
+
+async def insert(
+    conn: aiosqlite.Connection,
+    table: Table,
+    values: Mapping[str, Any],
+    *,
+    on_conflict_skip: bool = False,
+) -> dict[str, Any] | None:
+    """Insert one row; with ``on_conflict_skip`` an existing id is left alone (returns None)."""
+    names = [c for c in table.columns if c in values]
+    sql = (
+        f"INSERT INTO {table.name} ({', '.join(table.db_column(c) for c in names)}) "
+        f"VALUES ({', '.join('?' * len(names))})"
+    )
+    if on_conflict_skip:
+        sql += " ON CONFLICT (id) DO NOTHING"
+    rows = list(
+        await conn.execute_fetchall(
+            sql + f" RETURNING {table.select}", [table.encode(c, values[c]) for c in names]
+        )
+    )
+    return table.decode_row(rows[0]) if rows else None
+
+
+async def get(
+    db_or_conn: Database | aiosqlite.Connection, table: Table, project_id: str | None, row_id: str
+) -> dict[str, Any] | None:
+    where, params = table.key(project_id, row_id)
+    sql = f"SELECT {table.select} FROM {table.name} WHERE {where}"
+    if isinstance(db_or_conn, Database):
+        rows = await db_or_conn.fetchall(sql, params)
+    else:
+        rows = list(await db_or_conn.execute_fetchall(sql, params))
+    return table.decode_row(rows[0]) if rows else None
+
+
+async def update(
+    conn: aiosqlite.Connection,
+    table: Table,
+    project_id: str | None,
+    row_id: str,
+    changes: Mapping[str, Any],
+    *,
+    expected_version: int | None,
+    now: str,
+) -> dict[str, Any] | None:
+    """Apply ``changes`` if the row is still at ``expected_version`` (None: any version).
+
+    Returns the new row, None when there is no such row in the project, and raises
+    :class:`VersionMismatch` when another writer got there first. The version check is in the
+    UPDATE itself, so two writers holding the same version cannot both win.
+    """
+    sets = [f"{table.db_column(c)} = ?" for c in changes]
+    params = [table.encode(c, v) for c, v in changes.items()]
+    if "updated_at" in table.columns:
+        sets.append("updated_at = ?")
+        params.append(now)
+    where, key_params = table.key(project_id, row_id)
+    sql = f"UPDATE {table.name} SET {', '.join([*sets, 'version = version + 1'])} WHERE {where}"
+    params += key_params
+    if expected_version is not None:
+        sql += " AND version = ?"
+        params.append(expected_version)
+    rows = list(await conn.execute_fetchall(sql + f" RETURNING {table.select}", params))
+    if rows:
+        return table.decode_row(rows[0])
+    current = await get(conn, table, project_id, row_id)
+    if current is None:
+        return None
+    raise VersionMismatch(current["version"])
+
+
+async def delete(
+    conn: aiosqlite.Connection,
+    table: Table,
+    project_id: str | None,
+    row_id: str,
+    *,
+    expected_version: int | None,
+) -> bool:
+    """Delete; False when absent; :class:`VersionMismatch` when the version moved on."""
+    where, params = table.key(project_id, row_id)
+    sql = f"DELETE FROM {table.name} WHERE {where}"
+    if expected_version is not None:
+        sql += " AND version = ?"
+        params.append(expected_version)
+    cursor = await conn.execute(sql, params)
+    if cursor.rowcount:
+        return True
+    current = await get(conn, table, project_id, row_id)
+    if current is None:
+        return False
+    raise VersionMismatch(current["version"])
+
+
+@dataclass(frozen=True, slots=True)
+class Sort:
+    column: str = "created_at"
+    descending: bool = False
+
+    @classmethod
+    def parse(cls, text: str) -> Sort:
+        return cls(text.removeprefix("-"), text.startswith("-"))
+
+
+async def list_page(
+    db: Database,
+    table: Table,
+    project_id: str | None,
+    *,
+    limit: int,
+    sort: Sort = Sort(),
+    after: Sequence[Any] | None = None,
+    filters: Mapping[str, Any] | None = None,
+) -> tuple[list[dict[str, Any]], list[Any] | None]:
+    """One page ordered by (sort column, id), continuing after the keyset position ``after``.
+
+    Returns the rows and the position to continue after, or None on the last page. Row-value
+    comparisons keep the range on the (project_id, column, id) indexes; both SQLite and
+    PostgreSQL support them.
+    """
+    if sort.column not in table.sortable:
+        raise ValueError(f"cannot sort {table.name} by {sort.column}")
+    where: list[str] = ["project_id = ?"] if table.scoped else ["1 = 1"]
+    params: list[Any] = [project_id] if table.scoped else []
+    for column, value in (filters or {}).items():
+        if value is not None:
+            where.append(f"{column} = ?")
+            params.append(table.encode(column, value))
+    op, direction = (">", "ASC") if not sort.descending else ("<", "DESC")
+    if after is not None:
+        where.append(f"({sort.column}, id) {op} (?, ?)")
+        params += [table.encode(sort.column, after[0]), after[1]]
+    sql = (
+        f"SELECT {table.select} FROM {table.name} WHERE {' AND '.join(where)} "
+        f"ORDER BY {sort.column} {direction}, id {direction} LIMIT ?"
+    )
+    rows = await db.fetchall(sql, [*params, limit + 1])
+    items = [table.decode_row(r) for r in rows[:limit]]
+    if len(rows) <= limit:
+        return items, None
+    last = items[-1]
+    return items, [last[sort.column], last["id"]]
