@@ -94,6 +94,12 @@ def build_parser() -> argparse.ArgumentParser:
     _add_common(revoke)
     revoke.add_argument("id", type=int)
 
+    imp = sub.add_parser("import", help="import a JSON dump of the old in-memory services")
+    _add_common(imp)
+    imp.add_argument("file", type=Path, help="the dump (format: docs/import.md)")
+    imp.add_argument("--dry-run", action="store_true", help="validate and count, write nothing")
+    imp.add_argument("--json", action="store_true", help="print the report as JSON")
+
     doctor = sub.add_parser("doctor", help="check a database file (read-only)")
     _add_common(doctor)
     doctor.add_argument("--json", action="store_true", help='print {"ok": ..., "checks": [...]}')
@@ -338,6 +344,31 @@ def _token_revoke(config: Config, args: argparse.Namespace) -> int:
     return 0
 
 
+def _import(config: Config, args: argparse.Namespace) -> int:
+    from service.importer import DumpUnreadable, import_dump, summary
+
+    try:
+        dump = json.loads(args.file.read_bytes())
+    except (OSError, ValueError) as exc:
+        print(f"bobgen: error: cannot read {args.file}: {exc}", file=sys.stderr)
+        return 2
+
+    async def run() -> Any:
+        async with _open(config, migrate=True) as db:
+            return await import_dump(
+                db, dump, dry_run=args.dry_run, actor=cli_actor(),
+                context=_run_context(config), source=args.file.name,
+            )  # fmt: skip
+
+    try:
+        report = asyncio.run(run())
+    except DumpUnreadable as exc:
+        print(f"bobgen: error: {args.file}: {exc}", file=sys.stderr)
+        return 2
+    print(json.dumps(report.to_dict(), indent=2, default=str) if args.json else summary(report))
+    return 0 if report.ok else 1
+
+
 def _doctor(config: Config, args: argparse.Namespace) -> int:
     from service.doctor import diagnose, render
 
@@ -358,6 +389,7 @@ COMMANDS: dict[str, Callable[[Config, argparse.Namespace], int]] = {
     "token create": _token_create,
     "token list": _token_list,
     "token revoke": _token_revoke,
+    "import": _import,
     "doctor": _doctor,
 }
 
