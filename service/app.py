@@ -59,9 +59,12 @@ async def _database_ctx(app: web.Application) -> AsyncIterator[None]:
     except BaseException:
         await db.close()
         raise
+    checkpoints = asyncio.create_task(db.run_checkpoints(config.checkpoint_interval_s))
     try:
         yield
     finally:
+        checkpoints.cancel()
+        await asyncio.gather(checkpoints, return_exceptions=True)
         await db.close()
         log.info("database closed")
 

@@ -34,6 +34,7 @@ class Config:
     busy_timeout_ms: int = 5_000
     max_body_bytes: int = 64 * 1024
     shutdown_timeout_s: float = 10.0
+    checkpoint_interval_s: float = 1.0
     access_log: bool = False
     auth_reads: bool = False
     migrations_dir: Path = field(default=DEFAULT_MIGRATIONS_DIR)
@@ -49,6 +50,10 @@ class Config:
             raise ConfigError(f"read_connections must be >= 1, got {self.read_connections}")
         if self.busy_timeout_ms < 0:
             raise ConfigError(f"busy_timeout_ms must be >= 0, got {self.busy_timeout_ms}")
+        if self.checkpoint_interval_s <= 0:
+            raise ConfigError(
+                f"checkpoint_interval_s must be > 0, got {self.checkpoint_interval_s}"
+            )
         if self.max_body_bytes < 1:
             raise ConfigError(f"max_body_bytes must be >= 1, got {self.max_body_bytes}")
         if self.log_level.upper() not in {"DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"}:

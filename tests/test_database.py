@@ -143,3 +143,26 @@ async def test_single_flight_survives_a_cancelled_caller(db: Database) -> None:
     await asyncio.sleep(0.01)
     doomed.cancel()
     assert await survivor == 7
+
+
+async def test_background_checkpoint_empties_the_wal_without_blocking(db: Database) -> None:
+    async with db.transaction() as conn:
+        await conn.executemany(
+            "INSERT INTO status (uptime, version, latency, error_rate, created_at, updated_at)"
+            " VALUES (1, 'v', 1, 0, 't', 't')",
+            [()] * 2000,
+        )
+    busy, frames, done = await db.checkpoint()
+    assert busy == 0 and frames > 0 and done == frames
+    task = asyncio.ensure_future(db.run_checkpoints(0.01))
+    try:
+        async with db.transaction() as conn:  # writes go on while checkpoints run
+            await conn.execute(
+                "INSERT INTO status (uptime, version, latency, error_rate, created_at, "
+                "updated_at) VALUES (1, 'v', 1, 0, 't', 't')"
+            )
+        await asyncio.sleep(0.05)
+    finally:
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+    assert await db.fetchone("SELECT count(*) FROM status") == (2001,)

@@ -28,6 +28,9 @@ Params = Sequence[Any] | dict[str, Any]
 Row = tuple[Any, ...]
 
 JOURNAL_SIZE_LIMIT_BYTES = 64 * 1024 * 1024
+# Checkpoints normally run from a background task (see run_checkpoints). The writer's own
+# automatic checkpoint only remains as a safety net, at ~40 MiB of WAL instead of ~4 MiB.
+WRITER_AUTOCHECKPOINT_PAGES = 10_000
 MMAP_SIZE_BYTES = 256 * 1024 * 1024
 
 
@@ -49,6 +52,7 @@ class Database:
         self._writer: aiosqlite.Connection | None = None
         self._readers: asyncio.Queue[aiosqlite.Connection] = asyncio.Queue()
         self._all_readers: list[aiosqlite.Connection] = []
+        self._checkpointer: aiosqlite.Connection | None = None
         self._write_lock = asyncio.Lock()
         self._lookups: dict[str, BatchedLookup[Any, Any]] = {}
         self.shared_reads: SingleFlight[Any] = SingleFlight()
@@ -62,6 +66,8 @@ class Database:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         try:
             self._writer = await self._connect(readonly=False)
+            await self._writer.execute(f"PRAGMA wal_autocheckpoint = {WRITER_AUTOCHECKPOINT_PAGES}")
+            self._checkpointer = await self._connect(readonly=False)
             for _ in range(self._read_count):
                 conn = await self._connect(readonly=True)
                 self._all_readers.append(conn)
@@ -99,10 +105,10 @@ class Database:
 
     async def close(self) -> None:
         """Close every connection. aiosqlite threads keep the process alive until closed."""
-        conns = [*self._all_readers, *([self._writer] if self._writer else [])]
+        conns = [c for c in (*self._all_readers, self._checkpointer, self._writer) if c]
         self._all_readers.clear()
         self._readers = asyncio.Queue()
-        self._writer = None
+        self._writer = self._checkpointer = None
         for conn in conns:
             try:
                 await conn.close()
@@ -175,6 +181,29 @@ class Database:
             return await asyncio.wait_for(self.fetchone(sql), timeout)
         except (sqlite3.Error, OSError, ValueError, TimeoutError) as exc:
             raise DatabaseUnavailable(f"{type(exc).__name__}: {exc}") from exc
+
+    async def checkpoint(self) -> tuple[int, int, int]:
+        """A PASSIVE checkpoint on a connection of its own: it copies what it can from the WAL
+        into the database without waiting for, or blocking, readers and the writer.
+
+        Returns SQLite's (busy, frames in the WAL, frames checkpointed).
+        """
+        if self._checkpointer is None:
+            raise DatabaseUnavailable("database is closed")
+        rows = list(await self._checkpointer.execute_fetchall("PRAGMA wal_checkpoint(PASSIVE)"))
+        busy, frames, done = rows[0]
+        return int(busy), int(frames), int(done)
+
+    async def run_checkpoints(self, interval_s: float) -> None:
+        """Checkpoint in the background, so commits never pay for it (they did: 10 ms p99)."""
+        while True:
+            await asyncio.sleep(interval_s)
+            if self.file_sizes()["wal"] == 0:
+                continue
+            try:
+                await self.checkpoint()
+            except (sqlite3.Error, DatabaseUnavailable) as exc:
+                log.warning("background checkpoint failed: %s", exc)
 
     def file_sizes(self) -> dict[str, int]:
         """Sizes of the database file and its WAL, read from the filesystem (no DB round trip)."""
