@@ -71,7 +71,7 @@ class ServiceUnavailable(ApiError):
 
 def error_response(status: int, code: str, message: str, details: Any = None) -> web.Response:
     body = {"error": {"code": code, "message": message, "details": details or {}}}
-    return json_response(body, status=status)
+    return json_response(body, status=status, lenient=True)
 
 
 # aiohttp raises these for routing and protocol problems; give them stable codes.

@@ -403,3 +403,22 @@ async def test_gap_analyses(client: TestClient, project: str) -> None:
     got = await (await client.get(f"{base}/{first['id']}")).json()
     assert got["created_at"] and got["updated_at"] and got["version"] == 1
     assert (await client.post(base, json={"report": []})).status == 400
+
+
+async def test_empty_and_id_changing_patches_are_refused(client: TestClient, project: str) -> None:
+    gap = await post(client, f"/projects/{project}/gap-analyses", {"report": {"a": 1}})
+    url = f"/projects/{project}/gap-analyses/{gap['id']}"
+    assert (await patch(client, url, {"id": "hijack"}, 1)).status == 400
+    assert (await patch(client, url, {}, 1)).status == 400
+    assert (await patch(client, f"/projects/{project}", {}, 1)).status == 400
+    ok = await patch(client, url, {"report": {"a": 2}}, 1)
+    assert ok.status == 200 and (await ok.json())["report"] == {"a": 2}
+
+
+async def test_a_workflow_with_runs_cannot_be_deleted(client: TestClient, project: str) -> None:
+    wf = await post(client, f"/projects/{project}/workflows", {"name": "w", "graph": GRAPH})
+    await post(client, f"/projects/{project}/workflows/{wf['id']}/runs", {})
+    resp = await client.delete(f"/projects/{project}/workflows/{wf['id']}")
+    assert resp.status == 409
+    assert_error(await resp.json(), "in_use")
+    assert (await client.get(f"/projects/{project}/workflows/{wf['id']}")).status == 200

@@ -8,7 +8,16 @@ from aiohttp import web
 
 from service.api.etag import PreconditionFailed, etag, if_match
 from service.api.requests import load_json, load_match, load_query
-from service.api.resources import Resource, handlers, insert_new, not_found, project_path, writing
+from service.api.resources import (
+    Handler,
+    Resource,
+    handlers,
+    insert_new,
+    not_found,
+    project_path,
+    require_changes,
+    writing,
+)
 from service.errors import Conflict, NotFound, UnprocessableEntity
 from service.jsonutil import json_response
 from service.keys import DB_KEY
@@ -44,7 +53,7 @@ CONTEXT = Resource(CONTEXT_ITEMS, "context_item", "context", s.ContextCreate(),
 WORKFLOW = Resource(WORKFLOWS, "workflow", "workflows", s.WorkflowCreate(), s.WorkflowUpdate(),
                     s.ListQuery(), check=check_graph)  # fmt: skip
 GAP = Resource(GAP_ANALYSES, "gap_analysis", "gap-analyses", s.GapAnalysisCreate(),
-               s.GapAnalysisCreate(partial=True), s.ListQuery())  # fmt: skip
+               s.GapAnalysisUpdate(), s.ListQuery())  # fmt: skip
 PROJECT = Resource(PROJECTS, "project", "projects", s.ProjectCreate(), s.ProjectUpdate(),
                    s.ProjectListQuery())  # fmt: skip
 
@@ -84,7 +93,7 @@ async def get_project(request: web.Request) -> web.Response:
 async def update_project(request: web.Request) -> web.Response:
     project_id = load_match(_PROJECT_PATH, request)["project_id"]
     expected = if_match(request, required=True)
-    changes = await load_json(PROJECT.update, request)
+    changes = require_changes(await load_json(PROJECT.update, request))
     async with writing(request) as w:
         try:
             row = await versioned.update(w.conn, PROJECTS, None, project_id, changes,
@@ -129,7 +138,7 @@ async def context_totals(request: web.Request) -> web.Response:
     return json_response({"project_id": project_id, **totals})
 
 
-def pin_handler(pinned: bool):  # type: ignore[no-untyped-def]
+def pin_handler(pinned: bool) -> Handler:
     """``POST .../pin`` and ``.../unpin``: idempotent, so no If-Match needed."""
 
     async def pin(request: web.Request) -> web.Response:

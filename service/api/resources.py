@@ -10,6 +10,7 @@ from __future__ import annotations
 import sqlite3
 import uuid
 from collections.abc import Awaitable, Callable
+from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
 from typing import Any
 
@@ -20,7 +21,7 @@ from service.api.auth import principal
 from service.api.etag import PreconditionFailed, etag, if_match
 from service.api.requests import load_json, load_match, load_query
 from service.audit import AuditedWrite, audited_transaction
-from service.errors import Conflict, NotFound
+from service.errors import Conflict, InvalidBody, NotFound
 from service.jsonutil import json_response
 from service.keys import DB_KEY
 from service.repositories import versioned
@@ -59,8 +60,15 @@ async def project_path(request: web.Request) -> str:
     return project_id
 
 
-def writing(request: web.Request):  # type: ignore[no-untyped-def]
+def writing(request: web.Request) -> AbstractAsyncContextManager[AuditedWrite]:
+    """An audited write transaction on behalf of the request's token user."""
     return audited_transaction(request.app[DB_KEY], principal(request).user)
+
+
+def require_changes(changes: dict[str, Any]) -> dict[str, Any]:
+    if not changes:
+        raise InvalidBody("nothing to change: give at least one field", code="validation_failed")
+    return changes
 
 
 def audit_change(w: AuditedWrite, res: Resource, action: str, row: dict[str, Any]) -> None:
@@ -108,8 +116,8 @@ def handlers(res: Resource) -> dict[str, Handler]:
     async def update(request: web.Request) -> web.Response:
         path = load_match(_ITEM_PATH, request)
         expected = if_match(request, required=True)
-        changes = await load_json(res.update, request)
-        if res.check and changes:
+        changes = require_changes(await load_json(res.update, request))
+        if res.check:
             res.check(changes)
         async with writing(request) as w:
             row = await update_row(w, res, path, changes, expected)
@@ -127,6 +135,9 @@ def handlers(res: Resource) -> dict[str, Handler]:
                 )  # fmt: skip
             except VersionMismatch as exc:
                 raise PreconditionFailed(exc.current) from None
+            except sqlite3.IntegrityError:
+                message = f"{res.kind} {path['item_id']} is still referenced (e.g. by runs)"
+                raise Conflict(message, code="in_use", details=path) from None
             if not found:
                 raise not_found(res, path)
             w.audit(f"{res.kind}.deleted", scope="projects", message=f"{res.kind} deleted",

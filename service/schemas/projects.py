@@ -194,3 +194,7 @@ class NodeUpdate(Schema):
 class GapAnalysisCreate(Schema):
     id = _id_field(load_default=None)
     report = fields.Dict(keys=fields.String(), required=True)
+
+
+class GapAnalysisUpdate(Schema):
+    report = fields.Dict(keys=fields.String(), required=True)
