@@ -422,3 +422,31 @@ async def test_a_workflow_with_runs_cannot_be_deleted(client: TestClient, projec
     assert resp.status == 409
     assert_error(await resp.json(), "in_use")
     assert (await client.get(f"/projects/{project}/workflows/{wf['id']}")).status == 200
+
+
+@pytest.mark.parametrize(
+    ("collection", "body", "change"),
+    [
+        ("ideas", {"title": "t"}, {"title": "t2"}),
+        ("context", {"name": "n", "type": "url"}, {"tokens": 7}),
+        ("workflows", {"name": "w", "graph": GRAPH}, {"description": "d"}),
+        ("gap-analyses", {"report": {"x": 1}}, {"report": {"x": 2}}),
+    ],
+)
+async def test_every_resource_round_trip(
+    client: TestClient, project: str, collection: str, body: dict[str, Any],
+    change: dict[str, Any],
+) -> None:  # fmt: skip
+    base = f"/projects/{project}/{collection}"
+    created = await post(client, base, {**body, "id": "fixed-id"})
+    assert created["id"] == "fixed-id" and created["project_id"] == project
+    assert (await client.post(base, json={**body, "id": "fixed-id"})).status == 409
+    url = f"{base}/fixed-id"
+    assert (await (await client.get(url)).json()) == created
+    assert [i["id"] for i in await collect(client, base)] == ["fixed-id"]
+    changed = await patch(client, url, change, 1)
+    assert changed.status == 200
+    assert {k: (await changed.json())[k] for k in change} == change
+    assert (await client.delete(url, headers={"If-Match": '"2"'})).status == 204
+    assert (await client.get(url)).status == 404
+    assert (await patch(client, url, change, 2)).status == 404
