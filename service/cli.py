@@ -106,7 +106,7 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-_CONFIG_FLAGS = {f for f in Config.__dataclass_fields__}
+_CONFIG_FLAGS = set(Config.__dataclass_fields__)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

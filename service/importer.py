@@ -236,7 +236,7 @@ def _run_problems(run: dict[str, Any], graphs: dict[str, Any]) -> dict[str, list
     return {"nodes": [f"Not in the workflow graph: {', '.join(stray)}."]} if stray else {}
 
 
-def _row(kind: Kind, record: dict[str, Any], now: str) -> dict[str, Any]:
+def _row(record: dict[str, Any], now: str) -> dict[str, Any]:
     row = {k: v for k, v in record.items() if k != "nodes"}
     for key, value in row.items():
         if hasattr(value, "isoformat"):
@@ -281,7 +281,7 @@ async def _insert_kind(conn: Any, kind: Kind, records: list[dict[str, Any]],
     for record in records:
         if record["id"] in existing:
             continue
-        await versioned.insert(conn, kind.table, _row(kind, record, now))
+        await versioned.insert(conn, kind.table, _row(record, now))
         if kind.key == "workflow_runs":
             await _insert_nodes(conn, record)
 
