@@ -17,6 +17,7 @@ from aiohttp.test_utils import TestClient
 from service.app import create_app
 from service.auth import hash_token
 from service.config import DEFAULT_MIGRATIONS_DIR, Config
+from service.db import Database
 from service.db.migrations import apply_migrations
 from service.keys import SEEDER_KEY
 
@@ -61,6 +62,16 @@ def plant_tokens(db_path: Path) -> None:
             "VALUES (?, 'test', ?, ?, '2026-01-01T00:00:00.000Z')",
             [(user, hash_token(tok), scopes) for tok, (user, scopes) in TEST_TOKENS.items()],
         )
+
+
+@pytest.fixture
+async def db(db_path: Path):
+    """An open Database on a freshly migrated file."""
+    apply_migrations(db_path, DEFAULT_MIGRATIONS_DIR)
+    database = Database(db_path, read_connections=2, busy_timeout_ms=1234)
+    await database.open()
+    yield database
+    await database.close()
 
 
 @pytest.fixture

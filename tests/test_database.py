@@ -9,15 +9,6 @@ from service.db import Database, DatabaseUnavailable
 from service.db.migrations import apply_migrations
 
 
-@pytest.fixture
-async def db(db_path: Path):
-    apply_migrations(db_path, DEFAULT_MIGRATIONS_DIR)
-    database = Database(db_path, read_connections=2, busy_timeout_ms=1234)
-    await database.open()
-    yield database
-    await database.close()
-
-
 async def test_pragmas_on_writer_and_readers(db: Database) -> None:
     async with db.transaction() as conn:
         writer = [

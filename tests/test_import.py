@@ -6,9 +6,7 @@ from typing import Any
 
 import pytest
 
-from service.config import DEFAULT_MIGRATIONS_DIR
 from service.db import Database
-from service.db.migrations import apply_migrations
 from service.importer import DumpUnreadable, import_dump
 from service.runs import RunContext
 from tests.conftest import REPO_ROOT
@@ -22,15 +20,6 @@ TABLES = ("projects", "idea_tickets", "context_items", "workflow_graphs", "workf
 def counts(db_path: Path) -> dict[str, int]:
     with sqlite3.connect(db_path) as conn:
         return {t: conn.execute(f"SELECT count(*) FROM {t}").fetchone()[0] for t in TABLES}
-
-
-@pytest.fixture
-async def db(db_path: Path):
-    apply_migrations(db_path, DEFAULT_MIGRATIONS_DIR)
-    database = Database(db_path)
-    await database.open()
-    yield database
-    await database.close()
 
 
 async def run_import(db: Database, dump: Any, dry_run: bool = False) -> Any:

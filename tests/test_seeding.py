@@ -10,20 +10,9 @@ from typing import Any
 import pytest
 from aiohttp.test_utils import TestClient
 
-from service.config import DEFAULT_MIGRATIONS_DIR
 from service.db import Database
-from service.db.migrations import apply_migrations
 from service.seeding import SeedAlreadyRunning, Seeder, SeedProgress, SeedState, seed_row
 from tests.conftest import wait_for_seed
-
-
-@pytest.fixture
-async def db(db_path: Path):
-    apply_migrations(db_path, DEFAULT_MIGRATIONS_DIR)
-    database = Database(db_path)
-    await database.open()
-    yield database
-    await database.close()
 
 
 def all_rows(db_path: Path) -> list[tuple[Any, ...]]:

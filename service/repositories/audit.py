@@ -9,6 +9,7 @@ import aiosqlite
 import orjson
 
 from service.db import Database
+from service.repositories.sql import Where
 
 _COLUMNS = ("id", "ts", "level", "actor", "run_id", "scope", "event", "message", "data_json")
 
@@ -45,21 +46,13 @@ async def list_page(
     since: str | None = None,
 ) -> tuple[list[dict[str, Any]], int | None]:
     """Newest first, keyset-paged by id. Returns the rows and the id to continue before."""
-    where, params = [], []
-    for column, value in (("run_id", run_id), ("scope", scope), ("event", event)):
-        if value is not None:
-            where.append(f"{column} = ?")
-            params.append(value)
+    where = Where().equal("run_id", run_id).equal("scope", scope).equal("event", event)
     if since is not None:
-        where.append("ts >= ?")
-        params.append(since)
+        where.add("ts >= ?", since)
     if before_id is not None:
-        where.append("id < ?")
-        params.append(before_id)
-    sql = f"SELECT {', '.join(_COLUMNS)} FROM audit_log"
-    if where:
-        sql += " WHERE " + " AND ".join(where)
-    rows = await db.fetchall(sql + " ORDER BY id DESC LIMIT ?", [*params, limit + 1])
+        where.add("id < ?", before_id)
+    sql = f"SELECT {', '.join(_COLUMNS)} FROM audit_log{where.sql()} ORDER BY id DESC LIMIT ?"
+    rows = await db.fetchall(sql, [*where.params, limit + 1])
     items = [_public(row) for row in rows[:limit]]
     return items, (items[-1]["id"] if len(rows) > limit else None)
 

@@ -8,6 +8,7 @@ import aiosqlite
 import orjson
 
 from service.db import Database
+from service.repositories.sql import Where
 from service.runs import TERMINAL_STATUSES, StepStatus, check_transition, run_status
 
 RUN_COLUMNS = ("run_id", "created_at", "args_json", "git_sha", "config_hash")
@@ -75,24 +76,16 @@ async def list_runs(
     config_hash: str | None = None,
 ) -> tuple[list[dict[str, Any]], tuple[str, str] | None]:
     """Newest first, keyset-paged on (created_at, run_id)."""
-    where, params = [], []
-    for column, value in (("git_sha", git_sha), ("config_hash", config_hash)):
-        if value is not None:
-            where.append(f"{column} = ?")
-            params.append(value)
+    where = Where().equal("git_sha", git_sha).equal("config_hash", config_hash)
     if since is not None:
-        where.append("created_at >= ?")
-        params.append(since)
+        where.add("created_at >= ?", since)
     if before is not None:
-        # Row-value comparison, spelled out so it also reads well on older engines.
-        where.append("(created_at < ? OR (created_at = ? AND run_id < ?))")
-        params += [before[0], before[0], before[1]]
-    sql = f"SELECT {', '.join(RUN_COLUMNS)} FROM runs"
-    if where:
-        sql += " WHERE " + " AND ".join(where)
-    rows = await db.fetchall(
-        sql + " ORDER BY created_at DESC, run_id DESC LIMIT ?", [*params, limit + 1]
+        where.add("(created_at, run_id) < (?, ?)", *before)
+    sql = (
+        f"SELECT {', '.join(RUN_COLUMNS)} FROM runs{where.sql()} "
+        "ORDER BY created_at DESC, run_id DESC LIMIT ?"
     )
+    rows = await db.fetchall(sql, [*where.params, limit + 1])
     items = [_run(r) for r in rows[:limit]]
     last = items[-1] if len(rows) > limit else None
     return items, ((last["created_at"], last["run_id"]) if last else None)

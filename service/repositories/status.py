@@ -14,6 +14,7 @@ from typing import Any
 import aiosqlite
 
 from service.db import Database
+from service.repositories.sql import Where
 from service.schemas.status import STATUS_FIELDS
 
 WRITABLE_FIELDS: tuple[str, ...] = tuple(f for f in STATUS_FIELDS if f != "id")
@@ -64,18 +65,11 @@ async def _fetch_page(
 ) -> Page:
     # id is always selected: the cursor of the next page needs it.
     selected = columns if "id" in columns else ("id", *columns)
-    where, params = [], []
-    if version is not None:
-        where.append("version = ?")
-        params.append(version)
+    where = Where().equal("version", version)
     if after_id is not None:
-        where.append("id > ?")
-        params.append(after_id)
-    sql = f"SELECT {', '.join(selected)} FROM status"
-    if where:
-        sql += " WHERE " + " AND ".join(where)
-    sql += " ORDER BY id LIMIT ? OFFSET ?"
-    rows = await db.fetchall(sql, [*params, limit + 1, offset])  # one extra row: is there more?
+        where.add("id > ?", after_id)
+    sql = f"SELECT {', '.join(selected)} FROM status{where.sql()} ORDER BY id LIMIT ? OFFSET ?"
+    rows = await db.fetchall(sql, [*where.params, limit + 1, offset])  # +1: is there more?
     next_after_id = rows[limit - 1][0] if len(rows) > limit else None
     if "id" in columns:
         items = [dict(zip(columns, row, strict=True)) for row in rows[:limit]]

@@ -16,6 +16,7 @@ import aiosqlite
 import orjson
 
 from service.db import Database
+from service.repositories.sql import Where
 
 
 class VersionMismatch(Exception):
@@ -194,21 +195,19 @@ async def list_page(
     """
     if sort.column not in table.sortable:
         raise ValueError(f"cannot sort {table.name} by {sort.column}")
-    where: list[str] = ["project_id = ?"] if table.scoped else ["1 = 1"]
-    params: list[Any] = [project_id] if table.scoped else []
+    where = Where()
+    if table.scoped:
+        where.add("project_id = ?", project_id)
     for column, value in (filters or {}).items():
-        if value is not None:
-            where.append(f"{column} = ?")
-            params.append(table.encode(column, value))
+        where.equal(column, table.encode(column, value))
     op, direction = (">", "ASC") if not sort.descending else ("<", "DESC")
     if after is not None:
-        where.append(f"({sort.column}, id) {op} (?, ?)")
-        params += [table.encode(sort.column, after[0]), after[1]]
+        where.add(f"({sort.column}, id) {op} (?, ?)", table.encode(sort.column, after[0]), after[1])
     sql = (
-        f"SELECT {table.select} FROM {table.name} WHERE {' AND '.join(where)} "
+        f"SELECT {table.select} FROM {table.name}{where.sql()} "
         f"ORDER BY {sort.column} {direction}, id {direction} LIMIT ?"
     )
-    rows = await db.fetchall(sql, [*params, limit + 1])
+    rows = await db.fetchall(sql, [*where.params, limit + 1])
     items = [table.decode_row(r) for r in rows[:limit]]
     if len(rows) <= limit:
         return items, None
