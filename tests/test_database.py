@@ -157,3 +157,32 @@ async def test_background_checkpoint_empties_the_wal_without_blocking(db: Databa
         task.cancel()
         await asyncio.gather(task, return_exceptions=True)
     assert await db.fetchone("SELECT count(*) FROM status") == (2001,)
+
+
+INSERT_ONE = (
+    "INSERT INTO status (uptime, version, latency, error_rate, created_at, updated_at) "
+    "VALUES (1, 'v', 1, 0, 't', 't')"
+)
+
+
+@pytest.mark.parametrize("ticks", [0, 1, 2, 3, 5])
+async def test_cancelled_writers_never_leave_the_writer_in_a_transaction(
+    db: Database, ticks: int
+) -> None:
+    """Cancel at different points (waiting for BEGIN, inside the body): later writes still work
+    and nothing of the cancelled transaction is committed."""
+
+    async def write() -> None:
+        async with db.transaction() as conn:
+            await conn.execute(INSERT_ONE)
+            await asyncio.sleep(1)
+
+    task = asyncio.ensure_future(write())
+    for _ in range(ticks):
+        await asyncio.sleep(0)
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    async with db.transaction() as conn:
+        await conn.execute(INSERT_ONE)
+    assert await db.fetchone("SELECT count(*) FROM status") == (1,)

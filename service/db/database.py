@@ -10,6 +10,7 @@ writer and never see half a transaction.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import sqlite3
 import time
@@ -133,20 +134,26 @@ class Database:
             self.write_wait_seconds_total += time.perf_counter() - started
             conn = self._writer
             try:
-                await conn.execute("BEGIN IMMEDIATE")
-            except sqlite3.OperationalError as exc:
-                # Only another process can hold the lock here: our own writers queue above.
-                raise DatabaseBusy(f"could not start a write transaction: {exc}") from exc
-            try:
+                try:
+                    await conn.execute("BEGIN IMMEDIATE")
+                except sqlite3.OperationalError as exc:
+                    # Only another process can hold the lock: our own writers queue above.
+                    raise DatabaseBusy(f"could not start a write transaction: {exc}") from exc
                 yield conn
             except BaseException:
-                # Shielded so a cancelled request cannot leave the writer inside a transaction.
-                await asyncio.shield(conn.execute("ROLLBACK"))
+                # Also reached when cancelled while BEGIN was still queued in the connection's
+                # thread: the ROLLBACK queues behind it, so the writer never stays inside a
+                # transaction. Shielded so a second cancellation cannot skip it.
+                await asyncio.shield(_rollback(conn))
                 self.transactions_rolled_back += 1
                 raise
-            else:
+            try:
                 await asyncio.shield(conn.execute("COMMIT"))
-                self.transactions_committed += 1
+            except sqlite3.Error:
+                await asyncio.shield(_rollback(conn))  # e.g. disk full: leave no open transaction
+                self.transactions_rolled_back += 1
+                raise
+            self.transactions_committed += 1
 
     @asynccontextmanager
     async def reader(self) -> AsyncIterator[aiosqlite.Connection]:
@@ -214,3 +221,9 @@ class Database:
             except OSError:
                 sizes[name] = 0
         return sizes
+
+
+async def _rollback(conn: aiosqlite.Connection) -> None:
+    # OperationalError: no transaction was open (BEGIN failed), so nothing to undo.
+    with contextlib.suppress(sqlite3.OperationalError):
+        await conn.execute("ROLLBACK")
