@@ -30,7 +30,7 @@ from service.keys import (
     SEEDER_KEY,
     STARTED_KEY,
 )
-from service.lifecycle import record_migration_run, update_meta
+from service.lifecycle import after_migrations
 from service.metrics import Metrics
 from service.runs import RunContext, current_git_sha
 from service.seeding import Seeder
@@ -51,10 +51,7 @@ async def _database_ctx(app: web.Application) -> AsyncIterator[None]:
     app[DB_KEY] = db
     try:
         context = app[RUN_CONTEXT_KEY]
-        await record_migration_run(
-            db, applied, direction="apply", actor=SYSTEM_ACTOR, context=context
-        )
-        await update_meta(db)
+        await after_migrations(db, applied, direction="apply", actor=SYSTEM_ACTOR, context=context)
         await ensure_initial_admin_token(db)
     except BaseException:
         await db.close()

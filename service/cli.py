@@ -178,7 +178,7 @@ def _run_context(config: Config) -> RunContext:
 
 async def _migrate_and_record(config: Config, *, direction: str, steps: int = 1) -> list[str]:
     from service.db.migrations import apply_migrations, rollback_migrations
-    from service.lifecycle import record_migration_run, update_meta
+    from service.lifecycle import after_migrations
 
     if direction == "apply":
         ids = await asyncio.to_thread(apply_migrations, config.db, config.migrations_dir)
@@ -187,10 +187,9 @@ async def _migrate_and_record(config: Config, *, direction: str, steps: int = 1)
     db = Database(config.db, read_connections=1, busy_timeout_ms=config.busy_timeout_ms)
     await db.open()
     try:
-        await record_migration_run(
+        await after_migrations(
             db, ids, direction=direction, actor=cli_actor(), context=_run_context(config)
         )
-        await update_meta(db)
     finally:
         await db.close()
     return ids

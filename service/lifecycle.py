@@ -52,3 +52,11 @@ async def record_migration_run(
         w.audit(f"db.{direction}", scope="db", run_id=run["run_id"],
                 message=f"{direction}: {', '.join(ids)}", data={"migrations": ids})  # fmt: skip
     return str(run["run_id"])
+
+
+async def after_migrations(
+    db: Database, ids: list[str], *, direction: str, actor: str, context: RunContext
+) -> None:
+    """What follows every migration or rollback, from the server or the CLI."""
+    await record_migration_run(db, ids, direction=direction, actor=actor, context=context)
+    await update_meta(db)
