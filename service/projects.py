@@ -50,24 +50,11 @@ class RunStatus(StrEnum):
 
 NODE_TRANSITIONS: dict[NodeStatus, frozenset[NodeStatus]] = {
     NodeStatus.PENDING: frozenset({NodeStatus.RUNNING, NodeStatus.FAILED}),
-    NodeStatus.RUNNING: frozenset({NodeStatus.RUNNING, NodeStatus.COMPLETED, NodeStatus.FAILED}),
+    NodeStatus.RUNNING: frozenset({NodeStatus.COMPLETED, NodeStatus.FAILED}),
     NodeStatus.COMPLETED: frozenset(),
     NodeStatus.FAILED: frozenset(),
 }
 FINISHED_RUN = frozenset({RunStatus.COMPLETED, RunStatus.FAILED})
-
-
-class InvalidNodeTransition(ValueError):
-    def __init__(self, current: NodeStatus, requested: NodeStatus):
-        super().__init__(f"a {current} node cannot become {requested}")
-        self.current, self.requested = current, requested
-        self.allowed = sorted(NODE_TRANSITIONS[current])
-
-
-def check_node_transition(current: NodeStatus, requested: NodeStatus) -> None:
-    """Progress updates keep a running node running; finished nodes never change."""
-    if requested not in NODE_TRANSITIONS[current]:
-        raise InvalidNodeTransition(current, requested)
 
 
 def derive_run_status(nodes: list[NodeStatus]) -> RunStatus:

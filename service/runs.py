@@ -13,6 +13,8 @@ from dataclasses import dataclass
 from enum import StrEnum
 from pathlib import Path
 
+from service.statemachine import final_states
+
 log = logging.getLogger(__name__)
 
 
@@ -40,24 +42,7 @@ TRANSITIONS: dict[StepStatus, frozenset[StepStatus]] = {
     StepStatus.SKIPPED: frozenset(),
 }
 INITIAL_STATUSES = frozenset({StepStatus.PENDING, StepStatus.RUNNING})
-TERMINAL_STATUSES = frozenset(s for s, nexts in TRANSITIONS.items() if not nexts)
-
-
-class InvalidTransition(ValueError):
-    """A step cannot move from its current status to the requested one."""
-
-    def __init__(self, current: StepStatus, requested: StepStatus):
-        super().__init__(f"a {current} step cannot become {requested}")
-        self.current, self.requested = current, requested
-        self.allowed = sorted(TRANSITIONS[current])
-
-
-def check_transition(current: StepStatus, requested: StepStatus) -> None:
-    """Allow the moves in :data:`TRANSITIONS`, and staying put while not finished."""
-    if requested == current and current not in TERMINAL_STATUSES:
-        return
-    if requested not in TRANSITIONS[current]:
-        raise InvalidTransition(current, requested)
+TERMINAL_STATUSES = final_states(TRANSITIONS)
 
 
 def run_status(step_statuses: list[StepStatus]) -> str:

@@ -12,7 +12,7 @@ from service.jsonutil import json_response
 from service.keys import DB_KEY
 from service.repositories import audit as audit_repo
 from service.repositories import runs as runs_repo
-from service.runs import InvalidTransition, new_run_id
+from service.runs import new_run_id
 from service.schemas.common import encode_cursor
 from service.schemas.runs import (
     AuditQuerySchema,
@@ -23,6 +23,7 @@ from service.schemas.runs import (
     StepPathSchema,
     StepUpdateSchema,
 )
+from service.statemachine import InvalidTransition
 from service.timeutil import utc_iso
 
 _RUN_CREATE, _RUN_ID, _RUN_LIST = RunCreateSchema(), RunIdSchema(), RunListQuerySchema()

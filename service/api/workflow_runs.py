@@ -10,13 +10,14 @@ from service.api.resources import new_id, project_path, writing
 from service.errors import Conflict, NotFound
 from service.jsonutil import json_response
 from service.keys import DB_KEY
-from service.projects import InvalidNodeTransition, RunStatus
+from service.projects import RunStatus
 from service.repositories import projects as projects_repo
 from service.repositories import versioned
 from service.repositories.projects import WORKFLOW_RUNS, WORKFLOWS
 from service.repositories.versioned import Sort
 from service.schemas import projects as s
 from service.schemas.common import encode_cursor
+from service.statemachine import InvalidTransition
 
 _ITEM_PATH, _NODE_PATH = s.ItemPath(), s.NodePath()
 _CREATE, _LIST, _NODE_UPDATE = s.RunCreate(), s.RunListQuery(), s.NodeUpdate()
@@ -77,7 +78,7 @@ async def update_node(request: web.Request) -> web.Response:
             raise NotFound("no such node in this run", details=path) from None
         except projects_repo.RunFinished as exc:
             raise Conflict(str(exc), code="run_finished", details=path) from None
-        except InvalidNodeTransition as exc:
+        except InvalidTransition as exc:
             details = {"from": exc.current, "to": exc.requested, "allowed": exc.allowed}
             raise Conflict(str(exc), code="invalid_transition", details=details) from None
         w.audit("workflow_node.updated", scope="projects",

@@ -10,16 +10,17 @@ import orjson
 from service.db import Database
 from service.projects import (
     FINISHED_RUN,
+    NODE_TRANSITIONS,
     PRIORITY_BY_RANK,
     PRIORITY_RANK,
     NodeStatus,
     Priority,
     RunStatus,
-    check_node_transition,
     derive_run_status,
 )
 from service.repositories import versioned
 from service.repositories.versioned import Table
+from service.statemachine import check_transition
 
 PROJECTS = Table(
     "projects",
@@ -175,7 +176,7 @@ async def change_node(
     """Update one node and make the run follow, in the caller's transaction.
 
     Returns (node, run). Raises RunNotFound, NodeNotFound, RunFinished or
-    InvalidNodeTransition.
+    InvalidTransition.
     """
     run = await versioned.get(conn, WORKFLOW_RUNS, project_id, run_id)
     if run is None:
@@ -188,7 +189,7 @@ async def change_node(
         raise NodeNotFound(node_id)
     current = NodeStatus(node["status"])
     target = changes["status"] or current
-    check_node_transition(current, target)
+    check_transition(NODE_TRANSITIONS, current, target)
     node["status"] = target.value
     if changes["progress"] is not None:
         node["progress"] = changes["progress"]

@@ -9,7 +9,8 @@ import orjson
 
 from service.db import Database
 from service.repositories.sql import Where
-from service.runs import TERMINAL_STATUSES, StepStatus, check_transition, run_status
+from service.runs import TERMINAL_STATUSES, TRANSITIONS, StepStatus, run_status
+from service.statemachine import check_transition
 
 RUN_COLUMNS = ("run_id", "created_at", "args_json", "git_sha", "config_hash")
 STEP_COLUMNS = ("step_id", "run_id", "name", "started_at", "finished_at", "status", "stats_json")
@@ -162,7 +163,7 @@ async def change_step(
         raise StepNotFound(f"no step {step_id} in run {run_id}")
     current = StepStatus(step["status"])
     target = status or current
-    check_transition(current, target)
+    check_transition(TRANSITIONS, current, target)
     updated = await update_step(
         conn, step, status=target, stats=step["stats"] if stats is None else stats, now=now,
         terminal=target in TERMINAL_STATUSES,
