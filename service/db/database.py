@@ -83,15 +83,32 @@ class Database:
         conn = await aiosqlite.connect(self.path, isolation_level=None)
         try:
             await conn.executescript(self._pragmas(readonly=readonly))
+            await self._enable_wal(conn)
         except BaseException:
             await conn.close()
             raise
         return conn
 
+    async def _enable_wal(self, conn: aiosqlite.Connection) -> None:
+        """Switch the file to WAL (a no-op once it is), retrying while others hold locks.
+
+        Switching needs an exclusive lock, and SQLite does not run the busy handler for that
+        upgrade (to avoid deadlocks), so ``busy_timeout`` alone does not cover a second
+        process migrating or seeding the same file at that moment: retry until it would have.
+        """
+        deadline = time.monotonic() + self.busy_timeout_ms / 1000
+        while True:
+            try:
+                await conn.execute("PRAGMA journal_mode = WAL")
+                return
+            except sqlite3.OperationalError as exc:
+                if "locked" not in str(exc) or time.monotonic() > deadline:
+                    raise
+            await asyncio.sleep(0.02)
+
     def _pragmas(self, *, readonly: bool) -> str:
         pragmas = [
             f"PRAGMA busy_timeout = {int(self.busy_timeout_ms)}",
-            "PRAGMA journal_mode = WAL",
             "PRAGMA synchronous = NORMAL",
             "PRAGMA foreign_keys = ON",
             f"PRAGMA journal_size_limit = {JOURNAL_SIZE_LIMIT_BYTES}",
