@@ -175,10 +175,17 @@ async def _existing(db: Database, table: Table, ids: Iterable[str]) -> dict[str,
     return found
 
 
+Graphs = dict[str, tuple[str, dict[str, Any]]]  # workflow id -> (project id, graph)
+
+
 async def check_references(
     db: Database, loaded: dict[str, list[dict[str, Any]]]
-) -> tuple[dict[str, dict[str, str | None]], list[dict[str, Any]]]:
-    """Cross-record checks against the dump and the database; also returns existing ids."""
+) -> tuple[dict[str, dict[str, str | None]], Graphs, list[dict[str, Any]]]:
+    """Cross-record checks against the dump and the database.
+
+    Also returns what the insert needs: the ids already in the database, and the graph of
+    every workflow a run refers to.
+    """
     existing = {
         k.key: await _existing(db, k.table, (r["id"] for r in loaded[k.key])) for k in KINDS
     }
@@ -187,9 +194,10 @@ async def check_references(
         await _existing(db, projects_repo.PROJECTS, {r["project_id"] for k in KINDS[1:]
                                                      for r in loaded[k.key]})
     )  # fmt: skip
-    graphs = {w["id"]: (w["project_id"], w["graph"]) for w in loaded["workflows"]}
-    for wf_id, project_id in (await _workflows_in_db(db, loaded)).items():
-        graphs.setdefault(wf_id, project_id)
+    graphs: Graphs = {w["id"]: (w["project_id"], w["graph"]) for w in loaded["workflows"]}
+    graphs |= await _graphs_in_db(
+        db, {r["workflow_id"] for r in loaded["workflow_runs"]} - set(graphs)
+    )
     for kind in KINDS:
         for record in loaded[kind.key]:
             errors: dict[str, list[str]] = {}
@@ -207,24 +215,24 @@ async def check_references(
                 errors.update(_run_problems(record, graphs))
             if errors:
                 problems.append({"kind": kind.key, "id": record["id"], "errors": errors})
-    return existing, problems
+    return existing, graphs, problems
 
 
-async def _workflows_in_db(db: Database, loaded: dict[str, list[dict[str, Any]]]) -> dict[str, Any]:
-    wanted = {r["workflow_id"] for r in loaded["workflow_runs"]} - {
-        w["id"] for w in loaded["workflows"]
-    }
-    out: dict[str, Any] = {}
-    for wf_id in wanted:
-        rows = await db.fetchall("SELECT project_id FROM workflow_graphs WHERE id = ?", (wf_id,))
-        if rows:
-            graph = await versioned.get(db, projects_repo.WORKFLOWS, rows[0][0], wf_id)
-            assert graph is not None
-            out[wf_id] = (rows[0][0], graph["graph"])
-    return out
+async def _graphs_in_db(db: Database, workflow_ids: set[str]) -> Graphs:
+    ids = sorted(workflow_ids)
+    graphs: Graphs = {}
+    for start in range(0, len(ids), 500):
+        chunk = ids[start : start + 500]
+        rows = await db.fetchall(
+            "SELECT id, project_id, graph_json FROM workflow_graphs "
+            f"WHERE id IN ({', '.join('?' * len(chunk))})",
+            chunk,
+        )
+        graphs.update({r[0]: (r[1], orjson.loads(r[2])) for r in rows})
+    return graphs
 
 
-def _run_problems(run: dict[str, Any], graphs: dict[str, Any]) -> dict[str, list[str]]:
+def _run_problems(run: dict[str, Any], graphs: Graphs) -> dict[str, list[str]]:
     found = graphs.get(run["workflow_id"])
     if found is None:
         return {"workflow_id": ["No such workflow in the dump or the database."]}
@@ -252,7 +260,7 @@ async def import_dump(
 ) -> ImportReport:
     report = ImportReport(dry_run=dry_run)
     loaded, report.problems = parse(dump)
-    existing, reference_problems = await check_references(db, loaded)
+    existing, graphs, reference_problems = await check_references(db, loaded)
     report.problems += reference_problems
     for kind in KINDS:
         skipped = sum(1 for r in loaded[kind.key] if r["id"] in existing[kind.key])
@@ -266,7 +274,13 @@ async def import_dump(
         )  # fmt: skip
         report.run_id = run["run_id"]
         for kind in KINDS:
-            await _insert_kind(w.conn, kind, loaded[kind.key], existing[kind.key], w.now)
+            for record in loaded[kind.key]:
+                if record["id"] in existing[kind.key]:
+                    continue
+                await versioned.insert(w.conn, kind.table, _row(record, w.now))
+                if kind.key == "workflow_runs":
+                    graph = graphs[record["workflow_id"]][1]
+                    await _insert_nodes(w.conn, record, [n["id"] for n in graph["nodes"]])
             await runs_repo.insert_step(
                 w.conn, run_id=run["run_id"], name=kind.key, status=StepStatus.SUCCEEDED,
                 stats=report.counts[kind.key], now=w.now, finished=True,
@@ -276,24 +290,8 @@ async def import_dump(
     return report
 
 
-async def _insert_kind(conn: Any, kind: Kind, records: list[dict[str, Any]],
-                       existing: dict[str, Any], now: str) -> None:  # fmt: skip
-    for record in records:
-        if record["id"] in existing:
-            continue
-        await versioned.insert(conn, kind.table, _row(record, now))
-        if kind.key == "workflow_runs":
-            await _insert_nodes(conn, record)
-
-
-async def _insert_nodes(conn: Any, run: dict[str, Any]) -> None:
+async def _insert_nodes(conn: Any, run: dict[str, Any], node_ids: list[str]) -> None:
     """The run's node states as dumped, plus a pending state for graph nodes it did not list."""
-    graph_rows = list(
-        await conn.execute_fetchall(
-            "SELECT graph_json FROM workflow_graphs WHERE id = ?", (run["workflow_id"],)
-        )
-    )
-    node_ids = [n["id"] for n in orjson.loads(graph_rows[0][0])["nodes"]]
     given = {n["node_id"]: n for n in run["nodes"]}
     await projects_repo.insert_nodes(conn, run["id"], [i for i in node_ids if i not in given])
     for node in given.values():

@@ -19,6 +19,7 @@ from service.projects import (
     derive_run_status,
 )
 from service.repositories import versioned
+from service.repositories.sql import fetchall
 from service.repositories.versioned import Table
 from service.statemachine import check_transition
 
@@ -64,10 +65,7 @@ CHILD_TABLES = (GAP_ANALYSES, WORKFLOW_RUNS, WORKFLOWS, CONTEXT_ITEMS, IDEAS)
 
 
 async def project_exists(db_or_conn: Database | aiosqlite.Connection, project_id: str) -> bool:
-    sql, params = "SELECT 1 FROM projects WHERE id = ?", (project_id,)
-    if isinstance(db_or_conn, Database):
-        return bool(await db_or_conn.fetchall(sql, params))
-    return bool(list(await db_or_conn.execute_fetchall(sql, params)))
+    return bool(await fetchall(db_or_conn, "SELECT 1 FROM projects WHERE id = ?", (project_id,)))
 
 
 async def child_counts(conn: aiosqlite.Connection, project_id: str) -> dict[str, int]:
@@ -136,11 +134,7 @@ async def get_nodes(
         "SELECT node_id, status, progress, messages_json, started_at, completed_at, error "
         "FROM workflow_node_states WHERE run_id = ? ORDER BY node_id"
     )
-    if isinstance(db_or_conn, Database):
-        rows = await db_or_conn.fetchall(sql, (run_id,))
-    else:
-        rows = list(await db_or_conn.execute_fetchall(sql, (run_id,)))
-    return [_node(r) for r in rows]
+    return [_node(r) for r in await fetchall(db_or_conn, sql, (run_id,))]
 
 
 async def update_node(conn: aiosqlite.Connection, run_id: str, node: dict[str, Any]) -> None:

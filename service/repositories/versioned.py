@@ -16,7 +16,7 @@ import aiosqlite
 import orjson
 
 from service.db import Database
-from service.repositories.sql import Where
+from service.repositories.sql import Where, fetchall
 
 
 class VersionMismatch(Exception):
@@ -101,10 +101,7 @@ async def get(
 ) -> dict[str, Any] | None:
     where, params = table.key(project_id, row_id)
     sql = f"SELECT {table.select} FROM {table.name} WHERE {where}"
-    if isinstance(db_or_conn, Database):
-        rows = await db_or_conn.fetchall(sql, params)
-    else:
-        rows = list(await db_or_conn.execute_fetchall(sql, params))
+    rows = await fetchall(db_or_conn, sql, params)
     return table.decode_row(rows[0]) if rows else None
 
 
