@@ -159,14 +159,16 @@ def _serve(config: Config, args: argparse.Namespace) -> int:
 
 @asynccontextmanager
 async def _open(config: Config, *, migrate: bool) -> AsyncIterator[Database]:
-    """Open the database for a CLI command, migrating it first if asked."""
+    """Open the database for a CLI command, migrating it first if asked (one open either way)."""
     if migrate:
-        await _migrate_and_record(config, direction="apply")
+        applied = await _apply_or_rollback(config, "apply")
     elif not config.db.exists():
         raise DatabaseUnavailable(f"not initialized yet: {config.db} does not exist")
     db = Database(config.db, read_connections=1, busy_timeout_ms=config.busy_timeout_ms)
     await db.open()
     try:
+        if migrate:
+            await _after_migrations(config, db, applied, "apply")
         yield db
     finally:
         await db.close()
@@ -176,22 +178,27 @@ def _run_context(config: Config) -> RunContext:
     return RunContext(current_git_sha(PROJECT_ROOT), config.config_hash())
 
 
-async def _migrate_and_record(config: Config, *, direction: str, steps: int = 1) -> list[str]:
+async def _apply_or_rollback(config: Config, direction: str, steps: int = 1) -> list[str]:
+    """yoyo is synchronous: run it in a thread."""
     from service.db.migrations import apply_migrations, rollback_migrations
-    from service.lifecycle import after_migrations
 
     if direction == "apply":
-        ids = await asyncio.to_thread(apply_migrations, config.db, config.migrations_dir)
-    else:
-        ids = await asyncio.to_thread(rollback_migrations, config.db, config.migrations_dir, steps)
-    db = Database(config.db, read_connections=1, busy_timeout_ms=config.busy_timeout_ms)
-    await db.open()
-    try:
-        await after_migrations(
-            db, ids, direction=direction, actor=cli_actor(), context=_run_context(config)
-        )
-    finally:
-        await db.close()
+        return await asyncio.to_thread(apply_migrations, config.db, config.migrations_dir)
+    return await asyncio.to_thread(rollback_migrations, config.db, config.migrations_dir, steps)
+
+
+async def _after_migrations(config: Config, db: Database, ids: list[str], direction: str) -> None:
+    from service.lifecycle import after_migrations
+
+    await after_migrations(
+        db, ids, direction=direction, actor=cli_actor(), context=_run_context(config)
+    )
+
+
+async def _migrate_and_record(config: Config, *, direction: str, steps: int = 1) -> list[str]:
+    ids = await _apply_or_rollback(config, direction, steps)
+    async with _open(config, migrate=False) as db:
+        await _after_migrations(config, db, ids, direction)
     return ids
 
 

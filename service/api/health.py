@@ -18,14 +18,14 @@ async def health(request: web.Request) -> web.Response:
     body = {"status": "ok", "db": "ok", "uptime_s": round(time.monotonic() - app[STARTED_KEY], 3),
             "version": __version__}  # fmt: skip
     seed = app[SEEDER_KEY].progress
+    body["seed"] = {"state": str(seed.state), "rows": seed.rows, "target": seed.target}
     try:
         # Counting the status table proves the file, the schema and a reader all work.
         row = await app[DB_KEY].check("SELECT count(*) FROM status")
     except DatabaseUnavailable as exc:
         body.update(status="unavailable", db="error", reason=str(exc))
-        body["seed"] = {"state": str(seed.state), "rows": seed.rows, "target": seed.target}
         return json_response(body, status=503, headers={"Retry-After": "5"})
-    body["seed"] = {"state": str(seed.state), "rows": row[0] if row else 0, "target": seed.target}
+    body["seed"]["rows"] = row[0] if row else 0  # the live count, not the seeder's last view
     return json_response(body)
 
 
