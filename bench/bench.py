@@ -137,9 +137,13 @@ def run_wrk(
 
 
 async def run_aiohttp(
-    base: str, paths: list[str], method: str, duration: int, connections: int,
+    base: str,
+    paths: list[str],
+    method: str,
+    duration: int,
+    connections: int,
     headers: dict[str, str],
-) -> tuple[float, float, float, int]:  # fmt: skip
+) -> tuple[float, float, float, int]:
     latencies: list[float] = []
     errors = 0
     stop_at = time.perf_counter() + duration
@@ -233,9 +237,22 @@ def main() -> None:
     port, baseline_port = free_port(), free_port()
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     server = subprocess.Popen(
-        [sys.executable, "-m", "service", "serve", "--db", str(db_path), "--port", str(port),
-         "--seed-rows", "0", "--log-level", "WARNING"], env=env,
-    )  # fmt: skip
+        [
+            sys.executable,
+            "-m",
+            "service",
+            "serve",
+            "--db",
+            str(db_path),
+            "--port",
+            str(port),
+            "--seed-rows",
+            "0",
+            "--log-level",
+            "WARNING",
+        ],
+        env=env,
+    )
     baseline = subprocess.Popen(
         [sys.executable, str(ROOT / "bench" / "baseline_app.py"), str(baseline_port)], env=env
     )
@@ -263,24 +280,39 @@ def main() -> None:
             Scenario("first page (limit 50)", base, "/bobgen/status"),
             Scenario("deep page, cursor", base, f"/bobgen/status?cursor={encode_cursor(deep)}"),
             # Distinct cursors defeat request coalescing: the raw cost of a page read.
-            Scenario("shallow pages, random cursors", base, "/bobgen/status",
-                     cursor_lua(shallow_cursors),
-                     [f"/bobgen/status?cursor={c}" for c in shallow_cursors]),
-            Scenario("deep pages, random cursors", base, "/bobgen/status",
-                     cursor_lua(deep_cursors),
-                     [f"/bobgen/status?cursor={c}" for c in deep_cursors]),
+            Scenario(
+                "shallow pages, random cursors",
+                base,
+                "/bobgen/status",
+                cursor_lua(shallow_cursors),
+                [f"/bobgen/status?cursor={c}" for c in shallow_cursors],
+            ),
+            Scenario(
+                "deep pages, random cursors",
+                base,
+                "/bobgen/status",
+                cursor_lua(deep_cursors),
+                [f"/bobgen/status?cursor={c}" for c in deep_cursors],
+            ),
             Scenario("deep page, offset", base, f"/bobgen/status?offset={deep}"),
             Scenario("row by id (random)", base, "/bobgen/status/1", random_lua, random_ids),
             Scenario("health", base, "/health"),
-            Scenario("create (POST)", base, "/bobgen/status", post_lua, method="POST",
-                     headers={"Content-Type": "application/json",
-                              "Authorization": f"Bearer {token}"}),
-        ]  # fmt: skip
+            Scenario(
+                "create (POST)",
+                base,
+                "/bobgen/status",
+                post_lua,
+                method="POST",
+                headers={"Content-Type": "application/json", "Authorization": f"Bearer {token}"},
+            ),
+        ]
         results = measure_all(scenarios, args)
         baseline_result = results[0]
         for r in results:
-            print(f"{r.name:<30} {r.requests_per_s:>9.0f} req/s   p50 {r.p50_ms:7.2f} ms"
-                  f"   p99 {r.p99_ms:7.2f} ms   errors {r.errors}")  # fmt: skip
+            print(
+                f"{r.name:<30} {r.requests_per_s:>9.0f} req/s   p50 {r.p50_ms:7.2f} ms"
+                f"   p99 {r.p99_ms:7.2f} ms   errors {r.errors}"
+            )
         rss_after = rss_mib(server.pid)
     finally:
         for proc in (server, baseline):

@@ -56,8 +56,18 @@ def build(db_path: Path, projects: int, ideas: int) -> tuple[list[str], float]:
             rows = []
             for n in range(count):
                 stamp = f"2026-01-01T00:{n // 60000 % 60:02d}:{n // 1000 % 60:02d}.{n % 1000:03d}Z"
-                rows.append((f"{project_id}-i{n:06d}", project_id, f"Idea {n}", "",
-                             STATUSES[n % 5], n % 4 + 1, stamp, stamp))  # fmt: skip
+                rows.append(
+                    (
+                        f"{project_id}-i{n:06d}",
+                        project_id,
+                        f"Idea {n}",
+                        "",
+                        STATUSES[n % 5],
+                        n % 4 + 1,
+                        stamp,
+                        stamp,
+                    )
+                )
             conn.executemany(
                 "INSERT INTO idea_tickets (id, project_id, title, description, status, priority,"
                 " version, created_at, updated_at) VALUES (?, ?, ?, ?, ?, ?, 1, ?, ?)",
@@ -71,8 +81,9 @@ async def make_token(db_path: Path) -> str:
     db = Database(db_path)
     await db.open()
     try:
-        token, _ = await create_token(db, user="bench", name="bench", scopes=ALL_SCOPES,
-                                      actor="bench")  # fmt: skip
+        token, _ = await create_token(
+            db, user="bench", name="bench", scopes=ALL_SCOPES, actor="bench"
+        )
     finally:
         await db.close()
     return token
@@ -152,8 +163,10 @@ async def scenarios(base: str, big: str, ideas: int, token: str, args: argparse.
     for name, request in plan.items():
         results[name] = await load(base, request, args.duration, args.concurrency)
         r = results[name]
-        print(f"{name:<32} {r['requests_per_s']:>8.0f} req/s  p50 {r['p50_ms']:6.2f} ms  "
-              f"p99 {r['p99_ms']:6.2f} ms  errors {r['errors']}")  # fmt: skip
+        print(
+            f"{name:<32} {r['requests_per_s']:>8.0f} req/s  p50 {r['p50_ms']:6.2f} ms  "
+            f"p99 {r['p99_ms']:6.2f} ms  errors {r['errors']}"
+        )
     return results
 
 
@@ -175,9 +188,22 @@ def main() -> None:
     )
     port = free_port()
     server = subprocess.Popen(
-        [sys.executable, "-m", "service", "serve", "--db", str(db_path), "--port", str(port),
-         "--seed-rows", "0", "--log-level", "WARNING"], env={**os.environ, "PYTHONPATH": str(ROOT)},
-    )  # fmt: skip
+        [
+            sys.executable,
+            "-m",
+            "service",
+            "serve",
+            "--db",
+            str(db_path),
+            "--port",
+            str(port),
+            "--seed-rows",
+            "0",
+            "--log-level",
+            "WARNING",
+        ],
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+    )
     try:
         base = f"http://127.0.0.1:{port}"
         wait_up(base + "/health", server)
@@ -189,9 +215,17 @@ def main() -> None:
     worst = max(r["p99_ms"] for r in results.values())
     print(f"worst p99: {worst:.2f} ms (goal < 10 ms); server RSS {rss:.1f} MiB")
     args.output.parent.mkdir(parents=True, exist_ok=True)
-    args.output.write_text(json.dumps({"ideas": args.ideas, "projects": args.projects,
-                                       "concurrency": args.concurrency, "results": results},
-                                      indent=2))  # fmt: skip
+    args.output.write_text(
+        json.dumps(
+            {
+                "ideas": args.ideas,
+                "projects": args.projects,
+                "concurrency": args.concurrency,
+                "results": results,
+            },
+            indent=2,
+        )
+    )
 
 
 if __name__ == "__main__":

@@ -16,7 +16,7 @@ from aiohttp import web
 
 from service import __version__
 from service.api import setup_routes
-from service.api.auth import auth_middleware
+from service.api.auth import TOKEN_CACHE_KEY, TokenCache, auth_middleware
 from service.audit import SYSTEM_ACTOR
 from service.config import PROJECT_ROOT, Config
 from service.db import Database
@@ -45,10 +45,16 @@ async def _database_ctx(app: web.Application) -> AsyncIterator[None]:
     if applied:
         log.info("applied %d migration(s) to %s", len(applied), config.db)
     db = Database(
-        config.db, read_connections=config.read_connections, busy_timeout_ms=config.busy_timeout_ms
+        config.db,
+        read_connections=config.read_connections,
+        busy_timeout_ms=config.busy_timeout_ms,
+        max_batch=config.write_batch_max,
+        max_batch_wait_ms=config.write_batch_wait_ms,
+        close_timeout_s=config.shutdown_timeout_s,
     )
     await db.open()
     app[DB_KEY] = db
+    app[TOKEN_CACHE_KEY] = TokenCache(db, max_age_s=config.token_cache_ttl_s)
     try:
         context = app[RUN_CONTEXT_KEY]
         await after_migrations(db, applied, direction="apply", actor=SYSTEM_ACTOR, context=context)

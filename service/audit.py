@@ -1,23 +1,30 @@
 """Audited writes: the audit row goes into the same transaction as the write it describes.
 
 So a write that fails (or is rolled back) leaves no audit row, and an audit row always
-describes a write that happened.
+describes a write that happened. A handler writes::
+
+    def work(w: AuditedWrite) -> Work[dict]:
+        row = yield from repo.insert(values, w.now)
+        w.audit("thing.created", scope="things", message=f"thing {row['id']} created")
+        return row
+
+    row = await audited_write(db, actor, work)
+
+and the whole of ``work`` plus its audit rows runs in one hop on the writer thread.
 """
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
-import aiosqlite
-
-from service.db import Database
+from service.db import Database, Work
 from service.repositories import audit as audit_repo
 from service.repositories.audit import AuditEntry
 from service.timeutil import utc_now
 
+T = TypeVar("T")
 SYSTEM_ACTOR = "system"
 
 
@@ -27,7 +34,6 @@ class UnauditedWrite(RuntimeError):
 
 @dataclass(slots=True)
 class AuditedWrite:
-    conn: aiosqlite.Connection
     now: str
     entries: list[AuditEntry] = field(default_factory=list)
 
@@ -45,13 +51,23 @@ class AuditedWrite:
         self.entries.append(AuditEntry(event, scope, message, data or {}, run_id, level))
 
 
-@asynccontextmanager
-async def audited_transaction(db: Database, actor: str) -> AsyncIterator[AuditedWrite]:
-    """``db.transaction()`` that refuses to commit unless the body called ``audit()``."""
-    async with db.transaction() as conn:
-        write = AuditedWrite(conn, utc_now())
-        yield write
-        if not write.entries:
-            raise UnauditedWrite("every write must record an audit entry")
-        for entry in write.entries:
-            await audit_repo.insert(conn, entry, actor=actor, ts=write.now)
+Body = Callable[[AuditedWrite], Work[T]]
+
+
+def audited(actor: str, body: Body[T]) -> Work[T]:
+    """A unit of work that runs ``body`` and then writes the audit rows it recorded.
+
+    Refuses (raises :class:`UnauditedWrite`, rolling the unit back) when ``body`` recorded
+    nothing. ``yield from audited(...)`` nests inside another write.
+    """
+    w = AuditedWrite(utc_now())
+    result = yield from body(w)
+    if not w.entries:
+        raise UnauditedWrite("every write must record an audit entry")
+    yield from audit_repo.insert_many(w.entries, actor=actor, ts=w.now)
+    return result
+
+
+async def audited_write(db: Database, actor: str, body: Body[T]) -> T:
+    """Run ``body`` and its audit rows as one unit of work on the writer."""
+    return await db.write(audited(actor, body))

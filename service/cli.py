@@ -56,6 +56,14 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--seed-rows", type=int, help="seed target, 0 disables (default 100000)")
     serve.add_argument("--seed-batch-size", type=int, help="rows per seed transaction")
     serve.add_argument("--read-connections", type=int, help="reader pool size (default 2)")
+    serve.add_argument(
+        "--write-batch-max", type=int, help="most writes per group commit (default 64)"
+    )
+    serve.add_argument(
+        "--write-batch-wait-ms", type=float, help="wait for more writes under load (default 0)"
+    )
+    serve.add_argument("--body-timeout-s", type=float, help="to receive a body (default 30)")
+    serve.add_argument("--request-timeout-s", type=float, help="to answer (default 60)")
     serve.add_argument("--access-log", action="store_const", const=True, help="log every request")
     serve.add_argument(
         "--auth-reads", action="store_const", const=True, help="require a 'read' token for reads"
@@ -125,9 +133,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     if config.log_level.upper() != "DEBUG":
         logging.getLogger("yoyo").setLevel(logging.WARNING)  # one line per step is noise
     name = " ".join(
-        v for v in (args.command, getattr(args, "db_command", None),
-                    getattr(args, "token_command", None)) if v
-    )  # fmt: skip
+        v
+        for v in (
+            args.command,
+            getattr(args, "db_command", None),
+            getattr(args, "token_command", None),
+        )
+        if v
+    )
     try:
         return COMMANDS[name](config, args)
     except KeyboardInterrupt:
@@ -144,8 +157,13 @@ def _serve(config: Config, args: argparse.Namespace) -> int:
 
     from service.app import create_app
 
-    log.info("bobgen %s serving on http://%s:%d with %s", __version__, config.host, config.port,
-             config.db)  # fmt: skip
+    log.info(
+        "bobgen %s serving on http://%s:%d with %s",
+        __version__,
+        config.host,
+        config.port,
+        config.db,
+    )
     web.run_app(
         create_app(config),
         host=config.host,
@@ -246,8 +264,8 @@ def _backup(config: Config, args: argparse.Namespace) -> int:
 
 
 async def _maintenance(config: Config, what: str, target: Path | None) -> int:
-    from service.audit import audited_transaction
-    from service.db import maintenance
+    from service.audit import AuditedWrite, audited_write
+    from service.db import maintenance, returning
 
     async with _open(config, migrate=False) as db:
         started = time.perf_counter()
@@ -261,8 +279,12 @@ async def _maintenance(config: Config, what: str, target: Path | None) -> int:
             data = {"path": str(result.path), "bytes": result.bytes, "pages": result.pages}
             message = f"backup written to {result.path} ({result.bytes} bytes), integrity ok"
         data["seconds"] = round(time.perf_counter() - started, 3)
-        async with audited_transaction(db, cli_actor()) as w:
+
+        def record(w: AuditedWrite) -> Any:
             w.audit(f"db.{what}", scope="db", message=message, data=data)
+            return returning(None)
+
+        await audited_write(db, cli_actor(), record)
     print(message)
     return 0
 
@@ -284,8 +306,10 @@ async def _seed_async(config: Config) -> int:
         progress = await seeder.run(config.seed_rows, on_progress=on_progress, actor=cli_actor())
     bar.finish()
     elapsed = (progress.finished_at or 0) - (progress.started_at or 0)
-    print(f"seed {progress.state}: {progress.rows}/{progress.target} rows, "
-          f"{progress.inserted} inserted in {elapsed:.2f}s")  # fmt: skip
+    print(
+        f"seed {progress.state}: {progress.rows}/{progress.target} rows, "
+        f"{progress.inserted} inserted in {elapsed:.2f}s"
+    )
     return 0 if progress.state is SeedState.COMPLETE else 1
 
 
@@ -311,8 +335,11 @@ def _token_create(config: Config, args: argparse.Namespace) -> int:
 
     token, record = asyncio.run(create())
     print(token)  # stdout holds only the token, for scripts: TOKEN=$(bobgen token create ...)
-    print(f"token {record.id} for {record.user} with scopes {','.join(sorted(scopes))}; "
-          "it is shown only this once", file=sys.stderr)  # fmt: skip
+    print(
+        f"token {record.id} for {record.user} with scopes {','.join(sorted(scopes))}; "
+        "it is shown only this once",
+        file=sys.stderr,
+    )
     return 0
 
 
@@ -329,8 +356,10 @@ def _token_list(config: Config, args: argparse.Namespace) -> int:
         return 0
     print(f"{'id':>4}  {'user':<16} {'scopes':<18} {'created':<24} {'last used':<24} revoked")
     for r in records:
-        print(f"{r['id']:>4}  {r['user']:<16} {r['scopes']:<18} {r['created_at']:<24} "
-              f"{r['last_used_at'] or '-':<24} {r['revoked_at'] or '-'}")  # fmt: skip
+        print(
+            f"{r['id']:>4}  {r['user']:<16} {r['scopes']:<18} {r['created_at']:<24} "
+            f"{r['last_used_at'] or '-':<24} {r['revoked_at'] or '-'}"
+        )
     return 0
 
 
@@ -362,9 +391,13 @@ def _import(config: Config, args: argparse.Namespace) -> int:
     async def run() -> Any:
         async with _open(config, migrate=True) as db:
             return await import_dump(
-                db, dump, dry_run=args.dry_run, actor=cli_actor(),
-                context=_run_context(config), source=args.file.name,
-            )  # fmt: skip
+                db,
+                dump,
+                dry_run=args.dry_run,
+                actor=cli_actor(),
+                context=_run_context(config),
+                source=args.file.name,
+            )
 
     try:
         report = asyncio.run(run())

@@ -35,6 +35,11 @@ class Config:
     max_body_bytes: int = 64 * 1024
     shutdown_timeout_s: float = 10.0
     checkpoint_interval_s: float = 1.0
+    write_batch_max: int = 64
+    write_batch_wait_ms: float = 0.0
+    token_cache_ttl_s: float = 30.0
+    body_timeout_s: float = 30.0
+    request_timeout_s: float = 60.0
     access_log: bool = False
     auth_reads: bool = False
     migrations_dir: Path = field(default=DEFAULT_MIGRATIONS_DIR)
@@ -54,6 +59,15 @@ class Config:
             raise ConfigError(
                 f"checkpoint_interval_s must be > 0, got {self.checkpoint_interval_s}"
             )
+        if not 1 <= self.write_batch_max <= 10_000:
+            raise ConfigError(f"write_batch_max must be 1..10000, got {self.write_batch_max}")
+        if not 0 <= self.write_batch_wait_ms <= 1000:
+            raise ConfigError(
+                f"write_batch_wait_ms must be 0..1000, got {self.write_batch_wait_ms}"
+            )
+        for name in ("token_cache_ttl_s", "body_timeout_s", "request_timeout_s"):
+            if getattr(self, name) <= 0:
+                raise ConfigError(f"{name} must be > 0, got {getattr(self, name)}")
         if self.max_body_bytes < 1:
             raise ConfigError(f"max_body_bytes must be >= 1, got {self.max_body_bytes}")
         if self.log_level.upper() not in {"DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"}:

@@ -14,8 +14,10 @@ from typing import Any
 from aiohttp import web
 from marshmallow import ValidationError
 
-from service.db import DatabaseBusy, DatabaseUnavailable
+from service.db import DatabaseBusy, DatabaseUnavailable, DiskFull
 from service.jsonutil import json_response
+from service.repositories.versioned import VersionMismatch
+from service.statemachine import InvalidTransition
 
 log = logging.getLogger(__name__)
 
@@ -69,6 +71,27 @@ class ServiceUnavailable(ApiError):
     status, code = 503, "service_unavailable"
 
 
+class PreconditionFailed(ApiError):
+    status, code = 412, "version_mismatch"
+
+    def __init__(self, current: int):
+        super().__init__(
+            f"the resource changed: its current version is {current}; fetch it and retry",
+            details={"current_version": current},
+        )
+        self.headers = {"ETag": f'"{current}"'}
+
+
+def from_domain(exc: Exception) -> ApiError | None:
+    """The HTTP form of a domain error every handler would translate the same way."""
+    if isinstance(exc, VersionMismatch):
+        return PreconditionFailed(exc.current)
+    if isinstance(exc, InvalidTransition):
+        details = {"from": exc.current, "to": exc.requested, "allowed": exc.allowed}
+        return Conflict(str(exc), code="invalid_transition", details=details)
+    return None
+
+
 def error_response(status: int, code: str, message: str, details: Any = None) -> web.Response:
     body = {"error": {"code": code, "message": message, "details": details or {}}}
     return json_response(body, status=status, lenient=True)
@@ -94,6 +117,20 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
         return resp
     except ValidationError as exc:
         return error_response(400, "validation_failed", "request failed validation", exc.messages)
+    except (VersionMismatch, InvalidTransition) as exc:
+        api_error = from_domain(exc)
+        assert api_error is not None
+        resp = error_response(
+            api_error.status, api_error.code, api_error.message, api_error.details
+        )
+        resp.headers.update(api_error.headers)
+        return resp
+    except DiskFull as exc:
+        # 507: the request was fine and nothing was committed; retry once space is freed.
+        log.error("disk full on %s %s: %s", request.method, request.path, exc)
+        resp = error_response(507, "insufficient_storage", str(exc))
+        resp.headers["Retry-After"] = "5"
+        return resp
     except DatabaseUnavailable as exc:
         # Transient by nature (an external lock holder, a restart): tell clients to retry.
         code = "database_busy" if isinstance(exc, DatabaseBusy) else "database_unavailable"

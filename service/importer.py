@@ -15,8 +15,8 @@ from typing import Any
 import orjson
 from marshmallow import Schema, ValidationError, fields, validate
 
-from service.audit import audited_transaction
-from service.db import Database
+from service.audit import AuditedWrite, audited_write
+from service.db import Database, Work, execute
 from service.projects import InvalidGraph, NodeStatus, RunStatus, validate_graph
 from service.repositories import projects as projects_repo
 from service.repositories import runs as runs_repo
@@ -116,8 +116,13 @@ class ImportReport:
         return not self.problems
 
     def to_dict(self) -> dict[str, Any]:
-        return {"ok": self.ok, "dry_run": self.dry_run, "run_id": self.run_id,
-                "counts": self.counts, "problems": self.problems}  # fmt: skip
+        return {
+            "ok": self.ok,
+            "dry_run": self.dry_run,
+            "run_id": self.run_id,
+            "counts": self.counts,
+            "problems": self.problems,
+        }
 
 
 def _records(dump: dict[str, Any], key: str) -> list[Any]:
@@ -145,8 +150,11 @@ def parse(dump: Any) -> tuple[dict[str, list[dict[str, Any]]], list[dict[str, An
         loaded[kind.key] = []
         seen: set[str] = set()
         for index, record in enumerate(_records(dump, kind.key)):
-            where = {"kind": kind.key, "index": index,
-                     "id": record.get("id") if isinstance(record, dict) else None}  # fmt: skip
+            where = {
+                "kind": kind.key,
+                "index": index,
+                "id": record.get("id") if isinstance(record, dict) else None,
+            }
             try:
                 item = kind.schema.load(record)
             except ValidationError as exc:
@@ -191,9 +199,10 @@ async def check_references(
     }
     problems: list[dict[str, Any]] = []
     projects = {r["id"] for r in loaded["projects"]} | set(
-        await _existing(db, projects_repo.PROJECTS, {r["project_id"] for k in KINDS[1:]
-                                                     for r in loaded[k.key]})
-    )  # fmt: skip
+        await _existing(
+            db, projects_repo.PROJECTS, {r["project_id"] for k in KINDS[1:] for r in loaded[k.key]}
+        )
+    )
     graphs: Graphs = {w["id"]: (w["project_id"], w["graph"]) for w in loaded["workflows"]}
     graphs |= await _graphs_in_db(
         db, {r["workflow_id"] for r in loaded["workflow_runs"]} - set(graphs)
@@ -267,47 +276,70 @@ async def import_dump(
         report.counts[kind.key] = {"inserted": len(loaded[kind.key]) - skipped, "skipped": skipped}
     if not report.ok or dry_run:
         return report
-    async with audited_transaction(db, actor) as w:
-        run = await runs_repo.insert_run(
-            w.conn, run_id=new_run_id(), now=w.now, git_sha=context.git_sha,
-            config_hash=context.config_hash, args={"command": "import", "source": source},
-        )  # fmt: skip
-        report.run_id = run["run_id"]
+
+    def work(w: AuditedWrite) -> Work[str]:
+        run = yield from runs_repo.insert_run(
+            run_id=new_run_id(),
+            now=w.now,
+            git_sha=context.git_sha,
+            config_hash=context.config_hash,
+            args={"command": "import", "source": source},
+        )
         for kind in KINDS:
             for record in loaded[kind.key]:
                 if record["id"] in existing[kind.key]:
                     continue
-                await versioned.insert(w.conn, kind.table, _row(record, w.now))
+                yield from versioned.insert(kind.table, _row(record, w.now))
                 if kind.key == "workflow_runs":
                     graph = graphs[record["workflow_id"]][1]
-                    await _insert_nodes(w.conn, record, [n["id"] for n in graph["nodes"]])
-            await runs_repo.insert_step(
-                w.conn, run_id=run["run_id"], name=kind.key, status=StepStatus.SUCCEEDED,
-                stats=report.counts[kind.key], now=w.now, finished=True,
-            )  # fmt: skip
-        w.audit("import.completed", scope="import", run_id=run["run_id"],
-                message=f"imported {source}", data={"counts": report.counts})  # fmt: skip
+                    yield from _insert_nodes(record, [n["id"] for n in graph["nodes"]])
+            yield from runs_repo.insert_step(
+                run_id=run["run_id"],
+                name=kind.key,
+                status=StepStatus.SUCCEEDED,
+                stats=report.counts[kind.key],
+                now=w.now,
+                finished=True,
+            )
+        w.audit(
+            "import.completed",
+            scope="import",
+            run_id=run["run_id"],
+            message=f"imported {source}",
+            data={"counts": report.counts},
+        )
+        return str(run["run_id"])
+
+    report.run_id = await audited_write(db, actor, work)
     return report
 
 
-async def _insert_nodes(conn: Any, run: dict[str, Any], node_ids: list[str]) -> None:
+def _insert_nodes(run: dict[str, Any], node_ids: list[str]) -> Work[None]:
     """The run's node states as dumped, plus a pending state for graph nodes it did not list."""
     given = {n["node_id"]: n for n in run["nodes"]}
-    await projects_repo.insert_nodes(conn, run["id"], [i for i in node_ids if i not in given])
+    yield from projects_repo.insert_nodes(run["id"], [i for i in node_ids if i not in given])
     for node in given.values():
-        await conn.execute(
+        yield from execute(
             "INSERT INTO workflow_node_states (run_id, node_id, status, progress, messages_json,"
             " started_at, completed_at, error) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-            (run["id"], node["node_id"], node["status"].value, node["progress"],
-             orjson.dumps(node["messages"]).decode(),
-             utc_iso(node["started_at"]) if node["started_at"] else None,
-             utc_iso(node["completed_at"]) if node["completed_at"] else None, node["error"]),
-        )  # fmt: skip
+            (
+                run["id"],
+                node["node_id"],
+                node["status"].value,
+                node["progress"],
+                orjson.dumps(node["messages"]).decode(),
+                utc_iso(node["started_at"]) if node["started_at"] else None,
+                utc_iso(node["completed_at"]) if node["completed_at"] else None,
+                node["error"],
+            ),
+        )
 
 
 def summary(report: ImportReport) -> str:
-    lines = [f"{'dry run: ' if report.dry_run else ''}"
-             f"{'OK' if report.ok else 'REFUSED: nothing was imported'}"]  # fmt: skip
+    lines = [
+        f"{'dry run: ' if report.dry_run else ''}"
+        f"{'OK' if report.ok else 'REFUSED: nothing was imported'}"
+    ]
     for key, c in report.counts.items():
         verb = "would insert" if report.dry_run else "inserted"
         lines.append(f"  {key:<15} {verb} {c['inserted']}, skipped {c['skipped']} (already there)")

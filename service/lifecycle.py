@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 from service import __version__
-from service.audit import audited_transaction
-from service.db import Database
+from service.audit import AuditedWrite, audited_write
+from service.db import Database, Work, execute
 from service.repositories import runs as runs_repo
 from service.runs import RunContext, StepStatus, new_run_id
 from service.timeutil import utc_now
@@ -21,11 +21,12 @@ async def update_meta(db: Database) -> None:
     """Record the running app version, and when the database was first started."""
     if not await has_table(db, "meta"):
         return
-    async with db.transaction() as conn:
-        await conn.execute(
+    await db.write(
+        execute(
             "UPDATE meta SET app_version = ?, created_at = coalesce(created_at, ?) WHERE id = 1",
             (__version__, utc_now()),
         )
+    )
 
 
 async def record_migration_run(
@@ -38,20 +39,34 @@ async def record_migration_run(
     """
     if not ids or not await has_table(db, "runs"):
         return None
-    async with audited_transaction(db, actor) as w:
-        run = await runs_repo.insert_run(
-            w.conn, run_id=new_run_id(), now=w.now,
+
+    def work(w: AuditedWrite) -> Work[str]:
+        run = yield from runs_repo.insert_run(
+            run_id=new_run_id(),
+            now=w.now,
             args={"command": f"migrate.{direction}", "migrations": ids},
-            git_sha=context.git_sha, config_hash=context.config_hash,
-        )  # fmt: skip
+            git_sha=context.git_sha,
+            config_hash=context.config_hash,
+        )
         for migration_id in ids:
-            await runs_repo.insert_step(
-                w.conn, run_id=run["run_id"], name=migration_id, status=StepStatus.SUCCEEDED,
-                stats={"direction": direction}, now=w.now, finished=True,
-            )  # fmt: skip
-        w.audit(f"db.{direction}", scope="db", run_id=run["run_id"],
-                message=f"{direction}: {', '.join(ids)}", data={"migrations": ids})  # fmt: skip
-    return str(run["run_id"])
+            yield from runs_repo.insert_step(
+                run_id=run["run_id"],
+                name=migration_id,
+                status=StepStatus.SUCCEEDED,
+                stats={"direction": direction},
+                now=w.now,
+                finished=True,
+            )
+        w.audit(
+            f"db.{direction}",
+            scope="db",
+            run_id=run["run_id"],
+            message=f"{direction}: {', '.join(ids)}",
+            data={"migrations": ids},
+        )
+        return str(run["run_id"])
+
+    return await audited_write(db, actor, work)
 
 
 async def after_migrations(

@@ -114,10 +114,16 @@ class _StateCollector(Collector):
         yield GaugeMetricFamily(
             "bobgen_db_wal_size_bytes", "Size of the SQLite WAL file.", sizes["wal"]
         )
+        stats = db.writer_stats
         yield CounterMetricFamily(
-            "bobgen_db_write_lock_wait_seconds",
-            "Total time writers waited for the single writer connection.",
-            db.write_wait_seconds_total,
+            "bobgen_db_write_units",
+            "Units of work run by the writer (one per write request), committed or not.",
+            stats.units,
+        )
+        yield GaugeMetricFamily(
+            "bobgen_db_write_batch_largest",
+            "Most units of work group-committed in one transaction since start.",
+            stats.largest_batch,
         )
         tx = CounterMetricFamily(
             "bobgen_db_transactions",

@@ -6,6 +6,8 @@ from collections.abc import Mapping
 from enum import StrEnum
 from typing import Any
 
+from service.statemachine import check_transition
+
 
 class IdeaStatus(StrEnum):
     OPEN = "open"
@@ -127,3 +129,47 @@ def find_cycle(nodes: list[str], edges: list[tuple[str, str]]) -> list[str] | No
                 path.append(nxt)
                 stack.append(iter(children[nxt]))
     return None
+
+
+MAX_NODE_MESSAGES = 100  # a node keeps its newest messages only
+
+
+def apply_node_change(
+    nodes: list[dict[str, Any]],
+    index: int,
+    run: Mapping[str, Any],
+    changes: Mapping[str, Any],
+    now: str,
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The node after ``changes`` and the changes its run must take, as pure data.
+
+    Updates ``nodes[index]`` in place (so the run status is derived from the new states).
+    Raises :class:`~service.statemachine.InvalidTransition` for a move the machine forbids.
+    """
+    node = nodes[index]
+    current = NodeStatus(node["status"])
+    target = changes["status"] or current
+    check_transition(NODE_TRANSITIONS, current, target)
+    node["status"] = target.value
+    if changes["progress"] is not None:
+        node["progress"] = changes["progress"]
+    if changes["messages"]:
+        node["messages"] = (node["messages"] + changes["messages"])[-MAX_NODE_MESSAGES:]
+    if changes["error"] is not None:
+        node["error"] = changes["error"]
+    if target is not NodeStatus.PENDING and node["started_at"] is None:
+        node["started_at"] = now
+    if target in (NodeStatus.COMPLETED, NodeStatus.FAILED):
+        node["completed_at"] = now
+        if target is NodeStatus.COMPLETED:
+            node["progress"] = 100.0
+    status = derive_run_status([NodeStatus(n["status"]) for n in nodes])
+    run_changes: dict[str, Any] = {"status": status.value}
+    if status is not RunStatus.PENDING and run["started_at"] is None:
+        run_changes["started_at"] = now
+    if status in FINISHED_RUN:
+        run_changes["finished_at"] = now
+    message = changes["error"] or (changes["messages"] or [None])[-1]
+    if message:
+        run_changes["last_message"] = f"{node['node_id']}: {message}"
+    return node, run_changes

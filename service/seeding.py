@@ -16,8 +16,8 @@ from datetime import UTC, datetime, timedelta
 from enum import StrEnum
 from typing import Any
 
-from service.audit import SYSTEM_ACTOR, AuditedWrite, audited_transaction
-from service.db import Database
+from service.audit import SYSTEM_ACTOR, AuditedWrite, audited_write
+from service.db import Database, Work, returning
 from service.repositories import runs as runs_repo
 from service.repositories import status as status_repo
 from service.runs import RunContext, StepStatus, new_run_id
@@ -130,50 +130,84 @@ class Seeder:
 
     async def _seed_batch(self, p: SeedProgress, size: int, actor: str) -> int:
         """Insert the next batch with its run step and audit row; return its size (0: done)."""
-        started = time.perf_counter()
         try:
-            async with audited_transaction(self.db, actor) as w:
-                # Re-read inside the write transaction: concurrent POSTs and crashed earlier
-                # runs are both accounted for.
-                p.rows, max_id = await status_repo.row_count_and_max_id(w.conn)
-                todo = min(size, p.target - p.rows)
-                if todo <= 0:
-                    raise _NothingToSeed  # rolls back a transaction that wrote nothing
-                if p.run_id is None:
-                    p.run_id = await self._create_run(w, p.target, size)
-                first, last = max_id + 1, max_id + todo
-                await status_repo.insert_many_with_ids(
-                    w.conn, [seed_row(i) for i in range(first, last + 1)]
-                )
-                stats = {"first_id": first, "last_id": last, "inserted": todo,
-                         "rows": p.rows + todo, "target": p.target,
-                         "seconds": round(time.perf_counter() - started, 4)}  # fmt: skip
-                await runs_repo.insert_step(
-                    w.conn, run_id=p.run_id, name=f"batch {p.batches + 1}",
-                    status=StepStatus.SUCCEEDED, stats=stats, now=w.now, finished=True,
-                )  # fmt: skip
-                w.audit("seed.batch", scope="seed", run_id=p.run_id, level="debug",
-                        message=f"seeded ids {first}..{last}", data=stats)  # fmt: skip
+            return await audited_write(self.db, actor, lambda w: self._batch(w, p, size))
         except _NothingToSeed:
             return 0
+
+    def _batch(self, w: AuditedWrite, p: SeedProgress, size: int) -> Work[int]:
+        started = time.perf_counter()
+        # Re-read inside the write transaction: concurrent POSTs and crashed earlier runs are
+        # both accounted for.
+        p.rows, max_id = yield from status_repo.row_count_and_max_id()
+        todo = min(size, p.target - p.rows)
+        if todo <= 0:
+            raise _NothingToSeed  # rolls back a transaction that wrote nothing
+        if p.run_id is None:
+            p.run_id = yield from self._create_run(w, p.target, size)
+        first, last = max_id + 1, max_id + todo
+        # A lazy generator: rows are made as SQLite consumes them, never held as a list.
+        yield from status_repo.insert_many_with_ids(seed_row(i) for i in range(first, last + 1))
+        stats = {
+            "first_id": first,
+            "last_id": last,
+            "inserted": todo,
+            "rows": p.rows + todo,
+            "target": p.target,
+            "seconds": round(time.perf_counter() - started, 4),
+        }
+        yield from runs_repo.insert_step(
+            run_id=p.run_id,
+            name=f"batch {p.batches + 1}",
+            status=StepStatus.SUCCEEDED,
+            stats=stats,
+            now=w.now,
+            finished=True,
+        )
+        w.audit(
+            "seed.batch",
+            scope="seed",
+            run_id=p.run_id,
+            level="debug",
+            message=f"seeded ids {first}..{last}",
+            data=stats,
+        )
         return todo
 
-    async def _create_run(self, w: AuditedWrite, target: int, batch_size: int) -> str:
-        run = await runs_repo.insert_run(
-            w.conn, run_id=new_run_id(), now=w.now,
+    def _create_run(self, w: AuditedWrite, target: int, batch_size: int) -> Work[str]:
+        run = yield from runs_repo.insert_run(
+            run_id=new_run_id(),
+            now=w.now,
             args={"command": "seed", "target": target, "batch_size": batch_size},
-            git_sha=self.context.git_sha, config_hash=self.context.config_hash,
-        )  # fmt: skip
-        w.audit("seed.started", scope="seed", run_id=run["run_id"],
-                message=f"seeding up to {target} rows", data={"target": target})  # fmt: skip
+            git_sha=self.context.git_sha,
+            config_hash=self.context.config_hash,
+        )
+        w.audit(
+            "seed.started",
+            scope="seed",
+            run_id=run["run_id"],
+            message=f"seeding up to {target} rows",
+            data={"target": target},
+        )
         return str(run["run_id"])
 
     async def _finish_run(self, p: SeedProgress, actor: str) -> None:
-        async with audited_transaction(self.db, actor) as w:
-            w.audit(f"seed.{p.state}", scope="seed", run_id=p.run_id,
-                    message=f"seed {p.state} at {p.rows}/{p.target} rows",
-                    data={"rows": p.rows, "target": p.target, "inserted": p.inserted,
-                          "batches": p.batches})  # fmt: skip
+        def work(w: AuditedWrite) -> Work[None]:
+            w.audit(
+                f"seed.{p.state}",
+                scope="seed",
+                run_id=p.run_id,
+                message=f"seed {p.state} at {p.rows}/{p.target} rows",
+                data={
+                    "rows": p.rows,
+                    "target": p.target,
+                    "inserted": p.inserted,
+                    "batches": p.batches,
+                },
+            )
+            return returning(None)
+
+        await audited_write(self.db, actor, work)
 
     def _begin(self, target: int) -> SeedProgress:
         self._stop = asyncio.Event()

@@ -6,7 +6,7 @@ import logging
 import os
 from pathlib import Path
 
-from service.audit import SYSTEM_ACTOR, audited_transaction
+from service.audit import SYSTEM_ACTOR, AuditedWrite, audited_write
 from service.auth import (
     ALL_SCOPES,
     InvalidScopes,
@@ -15,7 +15,7 @@ from service.auth import (
     generate_token,
     hash_token,
 )
-from service.db import Database
+from service.db import Database, Work
 from service.repositories import tokens as tokens_repo
 from service.repositories.tokens import TokenRecord
 
@@ -26,34 +26,50 @@ class TokenNotFound(LookupError):
     """No token has that id, or it is revoked already."""
 
 
+def issue_token(
+    w: AuditedWrite, *, user: str, name: str, scopes: frozenset[Scope]
+) -> Work[tuple[str, TokenRecord]]:
+    """The unit of work behind :func:`create_token`; nests inside any audited write."""
+    if not scopes:
+        raise InvalidScopes("name at least one scope")
+    token = generate_token()
+    record = yield from tokens_repo.insert(
+        user=user, name=name, token_hash=hash_token(token), scopes=scopes, now=w.now
+    )
+    w.audit(
+        "token.created",
+        scope="auth",
+        message=f"token {record.id} created for {user}",
+        data={"id": record.id, "user": user, "name": name, "scopes": format_scopes(scopes)},
+    )
+    return token, record
+
+
 async def create_token(
     db: Database, *, user: str, name: str, scopes: frozenset[Scope], actor: str
 ) -> tuple[str, TokenRecord]:
     """Return the new token (to show once) and its stored record (which holds only the hash)."""
-    if not scopes:
-        raise InvalidScopes("name at least one scope")
-    token = generate_token()
-    async with audited_transaction(db, actor) as w:
-        record = await tokens_repo.insert(
-            w.conn, user=user, name=name, token_hash=hash_token(token), scopes=scopes, now=w.now
-        )
-        w.audit("token.created", scope="auth", message=f"token {record.id} created for {user}",
-                data={"id": record.id, "user": user, "name": name,
-                      "scopes": format_scopes(scopes)})  # fmt: skip
-    return token, record
+    return await audited_write(
+        db, actor, lambda w: issue_token(w, user=user, name=name, scopes=scopes)
+    )
 
 
 async def list_tokens(db: Database) -> list[TokenRecord]:
-    async with db.reader() as conn:
-        return await tokens_repo.list_all(conn)
+    return await db.read(tokens_repo.list_all())
 
 
 async def revoke_token(db: Database, token_id: int, *, actor: str) -> None:
-    async with audited_transaction(db, actor) as w:
-        if not await tokens_repo.revoke(w.conn, token_id, w.now):
+    def work(w: AuditedWrite) -> Work[None]:
+        if not (yield from tokens_repo.revoke(token_id, w.now)):
             raise TokenNotFound(f"no active token with id {token_id}")
-        w.audit("token.revoked", scope="auth", message=f"token {token_id} revoked",
-                data={"id": token_id})  # fmt: skip
+        w.audit(
+            "token.revoked",
+            scope="auth",
+            message=f"token {token_id} revoked",
+            data={"id": token_id},
+        )
+
+    await audited_write(db, actor, work)
 
 
 def initial_token_path(db_path: Path) -> Path:
@@ -65,16 +81,16 @@ async def ensure_initial_admin_token(db: Database) -> Path | None:
 
     Returns the file's path (which is logged; the token never is), or None if tokens exist.
     """
-    async with db.reader() as conn:
-        if await tokens_repo.count_all(conn):
-            return None
+    if await db.read(tokens_repo.count_all()):
+        return None
     token, record = await create_token(
         db, user="admin", name="initial admin token", scopes=ALL_SCOPES, actor=SYSTEM_ACTOR
     )
     path = initial_token_path(db.path)
     _write_private(path, token + "\n")
-    log.warning("created initial admin token %d; it is in %s (readable by this user only)",
-                record.id, path)  # fmt: skip
+    log.warning(
+        "created initial admin token %d; it is in %s (readable by this user only)", record.id, path
+    )
     return path
 
 

@@ -20,10 +20,16 @@ async def anon(make_client) -> TestClient:  # type: ignore[no-untyped-def]
 
 @pytest.mark.parametrize(
     "headers",
-    [{}, {"Authorization": "Bearer"}, {"Authorization": "Bearer   "},
-     {"Authorization": "Basic b3BzOnB3"}, {"Authorization": "bgt_test-admin"},
-     bearer("bgt_wrong"), bearer(ADMIN_TOKEN + "x")],
-)  # fmt: skip
+    [
+        {},
+        {"Authorization": "Bearer"},
+        {"Authorization": "Bearer   "},
+        {"Authorization": "Basic b3BzOnB3"},
+        {"Authorization": "bgt_test-admin"},
+        bearer("bgt_wrong"),
+        bearer(ADMIN_TOKEN + "x"),
+    ],
+)
 async def test_writes_without_a_valid_token_are_401(anon: TestClient, headers: dict) -> None:  # type: ignore[type-arg]
     resp = await anon.post("/bobgen/status", json=VALID, headers=headers)
     assert resp.status == 401

@@ -71,10 +71,17 @@ async def wait_healthy(
 async def test_serve_seeds_in_background_and_stops_gracefully_on_sigterm(db_path: Path) -> None:
     port = free_port()
     proc = await asyncio.create_subprocess_exec(
-        *BOBGEN, "serve", "--port", str(port), "--db", str(db_path), "--seed-batch-size", "500",
+        *BOBGEN,
+        "serve",
+        "--port",
+        str(port),
+        "--db",
+        str(db_path),
+        "--seed-batch-size",
+        "500",
         env={**os.environ, "BOBGEN_SEED_ROWS": "2000000", "BOBGEN_LOG_LEVEL": "INFO"},
         stderr=asyncio.subprocess.PIPE,
-    )  # fmt: skip
+    )
     url = f"http://127.0.0.1:{port}"
     try:
         async with aiohttp.ClientSession() as session:

@@ -1,27 +1,45 @@
 import asyncio
+import contextlib
 import sqlite3
+import time
 from pathlib import Path
 
 import pytest
 
+from service.audit import AuditedWrite, audited, audited_write
+from service.auth import Scope
 from service.config import DEFAULT_MIGRATIONS_DIR
-from service.db import Database, DatabaseUnavailable
+from service.db import (
+    Database,
+    DatabaseClosed,
+    DatabaseUnavailable,
+    ForeignKeyViolation,
+    UniqueViolation,
+    Work,
+    execute,
+    execute_many,
+    query_one,
+    returning,
+    savepoint,
+)
 from service.db.migrations import apply_migrations
+from service.tokens import issue_token
 
 
 async def test_pragmas_on_writer_and_readers(db: Database) -> None:
-    async with db.transaction() as conn:
-        writer = [
-            (await conn.execute_fetchall(f"PRAGMA {p}"))[0][0]
-            for p in (
-                "journal_mode",
-                "synchronous",
-                "foreign_keys",
-                "busy_timeout",
-                "journal_size_limit",
-            )
-        ]
-    assert writer == ["wal", 1, 1, 1234, 64 * 1024 * 1024]
+    def pragmas() -> Work[list[object]]:
+        values = []
+        for p in (
+            "journal_mode",
+            "synchronous",
+            "foreign_keys",
+            "busy_timeout",
+            "journal_size_limit",
+        ):
+            values.append((yield from query_one(f"PRAGMA {p}"))[0])
+        return values
+
+    assert await db.write(pragmas()) == ["wal", 1, 1, 1234, 64 * 1024 * 1024]
     for _ in range(2):
         async with db.reader() as conn:
             assert (await conn.execute_fetchall("PRAGMA foreign_keys"))[0][0] == 1
@@ -35,34 +53,195 @@ async def test_readers_cannot_write(db: Database) -> None:
             await conn.execute("DELETE FROM status")
 
 
-async def test_transaction_commits_or_rolls_back_whole(db: Database) -> None:
-    insert = (
-        "INSERT INTO status (uptime, version, latency, error_rate, created_at, updated_at) "
-        "VALUES (1, 'v', 1, 0, 't', 't')"
-    )
-    async with db.transaction() as conn:
-        await conn.execute(insert)
-    with pytest.raises(RuntimeError):
-        async with db.transaction() as conn:
-            await conn.execute(insert)
-            raise RuntimeError("boom")
-    assert await db.fetchone("SELECT count(*) FROM status") == (1,)
-    assert db.transactions_committed == 1 and db.transactions_rolled_back == 1
+INSERT_ONE = (
+    "INSERT INTO status (uptime, version, latency, error_rate, created_at, updated_at) "
+    "VALUES (1, 'v', 1, 0, 't', 't')"
+)
 
 
-async def test_concurrent_transactions_are_serialized_without_lock_errors(db: Database) -> None:
-    async def write(i: int) -> None:
-        async with db.transaction() as conn:
-            (n,) = (await conn.execute_fetchall("SELECT count(*) FROM status"))[0]
-            await asyncio.sleep(0)  # another writer would interleave here without the lock
-            await conn.execute(
-                "INSERT INTO status (id, uptime, version, latency, error_rate, created_at,"
-                " updated_at) VALUES (?, 1, 'v', 1, 0, 't', 't')",
-                (n + 1,),
-            )
+def failing(message: str = "boom") -> Work[None]:
+    yield from execute(INSERT_ONE)
+    raise RuntimeError(message)
 
-    await asyncio.gather(*(write(i) for i in range(100)))
+
+async def count(db: Database, table: str = "status") -> int:
+    row = await db.fetchone(f"SELECT count(*) FROM {table}")
+    assert row is not None
+    return int(row[0])
+
+
+async def test_unit_commits_or_rolls_back_whole(db: Database) -> None:
+    await db.write(execute(INSERT_ONE))
+    with pytest.raises(RuntimeError, match="boom"):
+        await db.write(failing())
+    assert await count(db) == 1
+    assert db.transactions_committed == 1
+    assert db.transactions_rolled_back == 1
+
+
+async def test_a_unit_runs_in_one_hop_and_sees_its_own_writes(db: Database) -> None:
+    def insert_then_count() -> Work[int]:
+        yield from execute(INSERT_ONE)
+        yield from execute(INSERT_ONE)
+        return (yield from query_one("SELECT count(*) FROM status"))[0]
+
+    assert await db.write(insert_then_count()) == 2
+
+
+async def test_concurrent_units_are_serialized_without_lock_errors(db: Database) -> None:
+    def next_id() -> Work[None]:
+        (n,) = yield from query_one("SELECT count(*) FROM status")
+        yield from execute(
+            "INSERT INTO status (id, uptime, version, latency, error_rate, created_at,"
+            " updated_at) VALUES (?, 1, 'v', 1, 0, 't', 't')",
+            (n + 1,),
+        )
+
+    await asyncio.gather(*(db.write(next_id()) for _ in range(100)))
     assert await db.fetchone("SELECT count(*), max(id) FROM status") == (100, 100)
+
+
+def blocker(seconds: float) -> Work[None]:
+    """Holds the writer thread so that the units submitted meanwhile form one batch."""
+    time.sleep(seconds)
+    return returning(None)
+
+
+async def test_group_commit_batches_and_a_failing_unit_rolls_back_alone(db: Database) -> None:
+    block = asyncio.ensure_future(db.write(blocker(0.2)))
+    await asyncio.sleep(0.05)
+    units = [failing() if i % 5 == 0 else execute(INSERT_ONE) for i in range(50)]
+    results = await asyncio.gather(*(db.write(u) for u in units), return_exceptions=True)
+    await block
+    failures = [r for r in results if isinstance(r, RuntimeError)]
+    assert len(failures) == 10
+    assert await count(db) == 40
+    assert db.writer_stats.largest_batch >= 40  # they went together...
+    assert db.transactions_committed <= 3  # ...in (about) one transaction
+
+
+async def test_a_failed_commit_fails_every_unit_in_its_batch(db: Database) -> None:
+    def dangling_step() -> Work[None]:
+        # A deferred foreign key is checked only at COMMIT: this makes the COMMIT fail.
+        yield from execute("PRAGMA defer_foreign_keys = ON")
+        yield from execute(
+            "INSERT INTO run_steps (run_id, name, status, stats_json) "
+            "VALUES ('missing', 's', 'pending', '{}')"
+        )
+
+    block = asyncio.ensure_future(db.write(blocker(0.2)))
+    await asyncio.sleep(0.05)
+    units = [execute(INSERT_ONE), dangling_step(), execute(INSERT_ONE)]
+    results = await asyncio.gather(*(db.write(u) for u in units), return_exceptions=True)
+    await block
+    assert all(isinstance(r, ForeignKeyViolation) for r in results), results
+    assert await count(db) == 0  # none acknowledged, none committed
+    await db.write(execute(INSERT_ONE))  # and the writer carries on
+    assert await count(db) == 1
+
+
+async def test_a_lone_writer_is_never_held_back(db: Database) -> None:
+    for _ in range(20):
+        await db.write(execute(INSERT_ONE))
+    assert db.writer_stats.largest_batch == 1
+    assert db.transactions_committed == 20
+
+
+async def test_writes_nest_without_deadlock(db: Database) -> None:
+    """A helper that writes (issuing a token) runs inside another write, in a savepoint."""
+
+    def outer(w: AuditedWrite) -> Work[tuple[str, int]]:
+        token, record = yield from savepoint(
+            audited(
+                "nested",
+                lambda inner: issue_token(
+                    inner, user="u", name="n", scopes=frozenset({Scope.READ})
+                ),
+            )
+        )
+        # A nested helper that fails is undone alone, and the outer write goes on.
+        with contextlib.suppress(RuntimeError):
+            yield from savepoint(failing("inner failure"))
+        yield from execute(INSERT_ONE)
+        w.audit("test.outer", scope="test", message="outer write")
+        return token, record.id
+
+    token, token_id = await asyncio.wait_for(audited_write(db, "outer", outer), 5)
+    assert token.startswith("bgt_")
+    assert await count(db) == 1  # the failed inner insert is gone, the outer one stayed
+    assert await db.fetchall("SELECT id FROM auth_tokens") == [(token_id,)]
+    events = await db.fetchall("SELECT actor, event FROM audit_log ORDER BY id")
+    assert events == [("nested", "token.created"), ("outer", "test.outer")]
+
+
+async def test_close_fails_waiting_readers_instead_of_stranding_them(db_path: Path) -> None:
+    apply_migrations(db_path, DEFAULT_MIGRATIONS_DIR)
+    database = Database(db_path, read_connections=1, close_timeout_s=2)
+    await database.open()
+    borrowed = asyncio.Event()
+    release = asyncio.Event()
+
+    async def hold_the_only_reader() -> None:
+        async with database.reader():
+            borrowed.set()
+            await release.wait()
+
+    holder = asyncio.ensure_future(hold_the_only_reader())
+    await borrowed.wait()
+    waiter = asyncio.ensure_future(database.fetchall("SELECT 1"))
+    await asyncio.sleep(0.01)
+    closing = asyncio.ensure_future(database.close())
+    with pytest.raises(DatabaseClosed):
+        await asyncio.wait_for(waiter, 1)  # woken with an error, not left waiting
+    assert not closing.done()  # close waits for the borrowed connection...
+    release.set()
+    await asyncio.wait_for(closing, 2)  # ...and finishes once it is back
+    await holder
+    with pytest.raises(DatabaseClosed):
+        await database.fetchall("SELECT 1")
+
+
+async def test_close_finishes_queued_writes_and_refuses_new_ones(db_path: Path) -> None:
+    apply_migrations(db_path, DEFAULT_MIGRATIONS_DIR)
+    database = Database(db_path)
+    await database.open()
+    queued = [asyncio.ensure_future(database.write(execute(INSERT_ONE))) for _ in range(20)]
+    await asyncio.sleep(0)
+    await database.close()
+    assert [await q for q in queued] == [1] * 20  # in flight before close: all committed
+    with pytest.raises(DatabaseClosed):
+        await database.write(execute(INSERT_ONE))
+    with sqlite3.connect(db_path) as conn:
+        assert conn.execute("SELECT count(*) FROM status").fetchone() == (20,)
+
+
+async def test_database_is_an_async_context_manager(db_path: Path) -> None:
+    apply_migrations(db_path, DEFAULT_MIGRATIONS_DIR)
+    async with Database(db_path) as database:
+        assert database.is_open
+        await database.write(execute(INSERT_ONE))
+    assert not database.is_open
+
+
+async def test_a_statement_error_is_translated_and_can_be_caught_by_the_unit(
+    db: Database,
+) -> None:
+    def insert_twice() -> Work[str]:
+        yield from execute(
+            "INSERT INTO status (id, uptime, version, latency, error_rate, "
+            "created_at, updated_at) VALUES (7, 1, 'v', 1, 0, 't', 't')"
+        )
+        try:
+            yield from execute(
+                "INSERT INTO status (id, uptime, version, latency, error_rate, "
+                "created_at, updated_at) VALUES (7, 1, 'v', 1, 0, 't', 't')"
+            )
+        except UniqueViolation:
+            return "duplicate seen"
+        return "no error"
+
+    assert await db.write(insert_twice()) == "duplicate seen"
+    assert await count(db) == 1
 
 
 async def test_batched_lookups_serve_concurrent_reads(db: Database) -> None:
@@ -102,8 +281,7 @@ async def test_closed_database_refuses_work(db_path: Path) -> None:
     with pytest.raises(DatabaseUnavailable):
         await database.fetchall("SELECT 1")
     with pytest.raises(DatabaseUnavailable):
-        async with database.transaction():
-            pass
+        await database.write(execute(INSERT_ONE))
 
 
 async def test_single_flight_shares_overlapping_identical_reads(db: Database) -> None:
@@ -137,52 +315,38 @@ async def test_single_flight_survives_a_cancelled_caller(db: Database) -> None:
 
 
 async def test_background_checkpoint_empties_the_wal_without_blocking(db: Database) -> None:
-    async with db.transaction() as conn:
-        await conn.executemany(
-            "INSERT INTO status (uptime, version, latency, error_rate, created_at, updated_at)"
-            " VALUES (1, 'v', 1, 0, 't', 't')",
-            [()] * 2000,
-        )
+    await db.write(execute_many(INSERT_ONE, [()] * 2000))
     busy, frames, done = await db.checkpoint()
-    assert busy == 0 and frames > 0 and done == frames
+    assert busy == 0
+    assert frames > 0
+    assert done == frames
     task = asyncio.ensure_future(db.run_checkpoints(0.01))
     try:
-        async with db.transaction() as conn:  # writes go on while checkpoints run
-            await conn.execute(
-                "INSERT INTO status (uptime, version, latency, error_rate, created_at, "
-                "updated_at) VALUES (1, 'v', 1, 0, 't', 't')"
-            )
+        await db.write(execute(INSERT_ONE))  # writes go on while checkpoints run
         await asyncio.sleep(0.05)
     finally:
         task.cancel()
         await asyncio.gather(task, return_exceptions=True)
-    assert await db.fetchone("SELECT count(*) FROM status") == (2001,)
-
-
-INSERT_ONE = (
-    "INSERT INTO status (uptime, version, latency, error_rate, created_at, updated_at) "
-    "VALUES (1, 'v', 1, 0, 't', 't')"
-)
+    assert await count(db) == 2001
 
 
 @pytest.mark.parametrize("ticks", [0, 1, 2, 3, 5])
 async def test_cancelled_writers_never_leave_the_writer_in_a_transaction(
     db: Database, ticks: int
 ) -> None:
-    """Cancel at different points (waiting for BEGIN, inside the body): later writes still work
-    and nothing of the cancelled transaction is committed."""
+    """Cancel the caller at different points: later writes still work, and the cancelled
+    unit either committed whole or not at all."""
 
-    async def write() -> None:
-        async with db.transaction() as conn:
-            await conn.execute(INSERT_ONE)
-            await asyncio.sleep(1)
+    def slow_insert() -> Work[None]:
+        yield from execute(INSERT_ONE)
+        time.sleep(0.05)
+        yield from execute(INSERT_ONE)
 
-    task = asyncio.ensure_future(write())
+    task = asyncio.ensure_future(db.write(slow_insert()))
     for _ in range(ticks):
         await asyncio.sleep(0)
     task.cancel()
     with pytest.raises(asyncio.CancelledError):
         await task
-    async with db.transaction() as conn:
-        await conn.execute(INSERT_ONE)
-    assert await db.fetchone("SELECT count(*) FROM status") == (1,)
+    await db.write(execute(INSERT_ONE))
+    assert await count(db) in (1, 3)

@@ -51,8 +51,14 @@ async def scrape(client: TestClient) -> str:
 
 
 async def test_metrics_label_by_route_template(seeded_client: TestClient) -> None:
-    for path in ("/bobgen/status/1", "/bobgen/status/2", "/bobgen/status/999999", "/nope/1",
-                 "/also/nope", "/bobgen/status?limit=2"):  # fmt: skip
+    for path in (
+        "/bobgen/status/1",
+        "/bobgen/status/2",
+        "/bobgen/status/999999",
+        "/nope/1",
+        "/also/nope",
+        "/bobgen/status?limit=2",
+    ):
         await seeded_client.get(path)
     text = await scrape(seeded_client)
     samples = {
@@ -95,7 +101,10 @@ async def test_metrics_pass_promtool(seeded_client: TestClient) -> None:
     result = await asyncio.to_thread(
         subprocess.run,
         ["promtool", "check", "metrics"],
-        input=text, capture_output=True, text=True, timeout=30,
-    )  # fmt: skip
+        input=text,
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
     assert result.returncode == 0, result.stdout + result.stderr
     assert result.stdout.strip() == "" and result.stderr.strip() == ""

@@ -13,8 +13,15 @@ from tests.conftest import REPO_ROOT
 from tests.test_cli_and_lifecycle import run_cli
 
 EXAMPLE = json.loads((REPO_ROOT / "seeds" / "memory_dump_example.json").read_text())
-TABLES = ("projects", "idea_tickets", "context_items", "workflow_graphs", "workflow_runs",
-          "workflow_node_states", "gap_analyses")  # fmt: skip
+TABLES = (
+    "projects",
+    "idea_tickets",
+    "context_items",
+    "workflow_graphs",
+    "workflow_runs",
+    "workflow_node_states",
+    "gap_analyses",
+)
 
 
 def counts(db_path: Path) -> dict[str, int]:
@@ -34,9 +41,15 @@ async def test_happy_path_then_idempotent_reimport(db: Database, db_path: Path) 
     assert report.ok and report.run_id
     assert report.counts["ideas"] == {"inserted": 3, "skipped": 0}
     after_first = counts(db_path)
-    assert after_first == {"projects": 2, "idea_tickets": 3, "context_items": 2,
-                           "workflow_graphs": 1, "workflow_runs": 1, "workflow_node_states": 3,
-                           "gap_analyses": 1}  # fmt: skip
+    assert after_first == {
+        "projects": 2,
+        "idea_tickets": 3,
+        "context_items": 2,
+        "workflow_graphs": 1,
+        "workflow_runs": 1,
+        "workflow_node_states": 3,
+        "gap_analyses": 1,
+    }
     with sqlite3.connect(db_path) as conn:
         idea = conn.execute(
             "SELECT status, priority, created_at FROM idea_tickets WHERE id = 'idea-1'"
@@ -50,10 +63,19 @@ async def test_happy_path_then_idempotent_reimport(db: Database, db_path: Path) 
         ).fetchall()
         audit = conn.execute("SELECT actor, event, run_id FROM audit_log").fetchall()
     assert idea == ("in_progress", 3, "2026-03-02T09:00:00.000Z")  # high = 3, stored in UTC
-    assert nodes == [("lint", "completed", 100.0), ("report", "pending", 0.0),
-                     ("test", "running", 33.0)]  # fmt: skip
-    assert [s[0] for s in steps] == ["projects", "ideas", "context_items", "workflows",
-                                     "workflow_runs", "gap_analyses"]  # fmt: skip
+    assert nodes == [
+        ("lint", "completed", 100.0),
+        ("report", "pending", 0.0),
+        ("test", "running", 33.0),
+    ]
+    assert [s[0] for s in steps] == [
+        "projects",
+        "ideas",
+        "context_items",
+        "workflows",
+        "workflow_runs",
+        "gap_analyses",
+    ]
     assert json.loads(steps[1][2]) == {"inserted": 3, "skipped": 0}
     assert audit == [("cli:test", "import.completed", report.run_id)]
 
@@ -87,16 +109,21 @@ def broken(path: list[Any], value: Any) -> dict[str, Any]:
         (broken(["ideas", "idea-2", "priority"], "urgent"), "ideas", "priority"),
         (broken(["ideas", "idea-2", "project_id"], "proj-ghost"), "ideas", "project_id"),
         (broken(["context_items", 1, "tokens"], -5), "context_items", "tokens"),
-        (broken(["workflows", 0, "graph", "edges"], [{"from": "report", "to": "lint"},
-                                                    {"from": "lint", "to": "report"}]),
-         "workflows", "graph"),
+        (
+            broken(
+                ["workflows", 0, "graph", "edges"],
+                [{"from": "report", "to": "lint"}, {"from": "lint", "to": "report"}],
+            ),
+            "workflows",
+            "graph",
+        ),
         (broken(["workflow_runs", 0, "workflow_id"], "wf-ghost"), "workflow_runs", "workflow_id"),
         (broken(["workflow_runs", 0, "nodes", 0, "node_id"], "deploy"), "workflow_runs", "nodes"),
         (broken(["gap_analyses", 0, "report"], "not an object"), "gap_analyses", "report"),
         (broken(["context_items", 1, "id"], "ctx-1"), "context_items", "id"),
         (broken(["projects", "proj-beta", "name"], ""), "projects", "name"),
     ],
-)  # fmt: skip
+)
 async def test_one_bad_record_means_nothing_is_imported(
     db: Database, db_path: Path, dump: dict[str, Any], kind: str, field: str
 ) -> None:

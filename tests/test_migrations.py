@@ -21,9 +21,10 @@ def tables(db: Path) -> set[str]:
 
 
 ALL_MIGRATIONS = sorted(
-    p.name.removesuffix(".sql") for p in DEFAULT_MIGRATIONS_DIR.glob("*.sql")
+    p.name.removesuffix(".sql")
+    for p in DEFAULT_MIGRATIONS_DIR.glob("*.sql")
     if not p.name.endswith(".rollback.sql")
-)  # fmt: skip
+)
 # Tables each migration creates, newest last.
 TABLES_BY_MIGRATION = {
     "0001_create_status": {"status"},
@@ -92,9 +93,18 @@ def test_status_schema_has_the_specified_columns(db_path: Path) -> None:
         cols = [r[1] for r in conn.execute("PRAGMA table_info(status)")]
         indexes = [r[1] for r in conn.execute("PRAGMA index_list(status)")]
     assert cols == [
-        "id", "uptime", "version", "latency", "error_rate", "last_run", "blocks",
-        "runbook_link", "dashboard_link", "created_at", "updated_at",
-    ]  # fmt: skip
+        "id",
+        "uptime",
+        "version",
+        "latency",
+        "error_rate",
+        "last_run",
+        "blocks",
+        "runbook_link",
+        "dashboard_link",
+        "created_at",
+        "updated_at",
+    ]
     assert "status_version_idx" in indexes
 
 
@@ -152,7 +162,10 @@ def test_stale_yoyo_lock_is_a_clear_error_and_break_lock_recovers(db_path: Path)
     yoyo = Path(sys.executable).with_name("yoyo")
     broke = subprocess.run(
         [yoyo, "break-lock", "--batch", "--database", f"sqlite:///{db_path}"],
-        cwd=REPO_ROOT, capture_output=True, text=True, timeout=60,
-    )  # fmt: skip
+        cwd=REPO_ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert broke.returncode == 0, broke.stderr
     assert apply_migrations(db_path, DEFAULT_MIGRATIONS_DIR, lock_timeout_s=0.5) == []

@@ -99,8 +99,14 @@ def test_doctor_warns_about_a_leftover_initial_token_file(db_path: Path) -> None
 
 def test_operator_commands_on_a_missing_database_are_clean(db_path: Path) -> None:
     backup = str(db_path.with_name("b.db"))
-    commands = (["db", "status"], ["db", "rollback"], ["db", "vacuum"], ["token", "list"],
-                ["db", "backup", backup], ["token", "revoke", "1"])  # fmt: skip
+    commands = (
+        ["db", "status"],
+        ["db", "rollback"],
+        ["db", "vacuum"],
+        ["token", "list"],
+        ["db", "backup", backup],
+        ["token", "revoke", "1"],
+    )
     for args in commands:
         result = run_cli(*args, "--db", str(db_path))
         assert result.returncode == 1, args
@@ -109,8 +115,18 @@ def test_operator_commands_on_a_missing_database_are_clean(db_path: Path) -> Non
 
 
 def test_token_cli_lifecycle(db_path: Path) -> None:
-    created = run_cli("token", "create", "--user", "ops", "--scopes", "read,admin", "--name",
-                      "deploy", "--db", str(db_path))  # fmt: skip
+    created = run_cli(
+        "token",
+        "create",
+        "--user",
+        "ops",
+        "--scopes",
+        "read,admin",
+        "--name",
+        "deploy",
+        "--db",
+        str(db_path),
+    )
     assert created.returncode == 0, created.stderr
     token = created.stdout.strip()
     assert token.startswith("bgt_") and "\n" not in token

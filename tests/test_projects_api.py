@@ -6,6 +6,7 @@ from typing import Any
 import pytest
 from aiohttp.test_utils import TestClient
 
+from service.db import ForeignKeyViolation, execute
 from service.keys import DB_KEY
 from tests.conftest import READER_TOKEN, bearer
 from tests.test_status_api import assert_error
@@ -89,9 +90,16 @@ async def test_project_ids_and_listing(client: TestClient) -> None:
 
 
 @pytest.mark.parametrize(
-    "body", [{}, {"name": ""}, {"name": "x" * 201}, {"name": "x", "id": "bad id"},
-             {"name": "x", "owner": "me"}, {"name": 5}],
-)  # fmt: skip
+    "body",
+    [
+        {},
+        {"name": ""},
+        {"name": "x" * 201},
+        {"name": "x", "id": "bad id"},
+        {"name": "x", "owner": "me"},
+        {"name": 5},
+    ],
+)
 async def test_bad_project_bodies(client: TestClient, body: dict[str, Any]) -> None:
     assert (await client.post("/projects", json=body)).status == 400
 
@@ -111,8 +119,13 @@ async def test_deleting_a_non_empty_project_needs_cascade(client: TestClient, pr
 
 
 async def test_unknown_project_is_404_everywhere(client: TestClient) -> None:
-    for url in ("/projects/nope/ideas", "/projects/nope/context", "/projects/nope/runs",
-                "/projects/nope/context/totals", "/projects/nope/gap-analyses"):  # fmt: skip
+    for url in (
+        "/projects/nope/ideas",
+        "/projects/nope/context",
+        "/projects/nope/runs",
+        "/projects/nope/context/totals",
+        "/projects/nope/gap-analyses",
+    ):
         resp = await client.get(url)
         assert resp.status == 404, url
     assert (await client.post("/projects/nope/ideas", json={"title": "x"})).status == 404
@@ -120,8 +133,9 @@ async def test_unknown_project_is_404_everywhere(client: TestClient) -> None:
 
 
 async def test_writes_need_the_write_scope(client: TestClient, project: str) -> None:
-    resp = await client.post(f"/projects/{project}/ideas", json={"title": "x"},
-                             headers=bearer(READER_TOKEN))  # fmt: skip
+    resp = await client.post(
+        f"/projects/{project}/ideas", json={"title": "x"}, headers=bearer(READER_TOKEN)
+    )
     assert resp.status == 403
 
 
@@ -157,9 +171,15 @@ async def test_idea_crud_and_etags(client: TestClient, project: str) -> None:
 
 @pytest.mark.parametrize(
     "body",
-    [{}, {"title": ""}, {"title": "x", "status": "closed"}, {"title": "x", "priority": "urgent"},
-     {"title": "x", "project_id": "other"}, {"title": "x", "version": 4}],
-)  # fmt: skip
+    [
+        {},
+        {"title": ""},
+        {"title": "x", "status": "closed"},
+        {"title": "x", "priority": "urgent"},
+        {"title": "x", "project_id": "other"},
+        {"title": "x", "version": 4},
+    ],
+)
 async def test_bad_idea_bodies(client: TestClient, project: str, body: dict[str, Any]) -> None:
     resp = await client.post(f"/projects/{project}/ideas", json=body)
     assert resp.status == 400
@@ -183,11 +203,19 @@ async def test_idea_listing_filters_sorting_and_paging(client: TestClient, proje
     base = f"/projects/{project}/ideas"
     made = []
     for i, (status, priority) in enumerate(
-        [("open", "low"), ("done", "critical"), ("open", "high"), ("rejected", "medium"),
-         ("open", "critical"), ("in_progress", "low"), ("open", "medium")]
-    ):  # fmt: skip
-        made.append(await post(client, base, {"title": f"i{i}", "status": status,
-                                               "priority": priority}))  # fmt: skip
+        [
+            ("open", "low"),
+            ("done", "critical"),
+            ("open", "high"),
+            ("rejected", "medium"),
+            ("open", "critical"),
+            ("in_progress", "low"),
+            ("open", "medium"),
+        ]
+    ):
+        made.append(
+            await post(client, base, {"title": f"i{i}", "status": status, "priority": priority})
+        )
     by_created = await collect(client, f"{base}?limit=2")
     keys = [(i["created_at"], i["id"]) for i in by_created]
     assert keys == sorted(keys) and {i["id"] for i in by_created} == {m["id"] for m in made}
@@ -236,19 +264,24 @@ async def test_writes_are_audited(client: TestClient, project: str, db_path: Pat
     await client.delete(f"/projects/{project}/ideas/{idea['id']}")
     await patch(client, f"/projects/{project}/ideas/{idea['id']}", {"title": "z"}, 2)  # 404
     with sqlite3.connect(db_path) as conn:
-        events = [r[0] for r in conn.execute(
-            "SELECT event FROM audit_log WHERE scope = 'projects' ORDER BY id")]  # fmt: skip
+        events = [
+            r[0]
+            for r in conn.execute(
+                "SELECT event FROM audit_log WHERE scope = 'projects' ORDER BY id"
+            )
+        ]
     assert events == ["project.created", "idea.created", "idea.updated", "idea.deleted"]
 
 
 async def test_foreign_keys_hold_at_the_database_level(client: TestClient) -> None:
-    async with client.app[DB_KEY].transaction() as conn:
-        with pytest.raises(sqlite3.IntegrityError, match="FOREIGN KEY"):
-            await conn.execute(
+    with pytest.raises(ForeignKeyViolation, match="FOREIGN KEY"):
+        await client.app[DB_KEY].write(
+            execute(
                 "INSERT INTO idea_tickets (id, project_id, title, description, status, priority,"
                 " version, created_at, updated_at) VALUES ('i', 'ghost', 't', '', 'open', 1, 1,"
                 " 't', 't')"
             )
+        )
 
 
 # ---- context items -----------------------------------------------------------------------
@@ -257,8 +290,17 @@ async def test_foreign_keys_hold_at_the_database_level(client: TestClient) -> No
 async def test_context_items_pinning_and_totals(client: TestClient, project: str) -> None:
     base = f"/projects/{project}/context"
     a = await post(client, base, {"name": "README", "type": "file", "tokens": 120})
-    b = await post(client, base, {"name": "spec", "type": "document", "tokens": 300,
-                                  "pinned": True, "canonical_document_id": "doc-7"})  # fmt: skip
+    b = await post(
+        client,
+        base,
+        {
+            "name": "spec",
+            "type": "document",
+            "tokens": 300,
+            "pinned": True,
+            "canonical_document_id": "doc-7",
+        },
+    )
     await post(client, base, {"name": "tip", "type": "note", "tokens": 5})
     assert a["pinned"] is False and b["pinned"] is True
 
@@ -271,18 +313,27 @@ async def test_context_items_pinning_and_totals(client: TestClient, project: str
 
     totals = await (await client.get(f"{base}/totals")).json()
     assert totals == {
-        "project_id": project, "items": 3, "tokens": 425, "pinned_items": 2,
+        "project_id": project,
+        "items": 3,
+        "tokens": 425,
+        "pinned_items": 2,
         "pinned_tokens": 420,
-        "by_type": {"document": {"items": 1, "tokens": 300}, "file": {"items": 1, "tokens": 120},
-                    "note": {"items": 1, "tokens": 5}},
-    }  # fmt: skip
+        "by_type": {
+            "document": {"items": 1, "tokens": 300},
+            "file": {"items": 1, "tokens": 120},
+            "note": {"items": 1, "tokens": 5},
+        },
+    }
     unpinned = await (await client.post(f"{base}/{b['id']}/unpin")).json()
     assert unpinned["pinned"] is False
     edited = await patch(client, f"{base}/{b['id']}", {"tokens": 10}, unpinned["version"])
     assert edited.status == 200
     assert (await (await client.get(f"{base}/totals")).json())["tokens"] == 135
-    for bad in ({"name": "x"}, {"name": "x", "type": "video"},
-                {"name": "x", "type": "file", "tokens": -1}):  # fmt: skip
+    for bad in (
+        {"name": "x"},
+        {"name": "x", "type": "video"},
+        {"name": "x", "type": "file", "tokens": -1},
+    ):
         assert (await client.post(base, json=bad)).status == 400
     assert (await client.post(f"{base}/missing/pin")).status == 404
 
@@ -294,14 +345,24 @@ async def test_context_items_pinning_and_totals(client: TestClient, project: str
     ("graph", "problem"),
     [
         ({"nodes": [{"id": "a"}, {"id": "a"}]}, {"duplicate_node_ids": ["a"]}),
-        ({"nodes": [{"id": "a"}], "edges": [{"from": "a", "to": "b"}]},
-         {"unknown_nodes_in_edges": [{"edge": 0, "from": "a", "to": "b"}]}),
-        ({"nodes": [{"id": "a"}, {"id": "b"}, {"id": "c"}],
-          "edges": [{"from": "a", "to": "b"}, {"from": "b", "to": "c"}, {"from": "c", "to": "b"}]},
-         {"cycle": ["b", "c", "b"]}),
+        (
+            {"nodes": [{"id": "a"}], "edges": [{"from": "a", "to": "b"}]},
+            {"unknown_nodes_in_edges": [{"edge": 0, "from": "a", "to": "b"}]},
+        ),
+        (
+            {
+                "nodes": [{"id": "a"}, {"id": "b"}, {"id": "c"}],
+                "edges": [
+                    {"from": "a", "to": "b"},
+                    {"from": "b", "to": "c"},
+                    {"from": "c", "to": "b"},
+                ],
+            },
+            {"cycle": ["b", "c", "b"]},
+        ),
         ({"nodes": [{"id": "a"}], "edges": [{"from": "a", "to": "a"}]}, {"cycle": ["a", "a"]}),
     ],
-)  # fmt: skip
+)
 async def test_invalid_graphs_are_422(
     client: TestClient, project: str, graph: dict[str, Any], problem: dict[str, Any]
 ) -> None:
@@ -311,9 +372,15 @@ async def test_invalid_graphs_are_422(
 
 
 @pytest.mark.parametrize(
-    "graph", [{}, {"nodes": []}, {"nodes": [{"name": "a"}]}, {"nodes": [{"id": "a"}],
-              "edges": [{"from": "a"}]}, {"nodes": "a"}],
-)  # fmt: skip
+    "graph",
+    [
+        {},
+        {"nodes": []},
+        {"nodes": [{"name": "a"}]},
+        {"nodes": [{"id": "a"}], "edges": [{"from": "a"}]},
+        {"nodes": "a"},
+    ],
+)
 async def test_malformed_graphs_are_400(
     client: TestClient, project: str, graph: dict[str, Any]
 ) -> None:
@@ -328,11 +395,13 @@ async def test_workflow_update_revalidates_the_graph(client: TestClient, project
     assert (await patch(client, url, {"graph": cyclic}, 1)).status == 422
     renamed = await patch(client, url, {"name": "w2"}, 1)
     assert renamed.status == 200 and (await renamed.json())["graph"] == {
-        "nodes": [{"id": "fetch", "label": None, "kind": None, "config": {}},
-                  {"id": "parse", "label": "Parse", "kind": None, "config": {}},
-                  {"id": "report", "label": None, "kind": None, "config": {}}],
+        "nodes": [
+            {"id": "fetch", "label": None, "kind": None, "config": {}},
+            {"id": "parse", "label": "Parse", "kind": None, "config": {}},
+            {"id": "report", "label": None, "kind": None, "config": {}},
+        ],
         "edges": GRAPH["edges"],
-    }  # fmt: skip
+    }
     assert len(await collect(client, f"/projects/{project}/workflows")) == 1
 
 
@@ -341,7 +410,10 @@ async def test_run_lifecycle_follows_its_nodes(client: TestClient, project: str)
     run = await post(client, f"/projects/{project}/workflows/{wf['id']}/runs", {"input": {"n": 1}})
     assert run["status"] == "pending" and run["input"] == {"n": 1}
     assert [(n["node_id"], n["status"]) for n in run["nodes"]] == [
-        ("fetch", "pending"), ("parse", "pending"), ("report", "pending")]  # fmt: skip
+        ("fetch", "pending"),
+        ("parse", "pending"),
+        ("report", "pending"),
+    ]
     node_url = f"/projects/{project}/runs/{run['id']}/nodes"
 
     started = await (await client.patch(f"{node_url}/fetch", json={"status": "running"})).json()
@@ -369,8 +441,9 @@ async def test_one_failed_node_fails_the_run(client: TestClient, project: str) -
     run = await post(client, f"/projects/{project}/workflows/{wf['id']}/runs", {})
     node_url = f"/projects/{project}/runs/{run['id']}/nodes"
     await client.patch(f"{node_url}/fetch", json={"status": "running"})
-    failed = await (await client.patch(f"{node_url}/fetch", json={
-        "status": "failed", "error": "timeout"})).json()  # fmt: skip
+    failed = await (
+        await client.patch(f"{node_url}/fetch", json={"status": "failed", "error": "timeout"})
+    ).json()
     assert failed["run"]["status"] == "failed"
     assert failed["run"]["last_message"] == "fetch: timeout"
     assert failed["node"]["error"] == "timeout"
@@ -382,13 +455,17 @@ async def test_one_failed_node_fails_the_run(client: TestClient, project: str) -
 
 async def test_run_and_node_errors(client: TestClient, project: str, other_project: str) -> None:
     wf = await post(client, f"/projects/{project}/workflows", {"name": "w", "graph": GRAPH})
-    assert (await client.post(f"/projects/{other_project}/workflows/{wf['id']}/runs",
-                              json={})).status == 404  # fmt: skip
+    assert (
+        await client.post(f"/projects/{other_project}/workflows/{wf['id']}/runs", json={})
+    ).status == 404
     run = await post(client, f"/projects/{project}/workflows/{wf['id']}/runs", {})
     node_url = f"/projects/{project}/runs/{run['id']}/nodes"
     assert (await client.patch(f"{node_url}/ghost", json={"status": "running"})).status == 404
-    assert (await client.patch(f"/projects/{other_project}/runs/{run['id']}/nodes/fetch",
-                               json={"status": "running"})).status == 404  # fmt: skip
+    assert (
+        await client.patch(
+            f"/projects/{other_project}/runs/{run['id']}/nodes/fetch", json={"status": "running"}
+        )
+    ).status == 404
     for body in ({}, {"progress": 101}, {"status": "done"}, {"messages": "x"}):
         assert (await client.patch(f"{node_url}/fetch", json=body)).status == 400, body
     assert (await client.get(f"/projects/{other_project}/runs/{run['id']}")).status == 404
@@ -434,9 +511,12 @@ async def test_a_workflow_with_runs_cannot_be_deleted(client: TestClient, projec
     ],
 )
 async def test_every_resource_round_trip(
-    client: TestClient, project: str, collection: str, body: dict[str, Any],
+    client: TestClient,
+    project: str,
+    collection: str,
+    body: dict[str, Any],
     change: dict[str, Any],
-) -> None:  # fmt: skip
+) -> None:
     base = f"/projects/{project}/{collection}"
     created = await post(client, base, {**body, "id": "fixed-id"})
     assert created["id"] == "fixed-id" and created["project_id"] == project

@@ -5,9 +5,10 @@ from typing import Any
 import pytest
 from aiohttp.test_utils import TestClient
 
-from service.audit import UnauditedWrite, audited_transaction
+from service.audit import AuditedWrite, UnauditedWrite, audited_write
 from service.auth import InvalidScopes, Scope
 from service.config import Config
+from service.db import ForeignKeyViolation, Work, execute
 from service.keys import DB_KEY, RUN_CONTEXT_KEY
 from tests.conftest import WRITER_TOKEN, wait_for_seed
 from tests.test_status_api import VALID, assert_error
@@ -38,9 +39,14 @@ async def test_create_and_get_run(client: TestClient) -> None:
 
 @pytest.mark.parametrize(
     "body",
-    [{"args": []}, {"git_sha": "XYZ"}, {"config_hash": "abc"}, {"surprise": 1},
-     {"args": {str(i): i for i in range(101)}}],
-)  # fmt: skip
+    [
+        {"args": []},
+        {"git_sha": "XYZ"},
+        {"config_hash": "abc"},
+        {"surprise": 1},
+        {"args": {str(i): i for i in range(101)}},
+    ],
+)
 async def test_bad_run_bodies(client: TestClient, db_path: Path, body: dict[str, Any]) -> None:
     before = audit_rows(db_path)
     resp = await client.post("/runs", json=body)
@@ -68,12 +74,13 @@ async def test_unknown_run_is_404_and_a_step_for_it_leaves_no_row(
 
 
 async def test_foreign_keys_are_enforced_by_the_database(client: TestClient) -> None:
-    async with client.app[DB_KEY].transaction() as conn:
-        with pytest.raises(sqlite3.IntegrityError, match="FOREIGN KEY"):
-            await conn.execute(
+    with pytest.raises(ForeignKeyViolation, match="FOREIGN KEY"):
+        await client.app[DB_KEY].write(
+            execute(
                 "INSERT INTO run_steps (run_id, name, status, stats_json) "
                 "VALUES ('missing', 's', 'pending', '{}')"
             )
+        )
 
 
 async def test_step_lifecycle_and_transitions(client: TestClient) -> None:
@@ -201,11 +208,12 @@ async def test_failed_writes_leave_no_audit_row(client: TestClient, db_path: Pat
 
 async def test_a_write_that_forgets_to_audit_is_rolled_back(client: TestClient) -> None:
     db = client.app[DB_KEY]
+
+    def forgetful(w: AuditedWrite) -> Work[int]:
+        return execute("INSERT INTO runs (run_id, created_at, args_json) VALUES ('r', 't', '{}')")
+
     with pytest.raises(UnauditedWrite):
-        async with audited_transaction(db, "test") as w:
-            await w.conn.execute(
-                "INSERT INTO runs (run_id, created_at, args_json) VALUES ('r', 't', '{}')"
-            )
+        await audited_write(db, "test", forgetful)
     assert await db.fetchall("SELECT * FROM runs WHERE run_id = 'r'") == []
 
 

@@ -30,8 +30,11 @@ async def test_seed_reaches_exact_target_and_is_idempotent(db: Database, db_path
     seeder = Seeder(db, batch_size=300)
     progress = await seeder.run(1000)
     assert (progress.state, progress.rows, progress.inserted, progress.batches) == (
-        SeedState.COMPLETE, 1000, 1000, 4,
-    )  # fmt: skip
+        SeedState.COMPLETE,
+        1000,
+        1000,
+        4,
+    )
     assert all_rows(db_path) == [seed_row(i) for i in range(1, 1001)]
     again = await seeder.run(1000)
     assert (again.state, again.inserted) == (SeedState.COMPLETE, 0)
@@ -148,9 +151,16 @@ async def test_admin_seed_endpoint(client: TestClient) -> None:
 
 @pytest.mark.parametrize(
     "body",
-    [{}, {"rows": -1}, {"rows": "many"}, {"rows": 1.5}, {"rows": 10**9}, {"rows": 5, "x": 1},
-     {"rows": 5, "batch_size": 0}],
-)  # fmt: skip
+    [
+        {},
+        {"rows": -1},
+        {"rows": "many"},
+        {"rows": 1.5},
+        {"rows": 10**9},
+        {"rows": 5, "x": 1},
+        {"rows": 5, "batch_size": 0},
+    ],
+)
 async def test_admin_seed_rejects_bad_bodies(client: TestClient, body: dict[str, Any]) -> None:
     resp = await client.post("/admin/seed", json=body)
     assert resp.status == 400

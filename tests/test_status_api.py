@@ -7,7 +7,7 @@ from typing import Any
 import pytest
 from aiohttp.test_utils import TestClient
 
-from service.schemas.status import STATUS_FIELDS
+from service.repositories.status import STATUS_FIELDS
 from service.seeding import seed_row
 from tests.conftest import REPO_ROOT, wait_for_seed
 
@@ -52,15 +52,30 @@ async def test_limit_bounds_accepted(seeded_client: TestClient, limit: int) -> N
 @pytest.mark.parametrize(
     "query",
     [
-        "limit=-1", "limit=0", "limit=501", "limit=100000", "limit=abc", "limit=1.5", "limit=",
-        "offset=-1", "offset=abc", "offset=99999999999", "cursor=garbage", "cursor=%%%",
+        "limit=-1",
+        "limit=0",
+        "limit=501",
+        "limit=100000",
+        "limit=abc",
+        "limit=1.5",
+        "limit=",
+        "offset=-1",
+        "offset=abc",
+        "offset=99999999999",
+        "cursor=garbage",
+        "cursor=%%%",
         "cursor=" + base64.urlsafe_b64encode(b'{"after": -4}').decode(),
         "cursor=" + base64.urlsafe_b64encode(b'{"after": "x"}').decode(),
         "cursor=" + base64.urlsafe_b64encode(b"[1]").decode(),
-        "offset=10&cursor=eyJhZnRlciI6Mn0", "fields=id,nope", "fields=", "fields=,",
-        "version=", "unknown=1", "limit=5&limit=6",
+        "offset=10&cursor=eyJhZnRlciI6Mn0",
+        "fields=id,nope",
+        "fields=",
+        "fields=,",
+        "version=",
+        "unknown=1",
+        "limit=5&limit=6",
     ],
-)  # fmt: skip
+)
 async def test_bad_list_queries_get_400(seeded_client: TestClient, query: str) -> None:
     resp = await seeded_client.get(f"/bobgen/status?{query}")
     assert resp.status == 400, query
@@ -216,12 +231,20 @@ async def test_create_validation_errors(
         (b"", {"Content-Type": "application/json"}, 400, "invalid_body"),
         (b"[1, 2]", {"Content-Type": "application/json"}, 400, "invalid_body"),
         (b'{"uptime": NaN}', {"Content-Type": "application/json"}, 400, "invalid_body"),
-        (b"uptime=1", {"Content-Type": "application/x-www-form-urlencoded"}, 415,
-         "unsupported_media_type"),
-        (b'{"a": "' + b"x" * 70_000 + b'"}', {"Content-Type": "application/json"}, 413,
-         "payload_too_large"),
+        (
+            b"uptime=1",
+            {"Content-Type": "application/x-www-form-urlencoded"},
+            415,
+            "unsupported_media_type",
+        ),
+        (
+            b'{"a": "' + b"x" * 70_000 + b'"}',
+            {"Content-Type": "application/json"},
+            413,
+            "payload_too_large",
+        ),
     ],
-)  # fmt: skip
+)
 async def test_create_bad_bodies(
     client: TestClient, data: bytes, headers: dict[str, str], status: int, code: str
 ) -> None:

@@ -22,8 +22,9 @@ async def start_seed(request: web.Request) -> web.Response:
         seeder.start(body["rows"], batch_size=body["batch_size"], actor=principal(request).user)
     except SeedAlreadyRunning as exc:
         raise Conflict(str(exc), details={"seed": seeder.progress.public()}) from None
-    return json_response({"seed": seeder.progress.public()}, status=202,
-                         headers={"Location": "/admin/seed"})  # fmt: skip
+    return json_response(
+        {"seed": seeder.progress.public()}, status=202, headers={"Location": "/admin/seed"}
+    )
 
 
 async def seed_progress(request: web.Request) -> web.Response:

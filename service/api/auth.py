@@ -10,16 +10,18 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections.abc import Hashable, Sequence
 from dataclasses import dataclass
-from functools import partial
 
 from aiohttp import web
 
 from service.auth import Scope, hash_token, hashes_match
 from service.db import Database
+from service.db.coalescing import BatchedLookup
 from service.errors import ApiError, Handler
 from service.keys import CONFIG_KEY, DB_KEY
 from service.repositories import tokens as tokens_repo
+from service.repositories.tokens import TokenRecord
 from service.timeutil import utc_now
 
 log = logging.getLogger(__name__)
@@ -71,6 +73,50 @@ def _bearer(request: web.Request) -> str:
     return token.strip()
 
 
+class TokenCache:
+    """Token records by hash, so a request pays no database hop to be authenticated.
+
+    Revocation still takes effect on the next request: every commit that revokes a token
+    notifies ``auth_tokens`` (see ``tokens_repo.revoke``), which changes
+    ``db.change_marker`` in this process at once and, through the signal file, in any other
+    process on the same file (the CLI revoking beside a running server). A changed marker
+    empties the cache. ``max_age_s`` bounds how long an entry lives even if a signal is lost
+    (the file deleted, a revocation done with raw SQL). Unknown tokens are never cached.
+    """
+
+    def __init__(self, db: Database, *, max_age_s: float = 30.0, max_entries: int = 4096) -> None:
+        self._db = db
+        self._max_age_s = max_age_s
+        self._max_entries = max_entries
+        self._entries: dict[str, tuple[float, TokenRecord]] = {}
+        self._marker: Hashable = None
+        self._lookup = BatchedLookup(self._fetch)
+
+    async def find(self, digest: str) -> TokenRecord | None:
+        marker = self._db.change_marker(tokens_repo.TOKENS_CHANNEL)
+        if marker != self._marker:
+            self._entries.clear()
+            self._marker = marker
+        now = time.monotonic()
+        entry = self._entries.get(digest)
+        if entry is not None and now - entry[0] < self._max_age_s:
+            return entry[1]
+        record = await self._lookup.get(digest)
+        # Keep it only if no revocation committed while it was being read.
+        if record is not None and self._db.change_marker(tokens_repo.TOKENS_CHANNEL) == marker:
+            if len(self._entries) >= self._max_entries:
+                self._entries.clear()
+            self._entries[digest] = (now, record)
+        return record
+
+    async def _fetch(self, digests: Sequence[str]) -> dict[str, TokenRecord]:
+        records = await tokens_repo.find_by_hashes(self._db, digests)
+        return records
+
+
+TOKEN_CACHE_KEY = web.AppKey("token_cache", TokenCache)
+
+
 class _Toucher:
     """Updates ``last_used_at`` at most once per interval per token, off the request path."""
 
@@ -89,8 +135,7 @@ class _Toucher:
 
     async def _touch(self, db: Database, token_id: int) -> None:
         try:
-            async with db.transaction() as conn:
-                await tokens_repo.touch(conn, token_id, utc_now())
+            await db.write(tokens_repo.touch(token_id, utc_now()))
         except Exception:
             log.warning("could not record last use of token %d", token_id, exc_info=True)
 
@@ -104,13 +149,15 @@ def auth_middleware() -> Handler:  # type: ignore[type-arg]
         if needed is None:
             return await handler(request)
         digest = hash_token(_bearer(request))
-        db = request.app[DB_KEY]
-        finder = partial(tokens_repo.find_by_hashes, db)
-        record = await db.lookup("auth_tokens_by_hash", finder).get(digest)
+        record = await request.app[TOKEN_CACHE_KEY].find(digest)
         # The index found the row by hash; compare again in constant time all the same.
         if record is None or not hashes_match(record.token_hash, digest) or record.revoked:
-            log.warning("rejected a bearer token from %s on %s %s", request.remote,
-                        request.method, request.path)  # fmt: skip
+            log.warning(
+                "rejected a bearer token from %s on %s %s",
+                request.remote,
+                request.method,
+                request.path,
+            )
             raise Unauthorized("invalid or revoked token")
         if needed not in record.scopes:
             raise Forbidden(
@@ -118,7 +165,7 @@ def auth_middleware() -> Handler:  # type: ignore[type-arg]
                 details={"required_scope": str(needed), "token_scopes": sorted(record.scopes)},
             )
         request[PRINCIPAL_KEY] = Principal(record.user, record.id, record.scopes)
-        toucher.maybe_touch(db, record.id)
+        toucher.maybe_touch(request.app[DB_KEY], record.id)
         return await handler(request)
 
     return authenticate

@@ -4,22 +4,13 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from service.errors import ApiError, InvalidParameter
+from service.errors import ApiError, InvalidParameter, PreconditionFailed
+
+__all__ = ["PreconditionFailed", "PreconditionRequired", "etag", "if_match"]
 
 
 class PreconditionRequired(ApiError):
     status, code = 428, "precondition_required"
-
-
-class PreconditionFailed(ApiError):
-    status, code = 412, "version_mismatch"
-
-    def __init__(self, current: int):
-        super().__init__(
-            f"the resource changed: its current version is {current}; fetch it and retry",
-            details={"current_version": current},
-        )
-        self.headers = etag(current)
 
 
 def etag(version: int) -> dict[str, str]:

@@ -15,8 +15,12 @@ from service.metrics import CONTENT_TYPE
 
 async def health(request: web.Request) -> web.Response:
     app = request.app
-    body = {"status": "ok", "db": "ok", "uptime_s": round(time.monotonic() - app[STARTED_KEY], 3),
-            "version": __version__}  # fmt: skip
+    body = {
+        "status": "ok",
+        "db": "ok",
+        "uptime_s": round(time.monotonic() - app[STARTED_KEY], 3),
+        "version": __version__,
+    }
     seed = app[SEEDER_KEY].progress
     body["seed"] = {"state": str(seed.state), "rows": seed.rows, "target": seed.target}
     try:

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from aiohttp import web
 
-from service.api.auth import principal
+from service.api.common import write
 from service.api.requests import load_json, load_match, load_query
-from service.audit import audited_transaction
-from service.errors import Conflict, NotFound
+from service.audit import AuditedWrite
+from service.db import Work
+from service.errors import NotFound
 from service.jsonutil import json_response
 from service.keys import DB_KEY
 from service.repositories import audit as audit_repo
@@ -23,7 +26,6 @@ from service.schemas.runs import (
     StepPathSchema,
     StepUpdateSchema,
 )
-from service.statemachine import InvalidTransition
 from service.timeutil import utc_iso
 
 _RUN_CREATE, _RUN_ID, _RUN_LIST = RunCreateSchema(), RunIdSchema(), RunListQuerySchema()
@@ -33,10 +35,19 @@ _AUDIT_QUERY = AuditQuerySchema()
 
 async def create_run(request: web.Request) -> web.Response:
     body = await load_json(_RUN_CREATE, request)
-    async with audited_transaction(request.app[DB_KEY], principal(request).user) as w:
-        run = await runs_repo.insert_run(w.conn, run_id=new_run_id(), now=w.now, **body)
-        w.audit("run.created", scope="runs", run_id=run["run_id"],
-                message=f"run {run['run_id']} created", data={"run_id": run["run_id"]})  # fmt: skip
+
+    def work(w: AuditedWrite) -> Work[dict[str, Any]]:
+        run = yield from runs_repo.insert_run(run_id=new_run_id(), now=w.now, **body)
+        w.audit(
+            "run.created",
+            scope="runs",
+            run_id=run["run_id"],
+            message=f"run {run['run_id']} created",
+            data={"run_id": run["run_id"]},
+        )
+        return run
+
+    run = await write(request, work)
     return json_response(run, status=201, headers={"Location": f"/runs/{run['run_id']}"})
 
 
@@ -44,9 +55,13 @@ async def list_runs(request: web.Request) -> web.Response:
     q = load_query(_RUN_LIST, request)
     since = utc_iso(q["since"]) if q["since"] else None
     items, next_position = await runs_repo.list_runs(
-        request.app[DB_KEY], limit=q["limit"], before=q["cursor"], since=since,
-        git_sha=q["git_sha"], config_hash=q["config_hash"],
-    )  # fmt: skip
+        request.app[DB_KEY],
+        limit=q["limit"],
+        before=q["cursor"],
+        since=since,
+        git_sha=q["git_sha"],
+        config_hash=q["config_hash"],
+    )
     next_cursor = encode_cursor(list(next_position)) if next_position else None
     return json_response({"items": items, "limit": q["limit"], "next": next_cursor})
 
@@ -62,13 +77,21 @@ async def get_run(request: web.Request) -> web.Response:
 async def create_step(request: web.Request) -> web.Response:
     run_id = load_match(_RUN_ID, request)["run_id"]
     body = await load_json(_STEP_CREATE, request)
-    async with audited_transaction(request.app[DB_KEY], principal(request).user) as w:
-        if not await runs_repo.run_exists(w.conn, run_id):
+
+    def work(w: AuditedWrite) -> Work[dict[str, Any]]:
+        if not (yield from runs_repo.run_exists(run_id)):
             raise NotFound(f"run {run_id} not found", details={"run_id": run_id})
-        step = await runs_repo.insert_step(w.conn, run_id=run_id, now=w.now, **body)
-        w.audit("run_step.created", scope="runs", run_id=run_id,
-                message=f"step {step['step_id']} ({step['name']}) added",
-                data={"step_id": step["step_id"], "status": step["status"]})  # fmt: skip
+        step = yield from runs_repo.insert_step(run_id=run_id, now=w.now, **body)
+        w.audit(
+            "run_step.created",
+            scope="runs",
+            run_id=run_id,
+            message=f"step {step['step_id']} ({step['name']}) added",
+            data={"step_id": step["step_id"], "status": step["status"]},
+        )
+        return step
+
+    step = await write(request, work)
     location = f"/runs/{run_id}/steps/{step['step_id']}"
     return json_response(step, status=201, headers={"Location": location})
 
@@ -76,25 +99,34 @@ async def create_step(request: web.Request) -> web.Response:
 async def update_step(request: web.Request) -> web.Response:
     path = load_match(_STEP_PATH, request)
     body = await load_json(_STEP_UPDATE, request)
-    async with audited_transaction(request.app[DB_KEY], principal(request).user) as w:
+
+    def work(w: AuditedWrite) -> Work[dict[str, Any]]:
         try:
-            step, old = await runs_repo.change_step(w.conn, **path, **body, now=w.now)
+            step, old = yield from runs_repo.change_step(**path, **body, now=w.now)
         except runs_repo.StepNotFound as exc:
             raise NotFound(str(exc), details=path) from None
-        except InvalidTransition as exc:
-            details = {"from": exc.current, "to": exc.requested, "allowed": exc.allowed}
-            raise Conflict(str(exc), code="invalid_transition", details=details) from None
-        w.audit("run_step.updated", scope="runs", run_id=path["run_id"],
-                message=f"step {step['step_id']} {old} -> {step['status']}",
-                data={"step_id": step["step_id"], "from": old, "to": step["status"]})  # fmt: skip
-    return json_response(step)
+        w.audit(
+            "run_step.updated",
+            scope="runs",
+            run_id=path["run_id"],
+            message=f"step {step['step_id']} {old} -> {step['status']}",
+            data={"step_id": step["step_id"], "from": old, "to": step["status"]},
+        )
+        return step
+
+    return json_response(await write(request, work))
 
 
 async def list_audit(request: web.Request) -> web.Response:
     q = load_query(_AUDIT_QUERY, request)
     items, next_id = await audit_repo.list_page(
-        request.app[DB_KEY], limit=q["limit"], before_id=q["cursor"], run_id=q["run_id"],
-        scope=q["scope"], event=q["event"], since=utc_iso(q["since"]) if q["since"] else None,
-    )  # fmt: skip
+        request.app[DB_KEY],
+        limit=q["limit"],
+        before_id=q["cursor"],
+        run_id=q["run_id"],
+        scope=q["scope"],
+        event=q["event"],
+        since=utc_iso(q["since"]) if q["since"] else None,
+    )
     next_cursor = encode_cursor(next_id) if next_id is not None else None
     return json_response({"items": items, "limit": q["limit"], "next": next_cursor})

@@ -2,18 +2,21 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from aiohttp import web
 
-from service.api.auth import principal
+from service.api.common import write
 from service.api.requests import load_json, load_match, load_query
-from service.audit import audited_transaction
+from service.audit import AuditedWrite
+from service.db import Work
 from service.errors import NotFound
 from service.jsonutil import json_response
 from service.keys import DB_KEY
 from service.repositories import status as status_repo
+from service.repositories.status import STATUS_FIELDS
 from service.schemas.common import encode_cursor
 from service.schemas.status import (
-    STATUS_FIELDS,
     StatusCreateSchema,
     StatusFieldsQuerySchema,
     StatusIdSchema,
@@ -30,16 +33,22 @@ async def list_statuses(request: web.Request) -> web.Response:
     q = load_query(_LIST_QUERY, request)
     db = request.app[DB_KEY]
     page = await status_repo.list_page(
-        db, limit=q["limit"], columns=q["columns"] or STATUS_FIELDS, after_id=q["cursor"],
-        offset=q["offset"] or 0, version=q["version"],
-    )  # fmt: skip
-    return json_response({
-        "items": page.items,
-        "limit": q["limit"],
-        "offset": None if q["cursor"] is not None else q["offset"] or 0,
-        "total": await status_repo.count(db, version=q["version"]),
-        "next": None if page.next_after_id is None else encode_cursor(page.next_after_id),
-    })  # fmt: skip
+        db,
+        limit=q["limit"],
+        columns=q["columns"] or STATUS_FIELDS,
+        after_id=q["cursor"],
+        offset=q["offset"] or 0,
+        version=q["version"],
+    )
+    return json_response(
+        {
+            "items": page.items,
+            "limit": q["limit"],
+            "offset": None if q["cursor"] is not None else q["offset"] or 0,
+            "total": await status_repo.count(db, version=q["version"]),
+            "next": None if page.next_after_id is None else encode_cursor(page.next_after_id),
+        }
+    )
 
 
 async def get_status(request: web.Request) -> web.Response:
@@ -53,9 +62,17 @@ async def get_status(request: web.Request) -> web.Response:
 
 async def create_status(request: web.Request) -> web.Response:
     values = await load_json(_CREATE, request)
-    async with audited_transaction(request.app[DB_KEY], principal(request).user) as w:
-        record = await status_repo.insert(w.conn, values, w.now)
-        w.audit("status.created", scope="status", message=f"status {record['id']} created",
-                data={"id": record["id"], "version": record["version"]})  # fmt: skip
+
+    def work(w: AuditedWrite) -> Work[dict[str, Any]]:
+        record = yield from status_repo.insert(values, w.now)
+        w.audit(
+            "status.created",
+            scope="status",
+            message=f"status {record['id']} created",
+            data={"id": record["id"], "version": record["version"]},
+        )
+        return record
+
+    record = await write(request, work)
     location = str(request.app.router["status"].url_for(id=str(record["id"])))
     return json_response(record, status=201, headers={"Location": location})

@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from aiohttp import web
 
+from service.api.common import new_id, project_path, write
 from service.api.etag import etag
 from service.api.requests import load_json, load_match, load_query
-from service.api.resources import new_id, project_path, writing
+from service.audit import AuditedWrite
+from service.db import UniqueViolation, Work
 from service.errors import Conflict, NotFound
 from service.jsonutil import json_response
 from service.keys import DB_KEY
@@ -17,7 +21,6 @@ from service.repositories.projects import WORKFLOW_RUNS, WORKFLOWS
 from service.repositories.versioned import Sort
 from service.schemas import projects as s
 from service.schemas.common import encode_cursor
-from service.statemachine import InvalidTransition
 
 _ITEM_PATH, _NODE_PATH = s.ItemPath(), s.NodePath()
 _CREATE, _LIST, _NODE_UPDATE = s.RunCreate(), s.RunListQuery(), s.NodeUpdate()
@@ -26,51 +29,80 @@ _CREATE, _LIST, _NODE_UPDATE = s.RunCreate(), s.RunListQuery(), s.NodeUpdate()
 async def start_run(request: web.Request) -> web.Response:
     path = load_match(_ITEM_PATH, request)  # item_id is the workflow
     body = await load_json(_CREATE, request)
-    async with writing(request) as w:
-        workflow = await versioned.get(w.conn, WORKFLOWS, path["project_id"], path["item_id"])
+
+    def work(w: AuditedWrite) -> Work[dict[str, Any]]:
+        workflow = yield from versioned.get(WORKFLOWS, path["project_id"], path["item_id"])
         if workflow is None:
             raise NotFound(f"workflow {path['item_id']} not found", details=path)
-        values = {"id": body["id"] or new_id(), "project_id": path["project_id"],
-                  "workflow_id": workflow["id"], "status": RunStatus.PENDING.value,
-                  "input": body["input"], "version": 1, "created_at": w.now}  # fmt: skip
+        values = {
+            "id": body["id"] or new_id(),
+            "project_id": path["project_id"],
+            "workflow_id": workflow["id"],
+            "status": RunStatus.PENDING.value,
+            "input": body["input"],
+            "version": 1,
+            "created_at": w.now,
+        }
         node_ids = [n["id"] for n in workflow["graph"]["nodes"]]
-        run = await projects_repo.create_run(w.conn, values, node_ids)
-        w.audit("workflow_run.created", scope="projects", message=f"run {run['id']} started",
-                data={"project_id": path["project_id"], "id": run["id"],
-                      "workflow_id": workflow["id"]})  # fmt: skip
-        run["nodes"] = await projects_repo.get_nodes(w.conn, run["id"])
+        try:
+            run = yield from projects_repo.create_run(values, node_ids)
+        except UniqueViolation:
+            raise Conflict(
+                f"run {values['id']} exists already", details={"id": values["id"]}, code="id_taken"
+            ) from None
+        w.audit(
+            "workflow_run.created",
+            scope="projects",
+            message=f"run {run['id']} started",
+            data={"project_id": path["project_id"], "id": run["id"], "workflow_id": workflow["id"]},
+        )
+        run["nodes"] = yield from projects_repo.get_nodes(run["id"])
+        return run
+
+    run = await write(request, work)
     location = f"/projects/{path['project_id']}/runs/{run['id']}"
     return json_response(run, status=201, headers={"Location": location, **etag(run["version"])})
 
 
-async def list_runs(request: web.Request) -> web.Response:
+async def list_workflow_runs(request: web.Request) -> web.Response:
     project_id = await project_path(request)
     q = load_query(_LIST, request)
     items, position = await versioned.list_page(
-        request.app[DB_KEY], WORKFLOW_RUNS, project_id, limit=q["limit"],
-        sort=Sort.parse(q["sort"]), after=q["cursor"], filters={"status": q["status"]},
-    )  # fmt: skip
+        request.app[DB_KEY],
+        WORKFLOW_RUNS,
+        project_id,
+        limit=q["limit"],
+        sort=Sort.parse(q["sort"]),
+        after=q["cursor"],
+        filters={"status": q["status"]},
+    )
     next_cursor = encode_cursor(position) if position else None
     return json_response({"items": items, "limit": q["limit"], "next": next_cursor})
 
 
-async def get_run(request: web.Request) -> web.Response:
+async def get_workflow_run(request: web.Request) -> web.Response:
     path = load_match(_ITEM_PATH, request)
-    db = request.app[DB_KEY]
-    run = await versioned.get(db, WORKFLOW_RUNS, path["project_id"], path["item_id"])
+
+    def work() -> Work[dict[str, Any] | None]:
+        run = yield from versioned.get(WORKFLOW_RUNS, path["project_id"], path["item_id"])
+        if run is not None:
+            run["nodes"] = yield from projects_repo.get_nodes(run["id"])
+        return run
+
+    run = await request.app[DB_KEY].read(work())
     if run is None:
         raise NotFound(f"run {path['item_id']} not found", details=path)
-    run["nodes"] = await projects_repo.get_nodes(db, run["id"])
     return json_response(run, headers=etag(run["version"]))
 
 
 async def update_node(request: web.Request) -> web.Response:
     path = load_match(_NODE_PATH, request)
     changes = await load_json(_NODE_UPDATE, request)
-    async with writing(request) as w:
+
+    def work(w: AuditedWrite) -> Work[tuple[dict[str, Any], dict[str, Any]]]:
         try:
-            node, run = await projects_repo.change_node(
-                w.conn, path["project_id"], path["item_id"], path["node_id"], changes, now=w.now
+            node, run = yield from projects_repo.change_node(
+                path["project_id"], path["item_id"], path["node_id"], changes, now=w.now
             )
         except projects_repo.RunNotFound:
             raise NotFound("no such run in this project", details=path) from None
@@ -78,20 +110,27 @@ async def update_node(request: web.Request) -> web.Response:
             raise NotFound("no such node in this run", details=path) from None
         except projects_repo.RunFinished as exc:
             raise Conflict(str(exc), code="run_finished", details=path) from None
-        except InvalidTransition as exc:
-            details = {"from": exc.current, "to": exc.requested, "allowed": exc.allowed}
-            raise Conflict(str(exc), code="invalid_transition", details=details) from None
-        w.audit("workflow_node.updated", scope="projects",
-                message=f"run {run['id']} node {node['node_id']}: {node['status']}",
-                data={"project_id": path["project_id"], "run_id": run["id"],
-                      "node_id": node["node_id"], "status": node["status"],
-                      "run_status": run["status"]})  # fmt: skip
+        w.audit(
+            "workflow_node.updated",
+            scope="projects",
+            message=f"run {run['id']} node {node['node_id']}: {node['status']}",
+            data={
+                "project_id": path["project_id"],
+                "run_id": run["id"],
+                "node_id": node["node_id"],
+                "status": node["status"],
+                "run_status": run["status"],
+            },
+        )
+        return node, run
+
+    node, run = await write(request, work)
     return json_response({"node": node, "run": run}, headers=etag(run["version"]))
 
 
 def setup_workflow_run_routes(app: web.Application) -> None:
     r = app.router
     r.add_post("/projects/{project_id}/workflows/{item_id}/runs", start_run)
-    r.add_get("/projects/{project_id}/runs", list_runs)
-    r.add_get("/projects/{project_id}/runs/{item_id}", get_run)
+    r.add_get("/projects/{project_id}/runs", list_workflow_runs)
+    r.add_get("/projects/{project_id}/runs/{item_id}", get_workflow_run)
     r.add_patch("/projects/{project_id}/runs/{item_id}/nodes/{node_id}", update_node)

@@ -1,30 +1,37 @@
-"""The embedded SQLite database: one writer connection and a small pool of readers.
+"""The embedded SQLite database: one group-committing writer thread and a pool of readers.
 
-SQLite allows one writer at a time. Funnelling every write through a single connection,
-guarded by an asyncio lock and opened with ``BEGIN IMMEDIATE``, means writers queue in the
-event loop instead of fighting over the file lock (which is what produces
-"database is locked"). Readers use their own connections: in WAL mode they never block the
-writer and never see half a transaction.
+SQLite allows one writer at a time. Every write is a unit of work (:mod:`service.db.work`)
+handed to a single writer thread (:mod:`service.db.sqlite_writer`) that runs it from BEGIN to
+COMMIT in one hop and commits concurrent units together. Writers therefore queue in memory
+instead of fighting over the file lock (which is what produces "database is locked").
+Readers use their own connections: in WAL mode they never block the writer and never see
+half a transaction.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
+import os
 import sqlite3
 import time
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Hashable, Sequence
 from contextlib import asynccontextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import aiosqlite
 
 from service.db.coalescing import BatchedLookup, CommitCache, FetchMany, SingleFlight
+from service.db.errors import DatabaseClosed, DatabaseUnavailable
+from service.db.pool import ConnectionPool
+from service.db.sqlite_errors import translate
+from service.db.sqlite_writer import GroupCommitWriter, WriterStats
+from service.db.work import Notify, Result, Work
 
 log = logging.getLogger(__name__)
 
+T = TypeVar("T")
 Params = Sequence[Any] | dict[str, Any]
 Row = tuple[Any, ...]
 
@@ -35,76 +42,78 @@ WRITER_AUTOCHECKPOINT_PAGES = 10_000
 MMAP_SIZE_BYTES = 256 * 1024 * 1024
 
 
-class DatabaseUnavailable(RuntimeError):
-    """The database could not be queried (missing file, broken schema, I/O error, closed)."""
-
-
-class DatabaseBusy(DatabaseUnavailable):
-    """Another process held SQLite's write lock for longer than ``busy_timeout``."""
-
-
 class Database:
-    """Owns every connection to one SQLite file and closes them all in :meth:`close`."""
+    """Owns every connection to one SQLite file; :meth:`close` (or ``async with``) ends them."""
 
-    def __init__(self, path: Path, *, read_connections: int = 2, busy_timeout_ms: int = 5000):
+    def __init__(
+        self,
+        path: Path,
+        *,
+        read_connections: int = 2,
+        busy_timeout_ms: int = 5000,
+        max_batch: int = 64,
+        max_batch_wait_ms: float = 0.0,
+        close_timeout_s: float = 10.0,
+    ):
         self.path = Path(path)
         self.busy_timeout_ms = busy_timeout_ms
+        self.close_timeout_s = close_timeout_s
         self._read_count = read_connections
-        self._writer: aiosqlite.Connection | None = None
-        self._readers: asyncio.Queue[aiosqlite.Connection] = asyncio.Queue()
-        self._all_readers: list[aiosqlite.Connection] = []
+        self._writer = GroupCommitWriter(
+            self._connect_writer,
+            max_batch=max_batch,
+            max_wait_s=max_batch_wait_ms / 1000,
+            after_commit=self._signal,
+        )
+        self._readers: ConnectionPool[aiosqlite.Connection] = ConnectionPool(_close)
         self._checkpointer: aiosqlite.Connection | None = None
-        self._write_lock = asyncio.Lock()
+        self._open = False
         self._lookups: dict[str, BatchedLookup[Any, Any]] = {}
+        self._generations: dict[str, int] = {}
         self.shared_reads: SingleFlight[Any] = SingleFlight()
         self.derived: CommitCache[Any] = CommitCache(lambda: self.transactions_committed)
-        self.write_wait_seconds_total = 0.0
-        self.transactions_committed = 0
-        self.transactions_rolled_back = 0
+
+    # ---- lifecycle ---------------------------------------------------------------------------
 
     async def open(self) -> None:
-        """Open the writer first (it sets WAL mode on the file), then the readers."""
+        """Start the writer first (it sets WAL mode on the file), then the readers."""
         self.path.parent.mkdir(parents=True, exist_ok=True)
         try:
-            self._writer = await self._connect(readonly=False)
-            await self._writer.execute(f"PRAGMA wal_autocheckpoint = {WRITER_AUTOCHECKPOINT_PAGES}")
-            self._checkpointer = await self._connect(readonly=False)
+            await self._writer.start()
+            self._checkpointer = await self._connect_reader(readonly=False)
             for _ in range(self._read_count):
-                conn = await self._connect(readonly=True)
-                self._all_readers.append(conn)
-                self._readers.put_nowait(conn)
+                self._readers.add(await self._connect_reader(readonly=True))
         except BaseException:
             await self.close()
             raise
+        self._open = True
         log.debug("opened %s with %d reader(s)", self.path, self._read_count)
 
-    async def _connect(self, *, readonly: bool) -> aiosqlite.Connection:
-        # isolation_level=None: we issue BEGIN/COMMIT ourselves, so sqlite3 must not.
-        conn = await aiosqlite.connect(self.path, isolation_level=None)
-        try:
-            await conn.executescript(self._pragmas(readonly=readonly))
-            await self._enable_wal(conn)
-        except BaseException:
-            await conn.close()
-            raise
-        return conn
+    async def close(self) -> None:
+        """Refuse new work, fail waiters, let in-flight work finish (bounded), close all.
 
-    async def _enable_wal(self, conn: aiosqlite.Connection) -> None:
-        """Switch the file to WAL (a no-op once it is), retrying while others hold locks.
-
-        Switching needs an exclusive lock, and SQLite does not run the busy handler for that
-        upgrade (to avoid deadlocks), so ``busy_timeout`` alone does not cover a second
-        process migrating or seeding the same file at that moment: retry until it would have.
+        aiosqlite threads keep the process alive until closed, so everything is closed even
+        when a step fails.
         """
-        deadline = time.monotonic() + self.busy_timeout_ms / 1000
-        while True:
-            try:
-                await conn.execute("PRAGMA journal_mode = WAL")
-                return
-            except sqlite3.OperationalError as exc:
-                if "locked" not in str(exc) or time.monotonic() > deadline:
-                    raise
-            await asyncio.sleep(0.02)
+        self._open = False
+        await self._readers.close(self.close_timeout_s)
+        await self._writer.close(self.close_timeout_s)
+        if self._checkpointer is not None:
+            await _close(self._checkpointer)
+            self._checkpointer = None
+
+    async def __aenter__(self) -> Database:
+        await self.open()
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.close()
+
+    @property
+    def is_open(self) -> bool:
+        return self._open
+
+    # ---- connections -------------------------------------------------------------------------
 
     def _pragmas(self, *, readonly: bool) -> str:
         pragmas = [
@@ -121,76 +130,130 @@ class Database:
             pragmas.append("PRAGMA query_only = ON")
         return ";\n".join(pragmas) + ";"
 
-    async def close(self) -> None:
-        """Close every connection. aiosqlite threads keep the process alive until closed."""
-        conns = [c for c in (*self._all_readers, self._checkpointer, self._writer) if c]
-        self._all_readers.clear()
-        self._readers = asyncio.Queue()
-        self._writer = self._checkpointer = None
-        for conn in conns:
-            try:
-                await conn.close()
-            except Exception:  # pragma: no cover - closing is best effort
-                log.exception("error while closing a connection")
+    def _connect_writer(self) -> sqlite3.Connection:
+        """Runs on the writer thread. isolation_level=None: the writer issues BEGIN itself."""
+        conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
+        try:
+            conn.executescript(self._pragmas(readonly=False))
+            conn.execute(f"PRAGMA wal_autocheckpoint = {WRITER_AUTOCHECKPOINT_PAGES}")
+            deadline = time.monotonic() + self.busy_timeout_ms / 1000
+            while not _try_enable_wal(conn, deadline):
+                time.sleep(0.02)
+        except BaseException:
+            conn.close()
+            raise
+        return conn
+
+    async def _connect_reader(self, *, readonly: bool) -> aiosqlite.Connection:
+        conn = await aiosqlite.connect(self.path, isolation_level=None)
+        try:
+            await conn.executescript(self._pragmas(readonly=readonly))
+        except BaseException:
+            await conn.close()
+            raise
+        return conn
+
+    # ---- writing -----------------------------------------------------------------------------
+
+    async def write(self, work: Work[T]) -> T:
+        """Run a unit of work in a write transaction; returns once its COMMIT succeeded.
+
+        Concurrent calls share transactions (group commit), each in its own savepoint: a
+        unit that raises rolls back alone, and its exception is raised here.
+        """
+        return await self._writer.submit(work)
 
     @property
-    def is_open(self) -> bool:
-        return self._writer is not None
+    def writer_stats(self) -> WriterStats:
+        return self._writer.stats
 
-    @asynccontextmanager
-    async def transaction(self) -> AsyncIterator[aiosqlite.Connection]:
-        """Yield the writer connection inside ``BEGIN IMMEDIATE`` ... ``COMMIT``.
+    @property
+    def transactions_committed(self) -> int:
+        return self._writer.stats.committed
 
-        The lock is held from BEGIN to COMMIT because coroutines sharing one connection
-        share its transaction: without it, one coroutine's ROLLBACK would undo another's work.
+    @property
+    def transactions_rolled_back(self) -> int:
+        return self._writer.stats.rolled_back
+
+    # ---- change signals (see work.notify) ------------------------------------------------------
+
+    def signal_path(self, channel: str) -> Path:
+        return self.path.with_name(f"{self.path.name}.changed-{channel}")
+
+    def _signal(self, channels: set[str]) -> None:
+        """After a commit that notified ``channels`` (writer thread): bump this process's
+        generation, and replace the channel's signal file so other processes on this file
+        (the CLI beside a server) notice with one ``stat``."""
+        for channel in channels:
+            self._generations[channel] = self._generations.get(channel, 0) + 1
+            path = self.signal_path(channel)
+            tmp = path.with_name(path.name + f".{os.getpid()}.tmp")
+            try:
+                tmp.write_text(f"{time.time_ns()}\n")
+                os.replace(tmp, path)  # a new inode each time: no mtime-granularity blind spot
+            except OSError as exc:
+                log.warning("could not write the change signal %s: %s", path, exc)
+
+    def change_marker(self, channel: str) -> Hashable:
+        """A value that differs after any commit (in any process) that notified ``channel``.
+
+        Costs one ``stat``: cheap enough to check on every request.
         """
-        if self._writer is None:
-            raise DatabaseUnavailable("database is closed")
-        started = time.perf_counter()
-        async with self._write_lock:
-            self.write_wait_seconds_total += time.perf_counter() - started
-            conn = self._writer
-            try:
-                try:
-                    await conn.execute("BEGIN IMMEDIATE")
-                except sqlite3.OperationalError as exc:
-                    # Only another process can hold the lock: our own writers queue above.
-                    raise DatabaseBusy(f"could not start a write transaction: {exc}") from exc
-                yield conn
-            except BaseException:
-                # Also reached when cancelled while BEGIN was still queued in the connection's
-                # thread: the ROLLBACK queues behind it, so the writer never stays inside a
-                # transaction. Shielded so a second cancellation cannot skip it.
-                await asyncio.shield(_rollback(conn))
-                self.transactions_rolled_back += 1
-                raise
-            try:
-                await asyncio.shield(conn.execute("COMMIT"))
-            except sqlite3.Error:
-                await asyncio.shield(_rollback(conn))  # e.g. disk full: leave no open transaction
-                self.transactions_rolled_back += 1
-                raise
-            self.transactions_committed += 1
+        try:
+            st = os.stat(self.signal_path(channel))
+            on_disk: tuple[int, int] | None = (st.st_ino, st.st_mtime_ns)
+        except OSError:
+            on_disk = None
+        return (self._generations.get(channel, 0), on_disk)
+
+    # ---- reading -----------------------------------------------------------------------------
 
     @asynccontextmanager
     async def reader(self) -> AsyncIterator[aiosqlite.Connection]:
         """Borrow one read connection from the pool."""
-        if self._writer is None:
-            raise DatabaseUnavailable("database is closed")
-        conn = await self._readers.get()
-        try:
+        if not self._open:
+            raise DatabaseClosed("database is closed")
+        async with self._readers.acquire() as conn:
             yield conn
-        finally:
-            self._readers.put_nowait(conn)
 
     async def fetchall(self, sql: str, params: Params = ()) -> list[Row]:
         """Run one read query; one thread hop thanks to ``execute_fetchall``."""
         async with self.reader() as conn:
-            return list(await conn.execute_fetchall(sql, params))
+            try:
+                return list(await conn.execute_fetchall(sql, params))
+            except sqlite3.Error as exc:
+                raise translate(exc) from exc
 
     async def fetchone(self, sql: str, params: Params = ()) -> Row | None:
         rows = await self.fetchall(sql, params)
         return rows[0] if rows else None
+
+    async def read(self, work: Work[T]) -> T:
+        """Run a read-only unit of work on one reader, a hop per statement.
+
+        The same units a write may ``yield from`` (a ``get`` by id, say) can be read here
+        without a write transaction. Statements share one connection but not a snapshot.
+        """
+        async with self.reader() as conn:
+            send: Result | None = None
+            throw: BaseException | None = None
+            while True:
+                try:
+                    step = work.throw(throw) if throw is not None else work.send(send)  # type: ignore[arg-type]
+                except StopIteration as stop:
+                    return stop.value  # type: ignore[no-any-return]
+                send, throw = None, None
+                if isinstance(step, Notify):
+                    throw = RuntimeError("a read cannot notify: use Database.write")
+                    continue
+                try:
+                    if step.many:
+                        throw = RuntimeError("a read cannot executemany: use Database.write")
+                        continue
+                    rows = await conn.execute_fetchall(step.sql, step.params)  # type: ignore[arg-type]
+                    send = Result(list(rows), -1)
+                except sqlite3.Error as exc:
+                    throw = translate(exc)
 
     def lookup(self, name: str, fetch_many: FetchMany[Any, Any]) -> BatchedLookup[Any, Any]:
         """The batched point-read helper called ``name``, created on first use."""
@@ -203,8 +266,12 @@ class Database:
         """Run a query for a health check and turn any failure into :class:`DatabaseUnavailable`."""
         try:
             return await asyncio.wait_for(self.fetchone(sql), timeout)
+        except DatabaseUnavailable:
+            raise
         except (sqlite3.Error, OSError, ValueError, TimeoutError) as exc:
             raise DatabaseUnavailable(f"{type(exc).__name__}: {exc}") from exc
+
+    # ---- checkpoints and files ---------------------------------------------------------------
 
     async def checkpoint(self) -> tuple[int, int, int]:
         """A PASSIVE checkpoint on a connection of its own: it copies what it can from the WAL
@@ -213,8 +280,11 @@ class Database:
         Returns SQLite's (busy, frames in the WAL, frames checkpointed).
         """
         if self._checkpointer is None:
-            raise DatabaseUnavailable("database is closed")
-        rows = list(await self._checkpointer.execute_fetchall("PRAGMA wal_checkpoint(PASSIVE)"))
+            raise DatabaseClosed("database is closed")
+        try:
+            rows = list(await self._checkpointer.execute_fetchall("PRAGMA wal_checkpoint(PASSIVE)"))
+        except sqlite3.Error as exc:
+            raise translate(exc) from exc
         busy, frames, done = rows[0]
         return int(busy), int(frames), int(done)
 
@@ -240,7 +310,21 @@ class Database:
         return sizes
 
 
-async def _rollback(conn: aiosqlite.Connection) -> None:
-    # OperationalError: no transaction was open (BEGIN failed), so nothing to undo.
-    with contextlib.suppress(sqlite3.OperationalError):
-        await conn.execute("ROLLBACK")
+def _try_enable_wal(conn: sqlite3.Connection, deadline: float) -> bool:
+    """Switch the file to WAL (a no-op once it is); False while another process holds a lock.
+
+    Switching needs an exclusive lock, and SQLite does not run the busy handler for that
+    upgrade (to avoid deadlocks), so ``busy_timeout`` alone does not cover a second process
+    migrating or seeding the same file at that moment: retry until it would have.
+    """
+    try:
+        conn.execute("PRAGMA journal_mode = WAL")
+        return True
+    except sqlite3.OperationalError as exc:
+        if "locked" not in str(exc) or time.monotonic() > deadline:
+            raise
+        return False
+
+
+async def _close(conn: aiosqlite.Connection) -> None:
+    await conn.close()

@@ -5,10 +5,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-import aiosqlite
 import orjson
 
-from service.db import Database
+from service.db import Database, Work, execute, execute_many
 from service.repositories.sql import Where
 
 _COLUMNS = ("id", "ts", "level", "actor", "run_id", "scope", "event", "message", "data_json")
@@ -26,13 +25,25 @@ class AuditEntry:
     level: str = "info"
 
 
-async def insert(conn: aiosqlite.Connection, entry: AuditEntry, *, actor: str, ts: str) -> None:
-    await conn.execute(
-        "INSERT INTO audit_log (ts, level, actor, run_id, scope, event, message, data_json) "
-        "VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-        (ts, entry.level, actor, entry.run_id, entry.scope, entry.event, entry.message,
-         orjson.dumps(entry.data).decode()),
-    )  # fmt: skip
+_INSERT_SQL = (
+    "INSERT INTO audit_log (ts, level, actor, run_id, scope, event, message, data_json) "
+    "VALUES (?, ?, ?, ?, ?, ?, ?, ?)"
+)
+
+
+def _params(entry: AuditEntry, actor: str, ts: str) -> tuple[Any, ...]:
+    data = orjson.dumps(entry.data).decode()
+    return (ts, entry.level, actor, entry.run_id, entry.scope, entry.event, entry.message, data)
+
+
+def insert(entry: AuditEntry, *, actor: str, ts: str) -> Work[int]:
+    return (yield from execute(_INSERT_SQL, _params(entry, actor, ts)))
+
+
+def insert_many(entries: list[AuditEntry], *, actor: str, ts: str) -> Work[int]:
+    if len(entries) == 1:  # the common case: a plain execute is cheaper than executemany
+        return (yield from insert(entries[0], actor=actor, ts=ts))
+    return (yield from execute_many(_INSERT_SQL, [_params(e, actor, ts) for e in entries]))
 
 
 async def list_page(

@@ -4,10 +4,9 @@ from __future__ import annotations
 
 from typing import Any
 
-import aiosqlite
 import orjson
 
-from service.db import Database
+from service.db import Database, Work, query, query_one
 from service.repositories.sql import Where
 from service.runs import TERMINAL_STATUSES, TRANSITIONS, StepStatus, run_status
 from service.statemachine import check_transition
@@ -28,21 +27,20 @@ def _step(row: tuple[Any, ...]) -> dict[str, Any]:
     return step
 
 
-async def insert_run(
-    conn: aiosqlite.Connection,
+def insert_run(
     *,
     run_id: str,
     now: str,
     args: dict[str, Any],
     git_sha: str | None,
     config_hash: str | None,
-) -> dict[str, Any]:
-    rows = await conn.execute_fetchall(
+) -> Work[dict[str, Any]]:
+    rows = yield from query(
         f"INSERT INTO runs ({', '.join(RUN_COLUMNS)}) VALUES (?, ?, ?, ?, ?) "
         f"RETURNING {', '.join(RUN_COLUMNS)}",
         (run_id, now, orjson.dumps(args).decode(), git_sha, config_hash),
     )
-    return _run(next(iter(rows)))
+    return _run(rows[0])
 
 
 async def get_run(db: Database, run_id: str) -> dict[str, Any] | None:
@@ -62,9 +60,8 @@ async def get_run(db: Database, run_id: str) -> dict[str, Any] | None:
     return run
 
 
-async def run_exists(conn: aiosqlite.Connection, run_id: str) -> bool:
-    rows = await conn.execute_fetchall("SELECT 1 FROM runs WHERE run_id = ?", (run_id,))
-    return bool(list(rows))
+def run_exists(run_id: str) -> Work[bool]:
+    return bool((yield from query("SELECT 1 FROM runs WHERE run_id = ?", (run_id,))))
 
 
 async def list_runs(
@@ -92,8 +89,7 @@ async def list_runs(
     return items, ((last["created_at"], last["run_id"]) if last else None)
 
 
-async def insert_step(
-    conn: aiosqlite.Connection,
+def insert_step(
     *,
     run_id: str,
     name: str,
@@ -101,71 +97,76 @@ async def insert_step(
     stats: dict[str, Any],
     now: str,
     finished: bool = False,
-) -> dict[str, Any]:
+) -> Work[dict[str, Any]]:
     started = now if status is not StepStatus.PENDING else None
-    rows = await conn.execute_fetchall(
+    rows = yield from query(
         "INSERT INTO run_steps (run_id, name, started_at, finished_at, status, stats_json) "
         f"VALUES (?, ?, ?, ?, ?, ?) RETURNING {', '.join(STEP_COLUMNS)}",
-        (run_id, name, started, now if finished else None, status.value,
-         orjson.dumps(stats).decode()),
-    )  # fmt: skip
-    return _step(next(iter(rows)))
-
-
-async def get_step(conn: aiosqlite.Connection, run_id: str, step_id: int) -> dict[str, Any] | None:
-    rows = list(
-        await conn.execute_fetchall(
-            f"SELECT {', '.join(STEP_COLUMNS)} FROM run_steps WHERE run_id = ? AND step_id = ?",
-            (run_id, step_id),
-        )
+        (
+            run_id,
+            name,
+            started,
+            now if finished else None,
+            status.value,
+            orjson.dumps(stats).decode(),
+        ),
     )
-    return _step(rows[0]) if rows else None
+    return _step(rows[0])
 
 
-async def update_step(
-    conn: aiosqlite.Connection,
+def get_step(run_id: str, step_id: int) -> Work[dict[str, Any] | None]:
+    row = yield from query_one(
+        f"SELECT {', '.join(STEP_COLUMNS)} FROM run_steps WHERE run_id = ? AND step_id = ?",
+        (run_id, step_id),
+    )
+    return _step(row) if row else None
+
+
+def update_step(
     step: dict[str, Any],
     *,
     status: StepStatus,
     stats: dict[str, Any],
     now: str,
     terminal: bool,
-) -> dict[str, Any]:
+) -> Work[dict[str, Any]]:
     started_at = step["started_at"] or (now if status is not StepStatus.PENDING else None)
     finished_at = step["finished_at"] or (now if terminal else None)
-    rows = await conn.execute_fetchall(
+    rows = yield from query(
         "UPDATE run_steps SET status = ?, stats_json = ?, started_at = ?, finished_at = ? "
         f"WHERE step_id = ? RETURNING {', '.join(STEP_COLUMNS)}",
         (status.value, orjson.dumps(stats).decode(), started_at, finished_at, step["step_id"]),
     )
-    return _step(next(iter(rows)))
+    return _step(rows[0])
 
 
 class StepNotFound(LookupError):
     """No step with that id in that run."""
 
 
-async def change_step(
-    conn: aiosqlite.Connection,
+def change_step(
     run_id: str,
     step_id: int,
     *,
     status: StepStatus | None,
     stats: dict[str, Any] | None,
     now: str,
-) -> tuple[dict[str, Any], StepStatus]:
+) -> Work[tuple[dict[str, Any], StepStatus]]:
     """Apply a status change (checked against the step machine) and/or new stats.
 
     Returns the updated step and its previous status.
     """
-    step = await get_step(conn, run_id, step_id)
+    step = yield from get_step(run_id, step_id)
     if step is None:
         raise StepNotFound(f"no step {step_id} in run {run_id}")
     current = StepStatus(step["status"])
     target = status or current
     check_transition(TRANSITIONS, current, target)
-    updated = await update_step(
-        conn, step, status=target, stats=step["stats"] if stats is None else stats, now=now,
+    updated = yield from update_step(
+        step,
+        status=target,
+        stats=step["stats"] if stats is None else stats,
+        now=now,
         terminal=target in TERMINAL_STATUSES,
-    )  # fmt: skip
+    )
     return updated, current

@@ -2,12 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from typing import Any
-
-import aiosqlite
-
-from service.db import Database
 
 
 class Where:
@@ -31,12 +26,3 @@ class Where:
 
     def sql(self) -> str:
         return f" WHERE {' AND '.join(self.conditions)}" if self.conditions else ""
-
-
-async def fetchall(
-    db_or_conn: Database | aiosqlite.Connection, sql: str, params: Sequence[Any] = ()
-) -> list[tuple[Any, ...]]:
-    """Read through the reader pool, or inside the caller's write transaction, alike."""
-    if isinstance(db_or_conn, Database):
-        return await db_or_conn.fetchall(sql, params)
-    return list(await db_or_conn.execute_fetchall(sql, params))

@@ -6,16 +6,28 @@ by the schema), never from raw input; values always go through parameters.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from functools import partial
 from typing import Any
 
-import aiosqlite
-
-from service.db import Database
+from service.db import Database, Work, execute_many, query, query_one
 from service.repositories.sql import Where
-from service.schemas.status import STATUS_FIELDS
+
+# The columns of a status record, in API order. The schema validates ``fields=`` against it.
+STATUS_FIELDS: tuple[str, ...] = (
+    "id",
+    "uptime",
+    "version",
+    "latency",
+    "error_rate",
+    "last_run",
+    "blocks",
+    "runbook_link",
+    "dashboard_link",
+    "created_at",
+    "updated_at",
+)
 
 WRITABLE_FIELDS: tuple[str, ...] = tuple(f for f in STATUS_FIELDS if f != "id")
 _INSERT_SQL = (
@@ -111,18 +123,20 @@ async def _fetch_by_ids(db: Database, ids: Sequence[int]) -> dict[int, dict[str,
     return {row[0]: dict(zip(STATUS_FIELDS, row, strict=True)) for row in rows}
 
 
-async def insert(conn: aiosqlite.Connection, values: dict[str, Any], now: str) -> dict[str, Any]:
+def insert(values: dict[str, Any], now: str) -> Work[dict[str, Any]]:
     """Insert one record (the database assigns the id) and return it as stored."""
     record = {**values, "created_at": now, "updated_at": now}
-    rows = await conn.execute_fetchall(_INSERT_SQL, [record.get(f) for f in WRITABLE_FIELDS])
-    return dict(zip(STATUS_FIELDS, next(iter(rows)), strict=True))
+    rows = yield from query(_INSERT_SQL, [record.get(f) for f in WRITABLE_FIELDS])
+    return dict(zip(STATUS_FIELDS, rows[0], strict=True))
 
 
-async def insert_many_with_ids(conn: aiosqlite.Connection, rows: Sequence[Sequence[Any]]) -> None:
-    """Batch insert of complete rows (id first, in :data:`STATUS_FIELDS` order)."""
-    await conn.executemany(_INSERT_WITH_ID_SQL, rows)
+def insert_many_with_ids(rows: Iterable[Sequence[Any]]) -> Work[int]:
+    """Batch insert of complete rows (id first, in :data:`STATUS_FIELDS` order); ``rows`` may
+    be a lazy iterator, consumed as the insert runs."""
+    return (yield from execute_many(_INSERT_WITH_ID_SQL, rows))
 
 
-async def row_count_and_max_id(conn: aiosqlite.Connection) -> tuple[int, int]:
-    rows = list(await conn.execute_fetchall("SELECT count(*), coalesce(max(id), 0) FROM status"))
-    return int(rows[0][0]), int(rows[0][1])
+def row_count_and_max_id() -> Work[tuple[int, int]]:
+    row = yield from query_one("SELECT count(*), coalesce(max(id), 0) FROM status")
+    assert row is not None
+    return int(row[0]), int(row[1])

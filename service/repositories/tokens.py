@@ -6,10 +6,10 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-import aiosqlite
-
 from service.auth import Scope, format_scopes, parse_scopes
-from service.db import Database
+from service.db import Database, Work, execute, notify, query, query_one
+
+TOKENS_CHANNEL = "auth_tokens"  # notified by every commit that revokes a token
 
 _COLUMNS = 'id, "user", name, token_hash, scopes, created_at, last_used_at, revoked_at'
 
@@ -32,34 +32,33 @@ class TokenRecord:
     def public(self) -> dict[str, Any]:
         """Everything but the hash: safe to print and to return from an API."""
         return {
-            "id": self.id, "user": self.user, "name": self.name,
-            "scopes": format_scopes(self.scopes), "created_at": self.created_at,
-            "last_used_at": self.last_used_at, "revoked_at": self.revoked_at,
-        }  # fmt: skip
+            "id": self.id,
+            "user": self.user,
+            "name": self.name,
+            "scopes": format_scopes(self.scopes),
+            "created_at": self.created_at,
+            "last_used_at": self.last_used_at,
+            "revoked_at": self.revoked_at,
+        }
 
 
 def _record(row: tuple[Any, ...]) -> TokenRecord:
     return TokenRecord(row[0], row[1], row[2], row[3], parse_scopes(row[4]), *row[5:])
 
 
-async def insert(
-    conn: aiosqlite.Connection,
-    *,
-    user: str,
-    name: str,
-    token_hash: str,
-    scopes: frozenset[Scope],
-    now: str,
-) -> TokenRecord:
-    rows = await conn.execute_fetchall(
+def insert(
+    *, user: str, name: str, token_hash: str, scopes: frozenset[Scope], now: str
+) -> Work[TokenRecord]:
+    rows = yield from query(
         f'INSERT INTO auth_tokens ("user", name, token_hash, scopes, created_at) '
         f"VALUES (?, ?, ?, ?, ?) RETURNING {_COLUMNS}",
         (user, name, token_hash, format_scopes(scopes), now),
     )
-    return _record(next(iter(rows)))
+    return _record(rows[0])
 
 
 async def find_by_hashes(db: Database, hashes: Sequence[str]) -> dict[str, TokenRecord]:
+    """Several tokens in one read (the auth cache batches concurrent misses)."""
     marks = ", ".join("?" * len(hashes))
     rows = await db.fetchall(
         f"SELECT {_COLUMNS} FROM auth_tokens WHERE token_hash IN ({marks})", list(hashes)
@@ -67,37 +66,40 @@ async def find_by_hashes(db: Database, hashes: Sequence[str]) -> dict[str, Token
     return {row[3]: _record(row) for row in rows}
 
 
-async def list_all(conn: aiosqlite.Connection) -> list[TokenRecord]:
-    rows = await conn.execute_fetchall(f"SELECT {_COLUMNS} FROM auth_tokens ORDER BY id")
+def list_all() -> Work[list[TokenRecord]]:
+    rows = yield from query(f"SELECT {_COLUMNS} FROM auth_tokens ORDER BY id")
     return [_record(r) for r in rows]
 
 
-async def get(conn: aiosqlite.Connection, token_id: int) -> TokenRecord | None:
-    rows = list(
-        await conn.execute_fetchall(f"SELECT {_COLUMNS} FROM auth_tokens WHERE id = ?", (token_id,))
-    )
-    return _record(rows[0]) if rows else None
+def get(token_id: int) -> Work[TokenRecord | None]:
+    row = yield from query_one(f"SELECT {_COLUMNS} FROM auth_tokens WHERE id = ?", (token_id,))
+    return _record(row) if row else None
 
 
-async def revoke(conn: aiosqlite.Connection, token_id: int, now: str) -> bool:
-    """Mark revoked; False when there is no such token or it was revoked already."""
-    cursor = await conn.execute(
+def revoke(token_id: int, now: str) -> Work[bool]:
+    """Mark revoked; False when there is no such token or it was revoked already.
+
+    Notifies ``auth_tokens`` so every process's token cache forgets what it knew.
+    """
+    changed = yield from execute(
         "UPDATE auth_tokens SET revoked_at = ? WHERE id = ? AND revoked_at IS NULL", (now, token_id)
     )
-    return cursor.rowcount == 1
+    if changed:
+        yield from notify(TOKENS_CHANNEL)
+    return changed == 1
 
 
-async def count_active(conn: aiosqlite.Connection) -> int:
-    rows = list(
-        await conn.execute_fetchall("SELECT count(*) FROM auth_tokens WHERE revoked_at IS NULL")
+def count_active() -> Work[int]:
+    row = yield from query_one("SELECT count(*) FROM auth_tokens WHERE revoked_at IS NULL")
+    return int(row[0]) if row else 0
+
+
+def count_all() -> Work[int]:
+    row = yield from query_one("SELECT count(*) FROM auth_tokens")
+    return int(row[0]) if row else 0
+
+
+def touch(token_id: int, now: str) -> Work[int]:
+    return (
+        yield from execute("UPDATE auth_tokens SET last_used_at = ? WHERE id = ?", (now, token_id))
     )
-    return int(rows[0][0])
-
-
-async def count_all(conn: aiosqlite.Connection) -> int:
-    rows = list(await conn.execute_fetchall("SELECT count(*) FROM auth_tokens"))
-    return int(rows[0][0])
-
-
-async def touch(conn: aiosqlite.Connection, token_id: int, now: str) -> None:
-    await conn.execute("UPDATE auth_tokens SET last_used_at = ? WHERE id = ?", (now, token_id))

@@ -12,11 +12,10 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-import aiosqlite
 import orjson
 
-from service.db import Database
-from service.repositories.sql import Where, fetchall
+from service.db import Database, Work, execute, query, query_one
+from service.repositories.sql import Where
 
 
 class VersionMismatch(Exception):
@@ -73,14 +72,14 @@ class Table:
         return out
 
 
-async def insert(
-    conn: aiosqlite.Connection,
-    table: Table,
-    values: Mapping[str, Any],
-    *,
-    on_conflict_skip: bool = False,
-) -> dict[str, Any] | None:
-    """Insert one row; with ``on_conflict_skip`` an existing id is left alone (returns None)."""
+def insert(
+    table: Table, values: Mapping[str, Any], *, on_conflict_skip: bool = False
+) -> Work[dict[str, Any] | None]:
+    """Insert one row; with ``on_conflict_skip`` an existing id is left alone (returns None).
+
+    Raises :class:`~service.db.UniqueViolation` for a taken id and
+    :class:`~service.db.ForeignKeyViolation` for a missing parent (the project, say).
+    """
     names = [c for c in table.columns if c in values]
     sql = (
         f"INSERT INTO {table.name} ({', '.join(table.db_column(c) for c in names)}) "
@@ -88,25 +87,18 @@ async def insert(
     )
     if on_conflict_skip:
         sql += " ON CONFLICT (id) DO NOTHING"
-    rows = list(
-        await conn.execute_fetchall(
-            sql + f" RETURNING {table.select}", [table.encode(c, values[c]) for c in names]
-        )
-    )
+    params = [table.encode(c, values[c]) for c in names]
+    rows = yield from query(sql + f" RETURNING {table.select}", params)
     return table.decode_row(rows[0]) if rows else None
 
 
-async def get(
-    db_or_conn: Database | aiosqlite.Connection, table: Table, project_id: str | None, row_id: str
-) -> dict[str, Any] | None:
+def get(table: Table, project_id: str | None, row_id: str) -> Work[dict[str, Any] | None]:
     where, params = table.key(project_id, row_id)
-    sql = f"SELECT {table.select} FROM {table.name} WHERE {where}"
-    rows = await fetchall(db_or_conn, sql, params)
-    return table.decode_row(rows[0]) if rows else None
+    row = yield from query_one(f"SELECT {table.select} FROM {table.name} WHERE {where}", params)
+    return table.decode_row(row) if row else None
 
 
-async def update(
-    conn: aiosqlite.Connection,
+def update(
     table: Table,
     project_id: str | None,
     row_id: str,
@@ -114,7 +106,7 @@ async def update(
     *,
     expected_version: int | None,
     now: str,
-) -> dict[str, Any] | None:
+) -> Work[dict[str, Any] | None]:
     """Apply ``changes`` if the row is still at ``expected_version`` (None: any version).
 
     Returns the new row, None when there is no such row in the project, and raises
@@ -132,33 +124,27 @@ async def update(
     if expected_version is not None:
         sql += " AND version = ?"
         params.append(expected_version)
-    rows = list(await conn.execute_fetchall(sql + f" RETURNING {table.select}", params))
+    rows = yield from query(sql + f" RETURNING {table.select}", params)
     if rows:
         return table.decode_row(rows[0])
-    current = await get(conn, table, project_id, row_id)
+    current = yield from get(table, project_id, row_id)
     if current is None:
         return None
     raise VersionMismatch(current["version"])
 
 
-async def delete(
-    conn: aiosqlite.Connection,
-    table: Table,
-    project_id: str | None,
-    row_id: str,
-    *,
-    expected_version: int | None,
-) -> bool:
+def delete(
+    table: Table, project_id: str | None, row_id: str, *, expected_version: int | None
+) -> Work[bool]:
     """Delete; False when absent; :class:`VersionMismatch` when the version moved on."""
     where, params = table.key(project_id, row_id)
     sql = f"DELETE FROM {table.name} WHERE {where}"
     if expected_version is not None:
         sql += " AND version = ?"
         params.append(expected_version)
-    cursor = await conn.execute(sql, params)
-    if cursor.rowcount:
+    if (yield from execute(sql, params)):
         return True
-    current = await get(conn, table, project_id, row_id)
+    current = yield from get(table, project_id, row_id)
     if current is None:
         return False
     raise VersionMismatch(current["version"])

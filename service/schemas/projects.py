@@ -178,8 +178,9 @@ class NodeUpdate(Schema):
     progress = fields.Float(load_default=None, validate=validate.Range(0, 100))
     messages = fields.List(
         fields.String(validate=validate.Length(max=2000)),
-        load_default=None, validate=validate.Length(max=MAX_MESSAGES),
-    )  # fmt: skip
+        load_default=None,
+        validate=validate.Length(max=MAX_MESSAGES),
+    )
     error = fields.String(load_default=None, validate=validate.Length(max=10_000))
 
     @validates_schema

@@ -6,22 +6,9 @@ from typing import Any
 
 from marshmallow import Schema, ValidationError, fields, post_load, validate, validates_schema
 
+from service.repositories.status import STATUS_FIELDS
 from service.schemas.common import FieldList, PageQuerySchema
 from service.timeutil import utc_iso
-
-STATUS_FIELDS: tuple[str, ...] = (
-    "id",
-    "uptime",
-    "version",
-    "latency",
-    "error_rate",
-    "last_run",
-    "blocks",
-    "runbook_link",
-    "dashboard_link",
-    "created_at",
-    "updated_at",
-)
 
 
 class StatusListQuerySchema(PageQuerySchema):

@@ -1,0 +1,116 @@
+"""Units of work: transactions described as generators, so any backend can run them.
+
+A unit of work is a plain generator. It *yields* :class:`Statement` objects and *receives*
+each one's :class:`Result`; its ``return`` value is the result of the whole unit::
+
+    def rename(project_id: str, name: str) -> Work[int]:
+        return (yield from execute("UPDATE projects SET name = ? WHERE id = ?", (name, project_id)))
+
+Why a generator and not an async function taking a connection: the SQLite writer drives it on
+its own thread from BEGIN to COMMIT in *one* hop (no round trip to the event loop per
+statement, as datasette's ``execute_write_fn``), while an asyncpg backend can drive the very
+same generator by awaiting each statement. Repositories compose units with ``yield from`` and
+never learn which backend runs them. Statements use ``?`` placeholders; the backend rewrites
+them when its driver wants another style.
+
+Database errors are thrown *into* the generator at the ``yield`` that caused them, already
+translated to the backend-neutral exceptions of :mod:`service.db.errors`, so a unit may catch
+:class:`~service.db.errors.UniqueViolation` and carry on.
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Generator, Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import Any, TypeVar
+
+T = TypeVar("T")
+Row = tuple[Any, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class Statement:
+    """One SQL statement. ``many``: run once per parameter tuple of ``params`` (an iterable,
+    consumed lazily, so a large batch is never held in memory whole)."""
+
+    sql: str
+    params: Sequence[Any] | Iterable[Sequence[Any]] = ()
+    many: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class Notify:
+    """Tell listeners of ``channel`` that something changed, once the transaction commits.
+
+    Delivered only if the COMMIT that contains it succeeds (and never for a unit that rolled
+    back): on SQLite to this process and to other processes through a signal file; on
+    PostgreSQL this maps onto NOTIFY, which is transactional in the same way.
+    """
+
+    channel: str
+
+
+@dataclass(frozen=True, slots=True)
+class Result:
+    rows: list[Row] = field(default_factory=list)
+    rowcount: int = -1
+
+
+Step = Statement | Notify
+Work = Generator[Step, Result, T]
+
+
+def query(sql: str, params: Sequence[Any] = ()) -> Work[list[Row]]:
+    """Rows of a SELECT (or of DML with RETURNING)."""
+    result = yield Statement(sql, params)
+    return result.rows
+
+
+def query_one(sql: str, params: Sequence[Any] = ()) -> Work[Row | None]:
+    rows = yield from query(sql, params)
+    return rows[0] if rows else None
+
+
+def execute(sql: str, params: Sequence[Any] = ()) -> Work[int]:
+    """Run DML; returns the number of rows it changed."""
+    result = yield Statement(sql, params)
+    return result.rowcount
+
+
+def execute_many(sql: str, params: Iterable[Sequence[Any]]) -> Work[int]:
+    result = yield Statement(sql, params, many=True)
+    return result.rowcount
+
+
+def notify(channel: str) -> Work[None]:
+    yield Notify(channel)
+
+
+_savepoint_ids = itertools.count(1)
+
+
+def savepoint(work: Work[T]) -> Work[T]:
+    """Run ``work`` so that, if it raises, only its own changes are undone.
+
+    This is how writes nest: a helper that writes can be ``yield from``-ed inside another
+    write, and its failure does not doom the outer transaction (the caller may catch it).
+    """
+    name = f"bobgen_sp_{next(_savepoint_ids)}"
+    yield Statement(f"SAVEPOINT {name}")
+    try:
+        result = yield from work
+    except GeneratorExit:
+        raise  # the whole transaction is being abandoned: nothing more may be yielded
+    except BaseException:
+        yield Statement(f"ROLLBACK TO {name}")
+        yield Statement(f"RELEASE {name}")
+        raise
+    yield Statement(f"RELEASE {name}")
+    return result
+
+
+def returning(value: T) -> Work[T]:
+    """A unit that runs no statement: handy where a unit is expected but nothing is to do."""
+    return value
+    yield  # pragma: no cover - makes this a generator
