@@ -120,7 +120,7 @@ def _ms(text: str) -> float:
 def run_wrk(
     url: str, duration: int, connections: int, script: str | None
 ) -> tuple[float, float, float, int]:
-    cmd = ["wrk", "-t2", f"-c{connections}", f"-d{duration}s", "--latency", url]
+    cmd = ["wrk", "-t1", f"-c{connections}", f"-d{duration}s", "--latency", url]
     with tempfile.NamedTemporaryFile("w", suffix=".lua", delete=False) as lua:
         if script:
             lua.write(script)
@@ -177,6 +177,7 @@ class Scenario:
     paths: list[str] | None = None  # the same traffic for the aiohttp client
     method: str = "GET"
     headers: dict[str, str] | None = None  # for the aiohttp client; wrk gets them in its script
+    baseline: str | None = None  # the scenario this one is a ratio of
 
 
 def run_once(sc: Scenario, args: argparse.Namespace) -> tuple[float, float, float, int]:
@@ -213,32 +214,140 @@ def measure_all(scenarios: list[Scenario], args: argparse.Namespace) -> list[Res
     return results
 
 
+def lua(request: str, *, post: str | None = None) -> str:
+    """A wrk script whose every request is built by the Lua expression ``request`` (a path)."""
+    head = ""
+    if post is not None:
+        head = (
+            "wrk.method = 'POST'\nwrk.headers['Content-Type'] = 'application/json'\n"
+            f"{post}wrk.body = '{POST_BODY}'\n"
+        )
+    method = "'POST'" if post is not None else "'GET'"
+    return head + f"request = function() return wrk.format({method}, {request}) end"
+
+
+def start(cmd: list[str], env: dict[str, str]) -> subprocess.Popen[bytes]:
+    return subprocess.Popen([sys.executable, *cmd], env=env)
+
+
+def scenarios_for(
+    base: str, reader: str, writer: str, bare: str, rows: int, token: str
+) -> list[Scenario]:
+    """Varied requests by default (random offsets, cursors, ids): identical concurrent
+    requests coalesce in BobGen, which would overstate what clients see. The one identical
+    scenario is labelled as such."""
+    deep = max(rows - 1000, 0)
+    auth = f"wrk.headers['Authorization'] = 'Bearer {token}'\n"
+    rand_offset = "'/bobgen/status?offset=' .. math.random(0, 1000)"
+    rand_id = f"'/bobgen/status/' .. math.random(1, {rows})"
+    shallow = [encode_cursor(random.randint(0, 1000)) for _ in range(1000)]
+    deep_cursors = [encode_cursor(random.randint(deep - 1000, deep)) for _ in range(1000)]
+    rand_after = "'/status?after=' .. math.random(0, 1000)"
+    headers = {"Content-Type": "application/json", "Authorization": f"Bearer {token}"}
+    return [
+        Scenario("bare aiohttp (ceiling)", bare, "/row/1"),
+        Scenario(
+            "hand-tuned: pages, random offsets",
+            reader,
+            "/status",
+            lua("'/status?offset=' .. math.random(0, 1000)"),
+        ),
+        Scenario(
+            "BobGen: pages, random offsets",
+            base,
+            "/bobgen/status",
+            lua(rand_offset),
+            baseline="hand-tuned: pages, random offsets",
+        ),
+        Scenario("hand-tuned: pages, random cursors", reader, "/status", lua(rand_after)),
+        Scenario(
+            "BobGen: pages, random cursors",
+            base,
+            "/bobgen/status",
+            cursor_lua(shallow),
+            [f"/bobgen/status?cursor={c}" for c in shallow],
+            baseline="hand-tuned: pages, random cursors",
+        ),
+        Scenario(
+            "BobGen: deep pages, random cursors",
+            base,
+            "/bobgen/status",
+            cursor_lua(deep_cursors),
+            [f"/bobgen/status?cursor={c}" for c in deep_cursors],
+            baseline="hand-tuned: pages, random cursors",
+        ),
+        Scenario(
+            "hand-tuned: row by id",
+            reader,
+            "/status/1",
+            lua(f"'/status/' .. math.random(1, {rows})"),
+        ),
+        Scenario(
+            "BobGen: row by id",
+            base,
+            "/bobgen/status/1",
+            lua(rand_id),
+            baseline="hand-tuned: row by id",
+        ),
+        Scenario(
+            "BobGen: first page, IDENTICAL requests (coalesced)",
+            base,
+            "/bobgen/status",
+            baseline="hand-tuned: pages, random offsets",
+        ),
+        Scenario("BobGen: deep page by offset, identical", base, f"/bobgen/status?offset={deep}"),
+        Scenario("BobGen: /health", base, "/health"),
+        Scenario("minimal writer: INSERT+COMMIT", writer, "/status", lua("'/status'", post="")),
+        Scenario(
+            "BobGen: POST (token+validation+audit)",
+            base,
+            "/bobgen/status",
+            lua("'/bobgen/status'", post=auth),
+            method="POST",
+            headers=headers,
+            baseline="minimal writer: INSERT+COMMIT",
+        ),
+    ]
+
+
+SINGLE_CONNECTION = {
+    "hand-tuned: pages, random offsets",
+    "BobGen: pages, random offsets",
+    "hand-tuned: row by id",
+    "BobGen: row by id",
+    "minimal writer: INSERT+COMMIT",
+    "BobGen: POST (token+validation+audit)",
+}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rows", type=int, default=100_000)
     parser.add_argument("--batch-size", type=int, default=5_000)
     parser.add_argument("--duration", type=int, default=5, help="seconds per scenario")
-    parser.add_argument("--connections", type=int, default=32)
+    parser.add_argument("--connections", type=int, default=50)
     parser.add_argument(
         "--rounds", type=int, default=3, help="repeat all scenarios; report medians"
     )
+    parser.add_argument("--only", help="run only scenarios whose name contains this text")
     parser.add_argument("--tool", choices=("auto", "wrk", "aiohttp"), default="auto")
+    parser.add_argument("--serve-args", default="", help="extra arguments for bobgen serve")
     parser.add_argument("--output", type=Path, default=ROOT / "bench" / "results" / "latest.json")
     args = parser.parse_args()
     if args.tool == "auto":
         args.tool = "wrk" if shutil.which("wrk") else "aiohttp"
 
     workdir = Path(tempfile.mkdtemp(prefix="bobgen-bench-"))
-    db_path = workdir / "bench.db"
+    db_path, writer_db = workdir / "bench.db", workdir / "writer.db"
     seed_s, token = asyncio.run(seed(db_path, args.rows, args.batch_size))
+    apply_migrations(writer_db, DEFAULT_MIGRATIONS_DIR)
     print(f"seed {args.rows} rows: {seed_s:.3f} s ({args.rows / seed_s:,.0f} rows/s)")
     print(f"load tool: {args.tool}, {args.connections} connections, {args.duration} s per scenario")
 
-    port, baseline_port = free_port(), free_port()
+    port, bare_port, reader_port, writer_port = (free_port() for _ in range(4))
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    server = subprocess.Popen(
+    server = start(
         [
-            sys.executable,
             "-m",
             "service",
             "serve",
@@ -250,87 +359,65 @@ def main() -> None:
             "0",
             "--log-level",
             "WARNING",
+            *args.serve_args.split(),
         ],
-        env=env,
+        env,
     )
-    baseline = subprocess.Popen(
-        [sys.executable, str(ROOT / "bench" / "baseline_app.py"), str(baseline_port)], env=env
+    bare = start([str(ROOT / "bench" / "baseline_app.py"), str(bare_port)], env)
+    reader = start(
+        [str(ROOT / "bench" / "baseline_reader.py"), str(reader_port), str(db_path)], env
+    )
+    writer = start(
+        [str(ROOT / "bench" / "baseline_writer.py"), str(writer_port), str(writer_db)], env
     )
     base = f"http://127.0.0.1:{port}"
+    procs = (server, bare, reader, writer)
     try:
         wait_up(base + "/health", server)
-        wait_up(f"http://127.0.0.1:{baseline_port}/row/1", baseline)
+        wait_up(f"http://127.0.0.1:{bare_port}/row/1", bare)
+        wait_up(f"http://127.0.0.1:{reader_port}/status/1", reader)
         rss_idle = rss_mib(server.pid)
-        deep = max(args.rows - 1000, 0)
-        random_ids = [f"/bobgen/status/{random.randint(1, args.rows)}" for _ in range(2000)]
-        random_lua = (
-            f"request = function() return wrk.format('GET', '/bobgen/status/' .."
-            f" math.random(1, {args.rows})) end"
+        scenarios = scenarios_for(
+            base,
+            f"http://127.0.0.1:{reader_port}",
+            f"http://127.0.0.1:{writer_port}",
+            f"http://127.0.0.1:{bare_port}",
+            args.rows,
+            token,
         )
-        shallow_cursors = [encode_cursor(random.randint(0, 1000)) for _ in range(1000)]
-        deep_cursors = [encode_cursor(random.randint(deep - 1000, deep)) for _ in range(1000)]
-        post_lua = (
-            "wrk.method = 'POST'\nwrk.headers['Content-Type'] = 'application/json'\n"
-            f"wrk.headers['Authorization'] = 'Bearer {token}'\n"
-            f"wrk.body = '{POST_BODY}'"
-        )
-        baseline_base = f"http://127.0.0.1:{baseline_port}"
-        scenarios = [
-            Scenario("baseline (bare aiohttp)", baseline_base, "/row/1"),
-            Scenario("first page (limit 50)", base, "/bobgen/status"),
-            Scenario("deep page, cursor", base, f"/bobgen/status?cursor={encode_cursor(deep)}"),
-            # Distinct cursors defeat request coalescing: the raw cost of a page read.
-            Scenario(
-                "shallow pages, random cursors",
-                base,
-                "/bobgen/status",
-                cursor_lua(shallow_cursors),
-                [f"/bobgen/status?cursor={c}" for c in shallow_cursors],
-            ),
-            Scenario(
-                "deep pages, random cursors",
-                base,
-                "/bobgen/status",
-                cursor_lua(deep_cursors),
-                [f"/bobgen/status?cursor={c}" for c in deep_cursors],
-            ),
-            Scenario("deep page, offset", base, f"/bobgen/status?offset={deep}"),
-            Scenario("row by id (random)", base, "/bobgen/status/1", random_lua, random_ids),
-            Scenario("health", base, "/health"),
-            Scenario(
-                "create (POST)",
-                base,
-                "/bobgen/status",
-                post_lua,
-                method="POST",
-                headers={"Content-Type": "application/json", "Authorization": f"Bearer {token}"},
-            ),
-        ]
+        if args.only:
+            scenarios = [sc for sc in scenarios if args.only in sc.name]
         results = measure_all(scenarios, args)
-        baseline_result = results[0]
-        for r in results:
-            print(
-                f"{r.name:<30} {r.requests_per_s:>9.0f} req/s   p50 {r.p50_ms:7.2f} ms"
-                f"   p99 {r.p99_ms:7.2f} ms   errors {r.errors}"
-            )
+        single = [sc for sc in scenarios if sc.name in SINGLE_CONNECTION]
+        one_conn = measure_all(single, argparse.Namespace(**{**vars(args), "connections": 1}))
         rss_after = rss_mib(server.pid)
     finally:
-        for proc in (server, baseline):
+        for proc in procs:
             proc.terminate()
             proc.wait(timeout=30)
         shutil.rmtree(workdir, ignore_errors=True)
 
-    for r in results:
-        r.ratio_to_baseline = round(r.requests_per_s / baseline_result.requests_per_s, 3)
     by_name = {r.name: r for r in results}
-    cursor_vs_first = (
-        by_name["deep page, cursor"].requests_per_s
-        / by_name["first page (limit 50)"].requests_per_s
-    )
-    deep_vs_shallow = (
-        by_name["deep pages, random cursors"].requests_per_s
-        / by_name["shallow pages, random cursors"].requests_per_s
-    )
+    one_by_name = {r.name: r for r in one_conn}
+    baselines = {sc.name: sc.baseline for sc in scenarios}
+    print(f"\n{args.connections} connections (ratio: req/s over the named baseline's):")
+    for r in results:
+        base_r = by_name.get(baselines.get(r.name) or "")
+        r.ratio_to_baseline = round(r.requests_per_s / base_r.requests_per_s, 3) if base_r else None
+        ratio = f"{r.ratio_to_baseline:5.2f}x" if r.ratio_to_baseline else "      "
+        print(
+            f"  {r.name:<52} {r.requests_per_s:>9.0f} req/s {ratio}  p50 {r.p50_ms:7.2f} ms"
+            f"  p99 {r.p99_ms:7.2f} ms  errors {r.errors}"
+        )
+    print("\n1 connection (ratio: p50 over the named baseline's p50; lower is better):")
+    for r in one_conn:
+        base_r = one_by_name.get(baselines.get(r.name) or "")
+        r.ratio_to_baseline = round(r.p50_ms / base_r.p50_ms, 3) if base_r else None
+        ratio = f"{r.ratio_to_baseline:5.2f}x" if r.ratio_to_baseline else "      "
+        print(
+            f"  {r.name:<52} p50 {r.p50_ms:7.3f} ms {ratio}  p99 {r.p99_ms:7.3f} ms"
+            f"  {r.requests_per_s:>8.0f} req/s"
+        )
     summary = {
         "rows": args.rows,
         "tool": args.tool,
@@ -340,16 +427,10 @@ def main() -> None:
         "cpus": os.cpu_count(),
         "seed_seconds": round(seed_s, 3),
         "rss_mib": {"idle": round(rss_idle, 1), "after_load": round(rss_after, 1)},
-        "deep_cursor_vs_first_page": round(cursor_vs_first, 3),
-        "deep_vs_shallow_random_cursor_pages": round(deep_vs_shallow, 3),
         "results": [asdict(r) for r in results],
+        "one_connection": [asdict(r) for r in one_conn],
     }
-    print(f"\nRSS: {rss_idle:.1f} MiB idle, {rss_after:.1f} MiB after load")
-    print(f"deep cursor page / first page: {cursor_vs_first:.2f}")
-    print(f"deep / shallow random-cursor pages: {deep_vs_shallow:.2f}")
-    print(
-        "ratios to baseline: " + ", ".join(f"{r.name}={r.ratio_to_baseline}" for r in results[1:])
-    )
+    print(f"\nseed {seed_s:.2f} s; RSS: {rss_idle:.1f} MiB idle, {rss_after:.1f} MiB after load")
     args.output.parent.mkdir(parents=True, exist_ok=True)
     args.output.write_text(json.dumps(summary, indent=2))
     print(f"written to {args.output}")

@@ -62,12 +62,16 @@ async def _database_ctx(app: web.Application) -> AsyncIterator[None]:
     except BaseException:
         await db.close()
         raise
-    checkpoints = asyncio.create_task(db.run_checkpoints(config.checkpoint_interval_s))
+    background = [
+        asyncio.create_task(db.run_checkpoints(config.checkpoint_interval_s)),
+        asyncio.create_task(db.watch_signals()),
+    ]
     try:
         yield
     finally:
-        checkpoints.cancel()
-        await asyncio.gather(checkpoints, return_exceptions=True)
+        for task in background:
+            task.cancel()
+        await asyncio.gather(*background, return_exceptions=True)
         await db.close()
         log.info("database closed")
 

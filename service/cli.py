@@ -153,6 +153,9 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _serve(config: Config, args: argparse.Namespace) -> int:
+    import os
+
+    sys.setswitchinterval(float(os.environ.get("SWI", "0.005")))
     from aiohttp import web
 
     from service.app import create_app
@@ -171,8 +174,19 @@ def _serve(config: Config, args: argparse.Namespace) -> int:
         shutdown_timeout=config.shutdown_timeout_s,
         access_log=logging.getLogger("aiohttp.access") if config.access_log else None,
         print=None,
+        backlog=1024,  # bursts of new connections wait in the kernel, not refused
+        loop=_event_loop(),
     )
     return 0
+
+
+def _event_loop() -> asyncio.AbstractEventLoop:
+    """uvloop when installed: it cuts the event loop's share of each request by about half."""
+    try:
+        import uvloop
+    except ImportError:  # pragma: no cover - uvloop is a dependency except on Windows
+        return asyncio.new_event_loop()
+    return uvloop.new_event_loop()
 
 
 @asynccontextmanager

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Iterator
+from typing import Any
 
 from aiohttp import web
 from prometheus_client import (
@@ -59,6 +60,9 @@ class Metrics:
 
     def middleware(self) -> Callable[[web.Request, Handler], object]:
         requests, latency = self.requests, self.latency
+        # labels() takes a lock and re-validates its arguments on every call: keep the children.
+        counters: dict[tuple[str, str, int], Any] = {}
+        histograms: dict[tuple[str, str], Any] = {}
 
         @web.middleware
         async def metrics_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
@@ -73,8 +77,15 @@ class Metrics:
                 raise
             finally:
                 route = _route_template(request)
-                requests.labels(request.method, route, str(status)).inc()
-                latency.labels(request.method, route).observe(time.perf_counter() - started)
+                key = (request.method, route, status)
+                counter = counters.get(key)
+                if counter is None:
+                    counter = counters[key] = requests.labels(request.method, route, str(status))
+                counter.inc()
+                histogram = histograms.get(key[:2])
+                if histogram is None:
+                    histogram = histograms[key[:2]] = latency.labels(request.method, route)
+                histogram.observe(time.perf_counter() - started)
 
         return metrics_middleware
 

@@ -7,9 +7,9 @@ from datetime import UTC, datetime
 
 def utc_iso(moment: datetime) -> str:
     """``2026-11-22T09:00:00.000Z`` for any aware datetime."""
-    moment = moment.astimezone(UTC)
-    return moment.strftime("%Y-%m-%dT%H:%M:%S.") + f"{moment.microsecond // 1000:03d}Z"
+    # isoformat is several times faster than strftime, and this runs for every write.
+    return moment.astimezone(UTC).isoformat(timespec="milliseconds")[:-6] + "Z"
 
 
 def utc_now() -> str:
-    return utc_iso(datetime.now(UTC))
+    return datetime.now(UTC).isoformat(timespec="milliseconds")[:-6] + "Z"

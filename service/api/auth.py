@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Hashable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 from aiohttp import web
@@ -76,10 +76,10 @@ def _bearer(request: web.Request) -> str:
 class TokenCache:
     """Token records by hash, so a request pays no database hop to be authenticated.
 
-    Revocation still takes effect on the next request: every commit that revokes a token
-    notifies ``auth_tokens`` (see ``tokens_repo.revoke``), which changes
-    ``db.change_marker`` in this process at once and, through the signal file, in any other
-    process on the same file (the CLI revoking beside a running server). A changed marker
+    Every commit that revokes a token notifies ``auth_tokens`` (see ``tokens_repo.revoke``),
+    which moves ``db.change_marker`` at once in the committing process (the next request is
+    refused) and, through the signal file, within ``SIGNAL_POLL_S`` (0.1 s) in any other
+    process on the same file (the CLI revoking beside a running server). A moved marker
     empties the cache. ``max_age_s`` bounds how long an entry lives even if a signal is lost
     (the file deleted, a revocation done with raw SQL). Unknown tokens are never cached.
     """
@@ -89,7 +89,7 @@ class TokenCache:
         self._max_age_s = max_age_s
         self._max_entries = max_entries
         self._entries: dict[str, tuple[float, TokenRecord]] = {}
-        self._marker: Hashable = None
+        self._marker = -1
         self._lookup = BatchedLookup(self._fetch)
 
     async def find(self, digest: str) -> TokenRecord | None:
@@ -110,8 +110,7 @@ class TokenCache:
         return record
 
     async def _fetch(self, digests: Sequence[str]) -> dict[str, TokenRecord]:
-        records = await tokens_repo.find_by_hashes(self._db, digests)
-        return records
+        return await tokens_repo.find_by_hashes(self._db, digests)
 
 
 TOKEN_CACHE_KEY = web.AppKey("token_cache", TokenCache)

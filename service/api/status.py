@@ -74,5 +74,4 @@ async def create_status(request: web.Request) -> web.Response:
         return record
 
     record = await write(request, work)
-    location = str(request.app.router["status"].url_for(id=str(record["id"])))
-    return json_response(record, status=201, headers={"Location": location})
+    return json_response(record, status=201, headers={"Location": f"/bobgen/status/{record['id']}"})

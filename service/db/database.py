@@ -15,7 +15,7 @@ import logging
 import os
 import sqlite3
 import time
-from collections.abc import AsyncIterator, Hashable, Sequence
+from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any, TypeVar
@@ -40,6 +40,7 @@ JOURNAL_SIZE_LIMIT_BYTES = 64 * 1024 * 1024
 # automatic checkpoint only remains as a safety net, at ~40 MiB of WAL instead of ~4 MiB.
 WRITER_AUTOCHECKPOINT_PAGES = 10_000
 MMAP_SIZE_BYTES = 256 * 1024 * 1024
+SIGNAL_POLL_S = 0.1  # how soon another process's notify (a CLI token revoke) is seen
 
 
 class Database:
@@ -70,6 +71,7 @@ class Database:
         self._open = False
         self._lookups: dict[str, BatchedLookup[Any, Any]] = {}
         self._generations: dict[str, int] = {}
+        self._watched: dict[str, tuple[int, int] | None] = {}  # channel -> signal file seen
         self.shared_reads: SingleFlight[Any] = SingleFlight()
         self.derived: CommitCache[Any] = CommitCache(lambda: self.transactions_committed)
 
@@ -182,8 +184,8 @@ class Database:
 
     def _signal(self, channels: set[str]) -> None:
         """After a commit that notified ``channels`` (writer thread): bump this process's
-        generation, and replace the channel's signal file so other processes on this file
-        (the CLI beside a server) notice with one ``stat``."""
+        generation at once, and replace the channel's signal file so that other processes on
+        this file (the CLI beside a server) notice within ``SIGNAL_POLL_S``."""
         for channel in channels:
             self._generations[channel] = self._generations.get(channel, 0) + 1
             path = self.signal_path(channel)
@@ -194,17 +196,32 @@ class Database:
             except OSError as exc:
                 log.warning("could not write the change signal %s: %s", path, exc)
 
-    def change_marker(self, channel: str) -> Hashable:
-        """A value that differs after any commit (in any process) that notified ``channel``.
+    def change_marker(self, channel: str) -> int:
+        """A number that grows after any commit that notified ``channel``: at once for this
+        process's commits, within ``SIGNAL_POLL_S`` for other processes' (see
+        :meth:`watch_signals`). A dict look-up: free to check on every request."""
+        if channel not in self._watched:
+            self._watched[channel] = self._signal_stamp(channel)
+        return self._generations.get(channel, 0)
 
-        Costs one ``stat``: cheap enough to check on every request.
-        """
+    def _signal_stamp(self, channel: str) -> tuple[int, int] | None:
         try:
             st = os.stat(self.signal_path(channel))
-            on_disk: tuple[int, int] | None = (st.st_ino, st.st_mtime_ns)
         except OSError:
-            on_disk = None
-        return (self._generations.get(channel, 0), on_disk)
+            return None
+        return st.st_ino, st.st_mtime_ns
+
+    async def watch_signals(self, interval_s: float = SIGNAL_POLL_S) -> None:
+        """Poll the signal files of the channels in use; bump a channel's generation when
+        another process replaced its file. (A ``stat`` per request costs more than it seems:
+        it releases the GIL, and taking it back waits for the writer thread.)"""
+        while True:
+            await asyncio.sleep(interval_s)
+            for channel, seen in list(self._watched.items()):
+                current = self._signal_stamp(channel)
+                if current != seen:
+                    self._generations[channel] = self._generations.get(channel, 0) + 1
+                    self._watched[channel] = current
 
     # ---- reading -----------------------------------------------------------------------------
 
