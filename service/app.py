@@ -20,6 +20,7 @@ from service.api.auth import TOKEN_CACHE_KEY, TokenCache, auth_middleware
 from service.audit import SYSTEM_ACTOR
 from service.config import PROJECT_ROOT, Config
 from service.db import Database
+from service.db.maintenance import quick_check
 from service.db.migrations import apply_migrations
 from service.errors import error_middleware
 from service.keys import (
@@ -41,6 +42,8 @@ log = logging.getLogger(__name__)
 
 async def _database_ctx(app: web.Application) -> AsyncIterator[None]:
     config = app[CONFIG_KEY]
+    if config.startup_check:
+        await asyncio.to_thread(quick_check, config.db)  # before anything writes to it
     applied = await asyncio.to_thread(apply_migrations, config.db, config.migrations_dir)
     if applied:
         log.info("applied %d migration(s) to %s", len(applied), config.db)
@@ -93,7 +96,11 @@ def create_app(config: Config) -> web.Application:
     metrics = Metrics()
     app = web.Application(
         client_max_size=config.max_body_bytes,
-        middlewares=[metrics.middleware(), error_middleware, auth_middleware()],
+        middlewares=[
+            metrics.middleware(),
+            error_middleware(request_timeout_s=config.request_timeout_s),
+            auth_middleware(),
+        ],
     )
     app[CONFIG_KEY] = config
     app[METRICS_KEY] = metrics

@@ -40,6 +40,7 @@ class Config:
     token_cache_ttl_s: float = 30.0
     body_timeout_s: float = 30.0
     request_timeout_s: float = 60.0
+    startup_check: bool = True
     access_log: bool = False
     auth_reads: bool = False
     migrations_dir: Path = field(default=DEFAULT_MIGRATIONS_DIR)

@@ -60,18 +60,46 @@ def diagnose(db_path: Path, migrations_dir: Path) -> Report:
 
 
 def _checks(conn: sqlite3.Connection, db_path: Path, migrations_dir: Path) -> list[Check]:
-    checks = []
     try:
         result = [r[0] for r in conn.execute("PRAGMA integrity_check").fetchall()]
     except sqlite3.DatabaseError as exc:  # "file is not a database", "malformed"
         return [Check("integrity", False, f"corrupted: {exc}")]
-    checks.append(
-        Check("integrity", result == ["ok"], "ok" if result == ["ok"] else "; ".join(result[:5]))
-    )
-    checks.append(_migrations(conn, migrations_dir))
-    checks.append(_schema_version(conn, migrations_dir))
+    problems = [line for r in result for line in str(r).splitlines()]
+    checks = [
+        Check(
+            "integrity",
+            result == ["ok"],
+            "ok" if result == ["ok"] else "corrupted: " + "; ".join(problems[:5]),
+        )
+    ]
+    # A damaged file can fail any later read: report that check as failed, go on with the rest.
+    for name, check in (
+        ("migrations", lambda: _migrations(conn, migrations_dir)),
+        ("schema_version", lambda: _schema_version(conn, migrations_dir)),
+        ("wal", lambda: _wal(conn)),
+        ("foreign_keys", lambda: _foreign_keys(conn)),
+        ("yoyo_lock", lambda: _yoyo_lock(conn)),
+    ):
+        try:
+            checks.append(check())
+        except sqlite3.DatabaseError as exc:
+            checks.append(Check(name, False, f"unreadable: {exc}"))
+    checks.append(_free_disk(db_path))
+    token_file = initial_token_path(db_path)
+    if token_file.exists():
+        advice = f"{token_file} still exists: store the token safely, then delete the file"
+        checks.append(Check("initial_token_file", False, advice, warning=True))
+    else:
+        checks.append(Check("initial_token_file", True, "absent"))
+    return checks
+
+
+def _wal(conn: sqlite3.Connection) -> Check:
     mode = conn.execute("PRAGMA journal_mode").fetchone()[0]
-    checks.append(Check("wal", mode == "wal", f"journal_mode={mode}"))
+    return Check("wal", mode == "wal", f"journal_mode={mode}")
+
+
+def _foreign_keys(conn: sqlite3.Connection) -> Check:
     conn.execute("PRAGMA foreign_keys = ON")
     enforced = conn.execute("PRAGMA foreign_keys").fetchone()[0] == 1
     violations = conn.execute("PRAGMA foreign_key_check").fetchall() if enforced else []
@@ -81,16 +109,7 @@ def _checks(conn: sqlite3.Connection, db_path: Path, migrations_dir: Path) -> li
         detail = f"{len(violations)} violation(s), first: {violations[0]}"
     else:
         detail = "enforced, no violations"
-    checks.append(Check("foreign_keys", enforced and not violations, detail))
-    checks.append(_yoyo_lock(conn))
-    checks.append(_free_disk(db_path))
-    token_file = initial_token_path(db_path)
-    if token_file.exists():
-        advice = f"{token_file} still exists: store the token safely, then delete the file"
-        checks.append(Check("initial_token_file", False, advice, warning=True))
-    else:
-        checks.append(Check("initial_token_file", True, "absent"))
-    return checks
+    return Check("foreign_keys", enforced and not violations, detail)
 
 
 def _migrations(conn: sqlite3.Connection, migrations_dir: Path) -> Check:

@@ -7,6 +7,7 @@ to reach the client as a traceback.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -107,10 +108,38 @@ _HTTP_CODES = {
 }
 
 
-@web.middleware
-async def error_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+class RequestTimeout(ApiError):
+    status, code = 408, "request_timeout"
+
+
+class HandlerTimeout(ApiError):
+    """The server took longer than ``request_timeout_s`` to answer; nothing is promised about
+    a write that was under way (it may still commit): retry idempotently or check."""
+
+    status, code = 503, "timeout"
+    headers = {"Retry-After": "1"}
+
+
+def error_middleware(*, request_timeout_s: float = 60.0) -> Handler:  # type: ignore[type-arg]
+    """One JSON error shape for every failure, and a time limit on every handler."""
+
+    @web.middleware
+    async def errors(request: web.Request, handler: Handler) -> web.StreamResponse:
+        deadline = asyncio.timeout(request_timeout_s)
+        try:
+            async with deadline:
+                return await handler(request)
+        except BaseException as exc:
+            if isinstance(exc, TimeoutError) and deadline.expired():
+                exc = HandlerTimeout(f"no answer within {request_timeout_s:g} s")
+            return _error_for(request, exc)
+
+    return errors
+
+
+def _error_for(request: web.Request, error: BaseException) -> web.StreamResponse:
     try:
-        return await handler(request)
+        raise error
     except ApiError as exc:
         resp = error_response(exc.status, exc.code, exc.message, exc.details)
         resp.headers.update(exc.headers)

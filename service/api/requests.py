@@ -2,13 +2,20 @@
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 import orjson
 from aiohttp import web
 from marshmallow import Schema, ValidationError
 
-from service.errors import InvalidBody, InvalidParameter, PayloadTooLarge, UnsupportedMediaType
+from service.errors import (
+    InvalidBody,
+    InvalidParameter,
+    PayloadTooLarge,
+    RequestTimeout,
+    UnsupportedMediaType,
+)
 from service.keys import CONFIG_KEY
 
 
@@ -40,8 +47,16 @@ async def load_json(schema: Schema, request: web.Request) -> dict[str, Any]:
         raise UnsupportedMediaType(
             "send the body as application/json", details={"content_type": request.content_type}
         )
+    timeout = request.app[CONFIG_KEY].body_timeout_s
     try:
-        raw = await request.read()
+        async with asyncio.timeout(timeout):
+            raw = await request.read()
+    except TimeoutError:
+        # A client trickling its body holds only its own request; this bounds even that.
+        raise RequestTimeout(
+            f"the request body did not arrive within {timeout:g} s",
+            details={"body_timeout_s": timeout},
+        ) from None
     except web.HTTPRequestEntityTooLarge as exc:
         limit = request.app[CONFIG_KEY].max_body_bytes
         raise PayloadTooLarge("request body too large", details={"max_bytes": limit}) from exc

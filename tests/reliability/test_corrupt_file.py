@@ -1,0 +1,74 @@
+"""A corrupted database file at start: one clear error line, a non-zero exit, nothing
+written to the file, and ``bobgen doctor`` names the problem."""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import subprocess
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.reliability.conftest import BOBGEN
+
+
+def seeded_single_file(db_path: Path, rows: int = 5000) -> None:
+    subprocess.run(
+        [*BOBGEN, "seed", "--db", str(db_path), "--rows", str(rows)],
+        check=True,
+        capture_output=True,
+    )
+    with sqlite3.connect(db_path) as conn:  # everything in the main file, no WAL beside it
+        conn.execute("PRAGMA journal_mode = DELETE")
+
+
+def smash_a_table_page(db_path: Path) -> None:
+    """Overwrite the middle of a leaf page of the status table's b-tree."""
+    with sqlite3.connect(db_path) as conn:
+        page_size = conn.execute("PRAGMA page_size").fetchone()[0]
+        root = conn.execute("SELECT rootpage FROM sqlite_master WHERE name = 'status'").fetchone()
+    with db_path.open("r+b") as f:
+        for page in range(root[0] + 2, root[0] + 6):  # interior pages point at these leaves
+            f.seek((page - 1) * page_size + 8)
+            f.write(b"\xa5" * (page_size - 16))
+
+
+def garbage(db_path: Path) -> None:
+    db_path.parent.mkdir(parents=True, exist_ok=True)
+    db_path.write_bytes(b"definitely not SQLite " * 2000)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("damage", [garbage, smash_a_table_page], ids=["garbage", "bad-page"])
+def test_corrupt_file_at_start_is_one_clear_error(db_path: Path, damage: Any) -> None:
+    if damage is smash_a_table_page:
+        seeded_single_file(db_path)
+    damage(db_path)
+    before = db_path.read_bytes()
+    served = subprocess.run(
+        [*BOBGEN, "serve", "--db", str(db_path), "--port", "0", "--seed-rows", "0"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert served.returncode != 0
+    assert "Traceback" not in served.stderr
+    errors = [line for line in served.stderr.splitlines() if line.startswith("bobgen: error:")]
+    assert len(errors) == 1, served.stderr
+    assert "bobgen doctor" in errors[0]
+    assert db_path.read_bytes() == before  # nothing was migrated or written into it
+
+    doctor = subprocess.run(
+        [*BOBGEN, "doctor", "--db", str(db_path), "--json"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert doctor.returncode == 1
+    report = json.loads(doctor.stdout)
+    failed = [c for c in report["checks"] if not c["ok"]]
+    assert failed
+    assert failed[0]["name"] == "integrity"
+    assert failed[0]["detail"]
