@@ -6,7 +6,7 @@ HOST   ?= 127.0.0.1
 PORT   ?= 8080
 DB     ?= data/bobgen.db
 
-.PHONY: run test lint format bench install clean
+.PHONY: run test lint format bench soak install clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -41,6 +41,10 @@ test: lint
 
 bench: $(VENV)/.installed
 	$(BIN)/python bench/bench.py $(BENCH_ARGS)
+
+# 10 minutes of mixed load at ~70 % of the measured maximum; exits non-zero on a regression.
+soak: $(VENV)/.installed
+	$(BIN)/python bench/soak.py $(SOAK_ARGS)
 
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache .ruff_cache

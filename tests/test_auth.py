@@ -1,11 +1,15 @@
+import asyncio
 import logging
 import os
 import stat
+import sys
+import time
 from pathlib import Path
 
 import pytest
 from aiohttp.test_utils import TestClient
 
+from service.api.auth import TOKEN_CACHE_KEY
 from service.app import create_app
 from service.keys import DB_KEY
 from service.tokens import initial_token_path, revoke_token
@@ -77,6 +81,40 @@ async def test_revoked_token_is_refused_at_once(anon: TestClient) -> None:
     assert (
         await anon.post("/bobgen/status", json=VALID, headers=bearer(ADMIN_TOKEN))
     ).status == 201
+
+
+async def test_a_revocation_by_another_process_is_seen_within_the_poll_interval(
+    anon: TestClient, db_path: Path
+) -> None:
+    """The CLI revokes beside a running server: the server's token cache notices the signal
+    file within SIGNAL_POLL_S (0.1 s); this waits for it with a deadline, not a sleep."""
+    assert (
+        await anon.post("/bobgen/status", json=VALID, headers=bearer(WRITER_TOKEN))
+    ).status == 201
+    cli = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "service", "token", "revoke", "2", "--db", str(db_path)
+    )
+    assert await cli.wait() == 0
+    revoked_at = time.monotonic()
+    async with asyncio.timeout(5):
+        while True:
+            resp = await anon.post("/bobgen/status", json=VALID, headers=bearer(WRITER_TOKEN))
+            if resp.status == 401:
+                break
+            assert resp.status == 201
+            await asyncio.sleep(0.005)
+    assert time.monotonic() - revoked_at < 1.0  # 0.1 s poll, with room for a slow machine
+
+
+async def test_a_token_is_checked_without_a_database_read_once_cached(anon: TestClient) -> None:
+    cache = anon.app[TOKEN_CACHE_KEY]
+    await anon.post("/bobgen/status", json=VALID, headers=bearer(WRITER_TOKEN))
+    db = anon.app[DB_KEY]
+    reads_before = db.reads_started
+    for _ in range(5):
+        await anon.post("/bobgen/status", json=VALID, headers=bearer(WRITER_TOKEN))
+    assert db.reads_started == reads_before
+    assert len(cache) == 1
 
 
 async def test_last_used_is_recorded(anon: TestClient, db_path: Path) -> None:

@@ -92,6 +92,9 @@ class TokenCache:
         self._marker = -1
         self._lookup = BatchedLookup(self._fetch)
 
+    def __len__(self) -> int:
+        return len(self._entries)
+
     async def find(self, digest: str) -> TokenRecord | None:
         marker = self._db.change_marker(tokens_repo.TOKENS_CHANNEL)
         if marker != self._marker:

@@ -72,6 +72,7 @@ class Database:
         self._lookups: dict[str, BatchedLookup[Any, Any]] = {}
         self._generations: dict[str, int] = {}
         self._watched: dict[str, tuple[int, int] | None] = {}  # channel -> signal file seen
+        self.reads_started = 0  # borrowings of a reader: tests prove caches save them
         self.shared_reads: SingleFlight[Any] = SingleFlight()
         self.derived: CommitCache[Any] = CommitCache(lambda: self.transactions_committed)
 
@@ -230,6 +231,7 @@ class Database:
         """Borrow one read connection from the pool."""
         if not self._open:
             raise DatabaseClosed("database is closed")
+        self.reads_started += 1
         async with self._readers.acquire() as conn:
             yield conn
 

@@ -1,0 +1,200 @@
+"""Soak test (not a unit test): mixed reads and writes at ~70 % of the measured maximum.
+
+    .venv/bin/python bench/soak.py [--minutes 10] [--rows 100000] [--load 0.7]
+
+Seeds a fresh database, starts a real ``bobgen serve``, measures the maximum rate of the
+mixed workload (closed loop, 50 clients), then drives it open-loop at ``--load`` times that
+rate for ``--minutes``, minute by minute. It passes (exit 0) when, for every minute:
+
+* p99 latency stays within 1.5x of the first minute's p99,
+* RSS has grown by less than 10 % over the first minute's,
+* the WAL stays under its size limit (64 MiB, ``journal_size_limit``) plus one checkpoint's
+  worth of slack.
+
+Mix: 45 % random-offset pages, 35 % rows by random id, 20 % authenticated writes.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import random
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import aiohttp
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "bench"))
+
+from bench import POST_BODY, free_port, rss_mib, seed, wait_up  # noqa: E402
+
+WAL_LIMIT = 64 * 1024 * 1024
+WAL_SLACK = 16 * 1024 * 1024
+
+
+def wal_bytes(db: Path) -> int:
+    wal = db.with_name(db.name + "-wal")
+    return wal.stat().st_size if wal.exists() else 0
+
+
+def pick(base: str, rows: int) -> tuple[str, str]:
+    roll = random.random()
+    if roll < 0.45:
+        return "GET", f"{base}/bobgen/status?offset={random.randint(0, 1000)}"
+    if roll < 0.80:
+        return "GET", f"{base}/bobgen/status/{random.randint(1, rows)}"
+    return "POST", f"{base}/bobgen/status"
+
+
+async def one(session: aiohttp.ClientSession, method: str, url: str) -> tuple[float, bool]:
+    started = time.perf_counter()
+    kwargs = {"data": POST_BODY} if method == "POST" else {}
+    try:
+        async with session.request(method, url, **kwargs) as resp:
+            await resp.read()
+            ok = resp.status < 400
+    except aiohttp.ClientError:
+        ok = False
+    return (time.perf_counter() - started) * 1000, ok
+
+
+async def max_rate(session: aiohttp.ClientSession, base: str, rows: int, seconds: float) -> float:
+    done = 0
+    stop = time.perf_counter() + seconds
+
+    async def client() -> None:
+        nonlocal done
+        while time.perf_counter() < stop:
+            await one(session, *pick(base, rows))
+            done += 1
+
+    await asyncio.gather(*(client() for _ in range(50)))
+    return done / seconds
+
+
+async def open_loop(
+    session: aiohttp.ClientSession, base: str, rows: int, rate: float, seconds: float
+) -> tuple[list[float], int]:
+    """Send at ``rate`` per second regardless of answers (no coordinated omission)."""
+    latencies: list[float] = []
+    errors = 0
+    tasks: set[asyncio.Task[tuple[float, bool]]] = set()
+
+    def collect(task: asyncio.Task[tuple[float, bool]]) -> None:
+        nonlocal errors
+        tasks.discard(task)
+        latency, ok = task.result()
+        latencies.append(latency)
+        errors += not ok
+
+    start = time.perf_counter()
+    sent = 0
+    while (now := time.perf_counter()) - start < seconds:
+        due = int((now - start) * rate)
+        for _ in range(due - sent):
+            task = asyncio.ensure_future(one(session, *pick(base, rows)))
+            task.add_done_callback(collect)
+            tasks.add(task)
+        sent = max(sent, due)
+        await asyncio.sleep(0.002)
+    if tasks:
+        await asyncio.wait(tasks)
+    return latencies, errors
+
+
+async def soak(args: argparse.Namespace, base: str, token: str, server_pid: int, db: Path) -> dict:
+    headers = {"Authorization": f"Bearer {token}", "Content-Type": "application/json"}
+    connector = aiohttp.TCPConnector(limit=200)
+    async with aiohttp.ClientSession(connector=connector, headers=headers) as session:
+        maximum = await max_rate(session, base, args.rows, 10)
+        rate = maximum * args.load
+        print(f"measured maximum {maximum:.0f} req/s; soaking at {rate:.0f} req/s", flush=True)
+        minutes = []
+        for minute in range(1, args.minutes + 1):
+            latencies, errors = await open_loop(session, base, args.rows, rate, 60)
+            wal = wal_bytes(db)
+            q = statistics.quantiles(latencies, n=100)
+            row = {
+                "minute": minute,
+                "requests": len(latencies),
+                "errors": errors,
+                "p50_ms": round(q[49], 2),
+                "p99_ms": round(q[98], 2),
+                "rss_mib": round(rss_mib(server_pid), 1),
+                "wal_mib": round(wal / 2**20, 1),
+            }
+            minutes.append(row)
+            print(json.dumps(row), flush=True)
+    first = minutes[0]
+    checks = {
+        "p99_within_1.5x_of_first_minute": all(
+            m["p99_ms"] <= 1.5 * first["p99_ms"] for m in minutes
+        ),
+        "rss_growth_below_10pct": all(m["rss_mib"] < 1.10 * first["rss_mib"] for m in minutes),
+        "wal_under_limit": all(m["wal_mib"] * 2**20 <= WAL_LIMIT + WAL_SLACK for m in minutes),
+        "no_errors": all(m["errors"] == 0 for m in minutes),
+    }
+    return {
+        "max_rate": round(maximum, 1),
+        "rate": round(rate, 1),
+        "load": args.load,
+        "minutes": minutes,
+        "checks": checks,
+        "ok": all(checks.values()),
+    }
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--minutes", type=int, default=10)
+    parser.add_argument("--rows", type=int, default=100_000)
+    parser.add_argument("--load", type=float, default=0.7, help="fraction of the maximum rate")
+    parser.add_argument("--output", type=Path, default=ROOT / "bench" / "results" / "soak.json")
+    args = parser.parse_args()
+    workdir = Path(tempfile.mkdtemp(prefix="bobgen-soak-"))
+    db = workdir / "soak.db"
+    _, token = asyncio.run(seed(db, args.rows, 5000))
+    port = free_port()
+    server = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "service",
+            "serve",
+            "--db",
+            str(db),
+            "--port",
+            str(port),
+            "--seed-rows",
+            "0",
+            "--log-level",
+            "WARNING",
+        ],
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+    )
+    base = f"http://127.0.0.1:{port}"
+    try:
+        wait_up(base + "/health", server)
+        report = asyncio.run(soak(args, base, token, server.pid, db))
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
+        shutil.rmtree(workdir, ignore_errors=True)
+    print(json.dumps(report["checks"], indent=2))
+    args.output.parent.mkdir(parents=True, exist_ok=True)
+    args.output.write_text(json.dumps(report, indent=2))
+    print(f"{'PASS' if report['ok'] else 'FAIL'}; written to {args.output}")
+    return 0 if report["ok"] else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
