@@ -19,8 +19,44 @@ from service.errors import (
 from service.keys import CONFIG_KEY
 
 
+class _ValidatedQueries:
+    """Query strings already validated, by (schema, raw query string).
+
+    Validation is a pure function of the two, and list endpoints see the same few query
+    strings again and again (pages, filters): marshmallow then runs once per distinct string,
+    not once per request. Only successes are kept; the size is bounded.
+    """
+
+    MAX_ENTRIES = 4096
+
+    def __init__(self) -> None:
+        self._entries: dict[tuple[int, str], dict[str, Any]] = {}
+
+    def get(self, schema: Schema, raw: str) -> dict[str, Any] | None:
+        found = self._entries.get((id(schema), raw))
+        return dict(found) if found is not None else None  # a copy: callers may change it
+
+    def put(self, schema: Schema, raw: str, loaded: dict[str, Any]) -> None:
+        if len(self._entries) >= self.MAX_ENTRIES:
+            self._entries.clear()
+        self._entries[(id(schema), raw)] = dict(loaded)
+
+
+_validated = _ValidatedQueries()
+
+
 def load_query(schema: Schema, request: web.Request) -> dict[str, Any]:
     """Validate the query string; a repeated parameter is an error rather than a silent pick."""
+    raw = request.query_string
+    found = _validated.get(schema, raw)
+    if found is not None:
+        return found
+    loaded = _load_query(schema, request)
+    _validated.put(schema, raw, loaded)
+    return loaded
+
+
+def _load_query(schema: Schema, request: web.Request) -> dict[str, Any]:
     query = request.query
     repeated = sorted({k for k in query if len(query.getall(k)) > 1})
     if repeated:

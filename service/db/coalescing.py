@@ -84,12 +84,33 @@ class SingleFlight(Generic[T]):
 
     async def run(self, key: Hashable, compute: Callable[[], Awaitable[T]]) -> T:
         shared = self._in_flight.get(key)
-        if shared is None:
-            shared = asyncio.ensure_future(compute())
-            self._in_flight[key] = shared
-            shared.add_done_callback(lambda _: self._in_flight.pop(key, None))
-        # Shielded: one caller going away (client disconnect) must not cancel the others' query.
-        return await asyncio.shield(shared)
+        while shared is not None:
+            try:
+                # Shielded: a follower going away must not cancel the leader's query.
+                return await asyncio.shield(shared)
+            except asyncio.CancelledError:
+                if not shared.cancelled():
+                    raise  # this follower was cancelled
+                # The leader was cancelled (its client went away): lead a new attempt.
+                shared = self._in_flight.get(key)
+        # The first caller runs the query itself (no task to create: cheaper on the hot path)
+        # and hands its result to whoever joined meanwhile.
+        shared = asyncio.get_running_loop().create_future()
+        self._in_flight[key] = shared
+        try:
+            result = await compute()
+        except BaseException as exc:
+            if isinstance(exc, asyncio.CancelledError):
+                shared.cancel()
+            else:
+                shared.set_exception(exc)
+                shared.exception()  # marks it retrieved: no warning when nobody joined
+            raise
+        finally:
+            if self._in_flight.get(key) is shared:
+                del self._in_flight[key]
+        shared.set_result(result)
+        return result
 
 
 class CommitCache(Generic[T]):

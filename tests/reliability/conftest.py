@@ -70,6 +70,15 @@ class Server:
                     pass
                 await asyncio.sleep(0.05)
 
+    async def wait_seeded(self, timeout: float = 30) -> None:
+        """Until the background seed (``--seed-rows``) is complete."""
+        async with asyncio.timeout(timeout), aiohttp.ClientSession() as session:
+            while True:
+                async with session.get(self.url + "/health") as resp:
+                    if (await resp.json())["seed"]["state"] == "complete":
+                        return
+                await asyncio.sleep(0.05)
+
     def kill9(self) -> None:
         assert self.proc is not None
         os.kill(self.proc.pid, signal.SIGKILL)

@@ -67,6 +67,7 @@ async def trickle_post(port: int, *, byte_every_s: float = 0.05) -> tuple[int, d
 @pytest.mark.slow
 async def test_a_trickled_body_does_not_stall_others_and_times_out(make_server: Any) -> None:
     server = await make_server("--seed-rows", "2000", "--body-timeout-s", "3")
+    await server.wait_seeded()
     tricklers = [asyncio.ensure_future(trickle_post(server.port)) for _ in range(20)]
     async with asyncio.timeout(20):
         statuses = await normal_traffic(server.url)
@@ -88,6 +89,7 @@ async def test_the_request_time_limit_ends_a_slow_request(make_server: Any) -> N
 @pytest.mark.slow
 async def test_a_client_that_never_reads_does_not_stall_others(make_server: Any) -> None:
     server = await make_server("--seed-rows", "2000")
+    await server.wait_seeded()
     _, writer = await asyncio.open_connection("127.0.0.1", server.port)
     big_page = b"GET /bobgen/status?limit=500 HTTP/1.1\r\nHost: test\r\n\r\n"
     writer.write(big_page * 300)  # ~50 MB of answers, pipelined, never read
@@ -104,6 +106,7 @@ async def test_a_client_that_never_reads_does_not_stall_others(make_server: Any)
 @pytest.mark.slow
 async def test_a_thousand_idle_connections_beside_normal_load(make_server: Any) -> None:
     server = await make_server("--seed-rows", "2000")
+    await server.wait_seeded()
     rss_before = server.rss_mib()
     idle = []
     for _ in range(1000):
