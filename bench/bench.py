@@ -226,8 +226,8 @@ def lua(request: str, *, post: str | None = None) -> str:
     return head + f"request = function() return wrk.format({method}, {request}) end"
 
 
-def start(cmd: list[str], env: dict[str, str]) -> subprocess.Popen[bytes]:
-    return subprocess.Popen([sys.executable, *cmd], env=env)
+def start(cmd: list[str], env: dict[str, str], cwd: Path | None = None) -> subprocess.Popen[bytes]:
+    return subprocess.Popen([sys.executable, *cmd], env=env, cwd=cwd)
 
 
 def scenarios_for(
@@ -332,6 +332,12 @@ def main() -> None:
     parser.add_argument("--only", help="run only scenarios whose name contains this text")
     parser.add_argument("--tool", choices=("auto", "wrk", "aiohttp"), default="auto")
     parser.add_argument("--serve-args", default="", help="extra arguments for bobgen serve")
+    parser.add_argument(
+        "--server-root",
+        type=Path,
+        default=ROOT,
+        help="serve from another checkout (e.g. a git worktree of an older commit) to compare",
+    )
     parser.add_argument("--output", type=Path, default=ROOT / "bench" / "results" / "latest.json")
     args = parser.parse_args()
     if args.tool == "auto":
@@ -346,6 +352,7 @@ def main() -> None:
 
     port, bare_port, reader_port, writer_port = (free_port() for _ in range(4))
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    server_env = {**os.environ, "PYTHONPATH": str(args.server_root)}
     server = start(
         [
             "-m",
@@ -361,7 +368,8 @@ def main() -> None:
             "WARNING",
             *args.serve_args.split(),
         ],
-        env,
+        server_env,
+        cwd=args.server_root,  # `python -m` puts the working directory first on sys.path
     )
     bare = start([str(ROOT / "bench" / "baseline_app.py"), str(bare_port)], env)
     reader = start(

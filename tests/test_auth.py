@@ -14,7 +14,7 @@ from service.app import create_app
 from service.keys import DB_KEY
 from service.tokens import initial_token_path, revoke_token
 from tests.conftest import ADMIN_TOKEN, READER_TOKEN, WRITER_TOKEN, bearer
-from tests.test_status_api import VALID, assert_error
+from tests.helpers import VALID, assert_error
 
 
 @pytest.fixture

@@ -4,8 +4,6 @@ import asyncio
 import os
 import signal
 import sqlite3
-import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -16,12 +14,7 @@ from service import __version__
 from service.keys import SEEDER_KEY
 from service.seeding import SeedState
 from tests.conftest import free_port
-
-BOBGEN = [sys.executable, "-m", "service"]
-
-
-def run_cli(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([*BOBGEN, *args], capture_output=True, text=True, timeout=120, env=env)
+from tests.helpers import BOBGEN, run_cli
 
 
 def test_version_and_help() -> None:

@@ -37,6 +37,13 @@ def test_boolean_env_values() -> None:
         {"BOBGEN_SEED_ROWS": "-1"},
         {"BOBGEN_LOG_LEVEL": "LOUD"},
         {"BOBGEN_READ_CONNECTIONS": "0"},
+        {"BOBGEN_WRITE_BATCH_MAX": "0"},
+        {"BOBGEN_WRITE_BATCH_WAIT_MS": "-1"},
+        {"BOBGEN_WRITE_BATCH_WAIT_MS": "5000"},
+        {"BOBGEN_BODY_TIMEOUT_S": "0"},
+        {"BOBGEN_REQUEST_TIMEOUT_S": "-3"},
+        {"BOBGEN_TOKEN_CACHE_TTL_S": "0"},
+        {"BOBGEN_STARTUP_CHECK": "perhaps"},
     ],
 )
 def test_bad_values_are_rejected_with_the_source_named(env: dict[str, str]) -> None:

@@ -10,7 +10,7 @@ from service.db import Database
 from service.importer import DumpUnreadable, import_dump
 from service.runs import RunContext
 from tests.conftest import REPO_ROOT
-from tests.test_cli_and_lifecycle import run_cli
+from tests.helpers import run_cli
 
 EXAMPLE = json.loads((REPO_ROOT / "seeds" / "memory_dump_example.json").read_text())
 TABLES = (

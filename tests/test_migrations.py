@@ -13,6 +13,7 @@ from service.db.migrations import (
     rollback_migrations,
 )
 from tests.conftest import REPO_ROOT
+from tests.helpers import ALL_MIGRATIONS
 
 
 def tables(db: Path) -> set[str]:
@@ -20,11 +21,6 @@ def tables(db: Path) -> set[str]:
         return {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type='table'")}
 
 
-ALL_MIGRATIONS = sorted(
-    p.name.removesuffix(".sql")
-    for p in DEFAULT_MIGRATIONS_DIR.glob("*.sql")
-    if not p.name.endswith(".rollback.sql")
-)
 # Tables each migration creates, newest last.
 TABLES_BY_MIGRATION = {
     "0001_create_status": {"status"},

@@ -8,9 +8,7 @@ import pytest
 from aiohttp.test_utils import TestClient
 
 from service.auth import hash_token
-from tests.test_cli_and_lifecycle import run_cli
-from tests.test_migrations import ALL_MIGRATIONS
-from tests.test_status_api import VALID
+from tests.helpers import ALL_MIGRATIONS, VALID, run_cli
 
 
 def dump(db: Path) -> dict[str, list[tuple]]:  # type: ignore[type-arg]

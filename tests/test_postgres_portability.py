@@ -10,7 +10,7 @@ import pytest
 
 from service.config import DEFAULT_MIGRATIONS_DIR
 from service.db.migrations import apply_migrations, migration_state, rollback_migrations
-from tests.test_migrations import ALL_MIGRATIONS
+from tests.helpers import ALL_MIGRATIONS
 
 psycopg = pytest.importorskip("psycopg", reason="psycopg is not installed (test extra)")
 

@@ -9,7 +9,7 @@ from aiohttp.test_utils import TestClient
 from service.db import ForeignKeyViolation, execute
 from service.keys import DB_KEY
 from tests.conftest import READER_TOKEN, bearer
-from tests.test_status_api import assert_error
+from tests.helpers import assert_error
 
 GRAPH = {
     "nodes": [{"id": "fetch"}, {"id": "parse", "label": "Parse"}, {"id": "report"}],

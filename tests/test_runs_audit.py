@@ -11,7 +11,7 @@ from service.config import Config
 from service.db import ForeignKeyViolation, Work, execute
 from service.keys import DB_KEY, RUN_CONTEXT_KEY
 from tests.conftest import WRITER_TOKEN, wait_for_seed
-from tests.test_status_api import VALID, assert_error
+from tests.helpers import VALID, assert_error
 
 
 def audit_rows(db_path: Path) -> list[tuple[Any, ...]]:

@@ -10,25 +10,7 @@ from aiohttp.test_utils import TestClient
 from service.repositories.status import STATUS_FIELDS
 from service.seeding import seed_row
 from tests.conftest import REPO_ROOT, wait_for_seed
-
-VALID = {
-    "uptime": 99.95,
-    "version": "2.3.4",
-    "latency": 12.5,
-    "error_rate": 0.001,
-    "last_run": "2026-11-22T10:00:00+01:00",
-    "blocks": 3,
-    "runbook_link": "https://runbooks.example.com/x",
-    "dashboard_link": "https://grafana.example.com/d/x",
-}
-
-
-def assert_error(body: dict[str, Any], code: str) -> dict[str, Any]:
-    assert set(body) == {"error"}
-    assert set(body["error"]) == {"code", "message", "details"}
-    assert body["error"]["code"] == code, body
-    assert isinstance(body["error"]["message"], str) and body["error"]["message"]
-    return body["error"]["details"]
+from tests.helpers import VALID, assert_error
 
 
 async def test_first_page_defaults(seeded_client: TestClient) -> None:

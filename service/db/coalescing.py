@@ -32,42 +32,59 @@ class BatchedLookup(Generic[K, V]):
         self._max_batch = max_batch
         self._pending: dict[K, list[asyncio.Future[V | None]]] = {}
         self._slots = concurrency
+        self._busy = 0  # fetches in flight, inline or in drain tasks
         self._drains: set[asyncio.Task[None]] = set()  # strong refs: the loop keeps weak ones
 
     async def get(self, key: K) -> V | None:
-        loop = asyncio.get_running_loop()
-        fut: asyncio.Future[V | None] = loop.create_future()
+        if self._busy < self._slots and not self._pending:
+            # A free slot and nobody queued: fetch in the caller's own task. A lone client
+            # then pays no task creation and no extra wake-up of the event loop.
+            self._busy += 1
+            try:
+                found = await self._fetch_many([key])
+            finally:
+                self._busy -= 1
+                self._start_drains()  # keys that queued up meanwhile
+            return found.get(key)
+        fut: asyncio.Future[V | None] = asyncio.get_running_loop().create_future()
         self._pending.setdefault(key, []).append(fut)
-        if len(self._drains) < self._slots:
-            task = loop.create_task(self._drain())
+        self._start_drains()
+        return await fut
+
+    def _start_drains(self) -> None:
+        while self._pending and self._busy < self._slots:
+            self._busy += 1
+            task = asyncio.get_running_loop().create_task(self._drain())
             self._drains.add(task)
             task.add_done_callback(self._drains.discard)
-        return await fut
 
     async def _drain(self) -> None:
         """Fetch pending keys until none are left; new arrivals ride along on the next query."""
-        while self._pending:
-            keys = list(self._pending)[: self._max_batch]
-            waiters = {k: self._pending.pop(k) for k in keys}
-            try:
-                found = await self._fetch_many(keys)
-            except BaseException as exc:
-                for futs in waiters.values():
+        try:
+            while self._pending:
+                keys = list(self._pending)[: self._max_batch]
+                waiters = {k: self._pending.pop(k) for k in keys}
+                try:
+                    found = await self._fetch_many(keys)
+                except BaseException as exc:
+                    for futs in waiters.values():
+                        for f in futs:
+                            if f.done():
+                                continue
+                            if isinstance(exc, asyncio.CancelledError):
+                                f.cancel()
+                            else:
+                                f.set_exception(exc)
+                    if not isinstance(exc, Exception):
+                        raise
+                    continue
+                for k, futs in waiters.items():
+                    value = found.get(k)
                     for f in futs:
-                        if f.done():
-                            continue
-                        if isinstance(exc, asyncio.CancelledError):
-                            f.cancel()
-                        else:
-                            f.set_exception(exc)
-                if not isinstance(exc, Exception):
-                    raise
-                continue
-            for k, futs in waiters.items():
-                value = found.get(k)
-                for f in futs:
-                    if not f.done():
-                        f.set_result(value)
+                        if not f.done():
+                            f.set_result(value)
+        finally:
+            self._busy -= 1
 
 
 class SingleFlight(Generic[T]):

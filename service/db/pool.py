@@ -46,14 +46,19 @@ class ConnectionPool(Generic[C]):
 
     @asynccontextmanager
     async def acquire(self) -> AsyncIterator[C]:
-        conn = await self._acquire()
+        conn = await self.borrow()
         try:
             yield conn
         finally:
-            self._borrowed -= 1
-            self._release(conn)
+            self.give_back(conn)
 
-    async def _acquire(self) -> C:
+    def give_back(self, conn: C) -> None:
+        """Return a connection from :meth:`borrow` (exactly once)."""
+        self._borrowed -= 1
+        self._release(conn)
+
+    async def borrow(self) -> C:
+        """A connection to hand back with :meth:`give_back`; prefer :meth:`acquire`."""
         if self._closing:
             raise DatabaseClosed("database is closed")
         if self._idle:

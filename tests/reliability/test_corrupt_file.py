@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from tests.reliability.conftest import BOBGEN
+from tests.helpers import BOBGEN
 
 
 def seeded_single_file(db_path: Path, rows: int = 5000) -> None:
