@@ -33,8 +33,8 @@ sys.path.insert(0, str(ROOT))
 
 from service.auth import Scope  # noqa: E402
 from service.config import DEFAULT_MIGRATIONS_DIR  # noqa: E402
-from service.db import Database  # noqa: E402
 from service.db.migrations import apply_migrations  # noqa: E402
+from service.db.sqlite import SqliteDatabase  # noqa: E402
 from service.schemas.common import encode_cursor  # noqa: E402
 from service.seeding import Seeder  # noqa: E402
 from service.tokens import create_token  # noqa: E402
@@ -72,7 +72,7 @@ def free_port() -> int:
 async def seed(db_path: Path, rows: int, batch_size: int) -> tuple[float, str]:
     """Seed (timed) and create a write token for the POST scenario."""
     apply_migrations(db_path, DEFAULT_MIGRATIONS_DIR)
-    db = Database(db_path)
+    db = SqliteDatabase(db_path)
     await db.open()
     try:
         started = time.perf_counter()
@@ -102,9 +102,11 @@ def wait_up(url: str, proc: subprocess.Popen[bytes], timeout: float = 30) -> Non
     raise SystemExit(f"{url} did not come up")
 
 
-def rss_mib(pid: int) -> float:
+def rss_mib(pid: int, field: str = "VmRSS") -> float:
+    """Resident memory of ``pid``. ``RssAnon`` is the process's own memory; ``VmRSS`` also
+    counts pages of the database file mapped by SQLite's mmap, which grow with the file."""
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
+        if line.startswith(field + ":"):
             return int(line.split()[1]) / 1024
     return float("nan")
 

@@ -32,8 +32,8 @@ sys.path.insert(0, str(ROOT / "bench"))
 from bench import free_port, rss_mib, wait_up  # noqa: E402
 from service.auth import ALL_SCOPES  # noqa: E402
 from service.config import DEFAULT_MIGRATIONS_DIR  # noqa: E402
-from service.db import Database  # noqa: E402
 from service.db.migrations import apply_migrations  # noqa: E402
+from service.db.sqlite import SqliteDatabase  # noqa: E402
 from service.schemas.common import encode_cursor  # noqa: E402
 from service.tokens import create_token  # noqa: E402
 
@@ -78,7 +78,7 @@ def build(db_path: Path, projects: int, ideas: int) -> tuple[list[str], float]:
 
 
 async def make_token(db_path: Path) -> str:
-    db = Database(db_path)
+    db = SqliteDatabase(db_path)
     await db.open()
     try:
         token, _ = await create_token(

@@ -7,7 +7,8 @@ mixed workload (closed loop, 50 clients), then drives it open-loop at ``--load``
 rate for ``--minutes``, minute by minute. It passes (exit 0) when, for every minute:
 
 * p99 latency stays within 1.5x of the first minute's p99,
-* RSS has grown by less than 10 % over the first minute's,
+* the process's own memory (RssAnon) has grown by less than 10 % over the first minute's
+  (VmRSS is reported too; it also counts the mmap'ed database file, which writes enlarge),
 * the WAL stays under its size limit (64 MiB, ``journal_size_limit``) plus one checkpoint's
   worth of slack.
 
@@ -130,6 +131,7 @@ async def soak(args: argparse.Namespace, base: str, token: str, server_pid: int,
                 "p50_ms": round(q[49], 2),
                 "p99_ms": round(q[98], 2),
                 "rss_mib": round(rss_mib(server_pid), 1),
+                "rss_anon_mib": round(rss_mib(server_pid, "RssAnon"), 1),
                 "wal_mib": round(wal / 2**20, 1),
             }
             minutes.append(row)
@@ -139,7 +141,11 @@ async def soak(args: argparse.Namespace, base: str, token: str, server_pid: int,
         "p99_within_1.5x_of_first_minute": all(
             m["p99_ms"] <= 1.5 * first["p99_ms"] for m in minutes
         ),
-        "rss_growth_below_10pct": all(m["rss_mib"] < 1.10 * first["rss_mib"] for m in minutes),
+        # The process's own memory: VmRSS also grows with the mmap'ed database file, which the
+        # soak's writes enlarge by design (reported, not judged).
+        "rss_growth_below_10pct": all(
+            m["rss_anon_mib"] < 1.10 * first["rss_anon_mib"] for m in minutes
+        ),
         "wal_under_limit": all(m["wal_mib"] * 2**20 <= WAL_LIMIT + WAL_SLACK for m in minutes),
         "no_errors": all(m["errors"] == 0 for m in minutes),
     }

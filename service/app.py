@@ -19,7 +19,7 @@ from service.api import setup_routes
 from service.api.auth import TOKEN_CACHE_KEY, TokenCache, auth_middleware
 from service.audit import SYSTEM_ACTOR
 from service.config import PROJECT_ROOT, Config
-from service.db import Database
+from service.db import connect
 from service.db.maintenance import quick_check
 from service.db.migrations import apply_migrations
 from service.errors import error_middleware
@@ -42,19 +42,12 @@ log = logging.getLogger(__name__)
 
 async def _database_ctx(app: web.Application) -> AsyncIterator[None]:
     config = app[CONFIG_KEY]
-    if config.startup_check:
-        await asyncio.to_thread(quick_check, config.db)  # before anything writes to it
+    if config.startup_check and config.db.is_sqlite:
+        await asyncio.to_thread(quick_check, config.db.sqlite_path)  # before anything writes
     applied = await asyncio.to_thread(apply_migrations, config.db, config.migrations_dir)
     if applied:
         log.info("applied %d migration(s) to %s", len(applied), config.db)
-    db = Database(
-        config.db,
-        read_connections=config.read_connections,
-        busy_timeout_ms=config.busy_timeout_ms,
-        max_batch=config.write_batch_max,
-        max_batch_wait_ms=config.write_batch_wait_ms,
-        close_timeout_s=config.shutdown_timeout_s,
-    )
+    db = connect(config.db, config.database_options())
     await db.open()
     app[DB_KEY] = db
     app[TOKEN_CACHE_KEY] = TokenCache(db, max_age_s=config.token_cache_ttl_s)
@@ -66,8 +59,7 @@ async def _database_ctx(app: web.Application) -> AsyncIterator[None]:
         await db.close()
         raise
     background = [
-        asyncio.create_task(db.run_checkpoints(config.checkpoint_interval_s)),
-        asyncio.create_task(db.watch_signals()),
+        asyncio.create_task(run()) for run in db.background_tasks(config.checkpoint_interval_s)
     ]
     try:
         yield

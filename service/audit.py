@@ -69,5 +69,9 @@ def audited(actor: str, body: Body[T]) -> Work[T]:
 
 
 async def audited_write(db: Database, actor: str, body: Body[T]) -> T:
-    """Run ``body`` and its audit rows as one unit of work on the writer."""
-    return await db.write(audited(actor, body))
+    """Run ``body`` and its audit rows as one unit of work.
+
+    Handed over as a factory so that a backend may run it again after a serialization
+    failure (PostgreSQL): ``body`` must not depend on state a first attempt changed.
+    """
+    return await db.write(lambda: audited(actor, body))

@@ -9,10 +9,10 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import dataclasses
 import getpass
 import json
 import logging
-import sqlite3
 import sys
 import time
 from collections.abc import AsyncIterator, Callable, Sequence
@@ -22,7 +22,7 @@ from typing import Any
 
 from service import __version__
 from service.config import PROJECT_ROOT, Config, ConfigError
-from service.db import Database, DatabaseUnavailable
+from service.db import Database, DatabaseError, DatabaseUnavailable, connect
 from service.db.maintenance import BackupError
 from service.db.migrations import MigrationError
 from service.runs import RunContext, current_git_sha
@@ -145,7 +145,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return COMMANDS[name](config, args)
     except KeyboardInterrupt:
         return 130
-    except (MigrationError, DatabaseUnavailable, BackupError, sqlite3.Error, OSError) as exc:
+    except (MigrationError, DatabaseError, BackupError, OSError) as exc:
         # Operator-facing failures (unwritable path, port in use, stale lock): one clear line.
         log.debug("command failed", exc_info=True)
         print(f"bobgen: error: {exc}", file=sys.stderr)
@@ -153,9 +153,6 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _serve(config: Config, args: argparse.Namespace) -> int:
-    import os
-
-    sys.setswitchinterval(float(os.environ.get("SWI", "0.005")))
     from aiohttp import web
 
     from service.app import create_app
@@ -194,9 +191,11 @@ async def _open(config: Config, *, migrate: bool) -> AsyncIterator[Database]:
     """Open the database for a CLI command, migrating it first if asked (one open either way)."""
     if migrate:
         applied = await _apply_or_rollback(config, "apply")
-    elif not config.db.exists():
-        raise DatabaseUnavailable(f"not initialized yet: {config.db} does not exist")
-    db = Database(config.db, read_connections=1, busy_timeout_ms=config.busy_timeout_ms)
+    else:
+        _require_initialized(config)
+    # One reader and a small pool: a command does one thing at a time.
+    options = dataclasses.replace(config.database_options(), read_connections=1, pool_size=2)
+    db = connect(config.db, options)
     await db.open()
     try:
         if migrate:
@@ -204,6 +203,13 @@ async def _open(config: Config, *, migrate: bool) -> AsyncIterator[Database]:
         yield db
     finally:
         await db.close()
+
+
+def _require_initialized(config: Config) -> None:
+    """A SQLite file that does not exist is not created by a read-only command."""
+    path = config.db.path
+    if path is not None and not path.exists():
+        raise DatabaseUnavailable(f"not initialized yet: {path} does not exist")
 
 
 def _run_context(config: Config) -> RunContext:
@@ -241,8 +247,7 @@ def _migrate(config: Config, args: argparse.Namespace) -> int:
 
 
 def _rollback(config: Config, args: argparse.Namespace) -> int:
-    if not config.db.exists():
-        raise DatabaseUnavailable(f"not initialized yet: {config.db} does not exist")
+    _require_initialized(config)
     if args.steps < 1:
         print("bobgen: error: --steps must be at least 1", file=sys.stderr)
         return 2
@@ -254,19 +259,21 @@ def _rollback(config: Config, args: argparse.Namespace) -> int:
 def _db_status(config: Config, args: argparse.Namespace) -> int:
     from service.db.migrations import migration_state
 
-    if not config.db.exists():
-        raise DatabaseUnavailable(f"not initialized yet: {config.db} does not exist")
+    _require_initialized(config)
     state = migration_state(config.db, config.migrations_dir)
-    with sqlite3.connect(f"file:{config.db}?mode=ro", uri=True) as conn:
-        try:
-            version = conn.execute("SELECT schema_version FROM meta").fetchone()[0]
-        except sqlite3.OperationalError:
-            version = None
+    version = asyncio.run(_schema_version(config))
     print(f"database:       {config.db}")
     print(f"schema_version: {version}")
     print(f"applied:        {', '.join(state.applied) or '-'}")
     print(f"pending:        {', '.join(state.pending) or '-'}")
     return 0 if not state.pending else 1
+
+
+async def _schema_version(config: Config) -> int | None:
+    from service.db.maintenance import schema_version
+
+    async with _open(config, migrate=False) as db:
+        return await schema_version(db)
 
 
 def _vacuum(config: Config, args: argparse.Namespace) -> int:
@@ -284,12 +291,12 @@ async def _maintenance(config: Config, what: str, target: Path | None) -> int:
     async with _open(config, migrate=False) as db:
         started = time.perf_counter()
         if what == "vacuum":
-            before, after = await asyncio.to_thread(maintenance.vacuum, config.db)
+            before, after = await maintenance.vacuum(db)
             data: dict[str, Any] = {"bytes_before": before, "bytes_after": after}
             message = f"vacuum: {before} -> {after} bytes"
         else:
             assert target is not None
-            result = await asyncio.to_thread(maintenance.backup, config.db, target)
+            result = await maintenance.backup(db, target)
             data = {"path": str(result.path), "bytes": result.bytes, "pages": result.pages}
             message = f"backup written to {result.path} ({result.bytes} bytes), integrity ok"
         data["seconds"] = round(time.perf_counter() - started, 3)

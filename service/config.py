@@ -11,8 +11,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from service.db.database import DatabaseOptions
+from service.db.url import DatabaseURL, InvalidDatabaseURL
+
 ENV_PREFIX = "BOBGEN_"
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
+DEFAULT_DB = DatabaseURL.sqlite(Path("data/bobgen.db"))
 DEFAULT_MIGRATIONS_DIR = PROJECT_ROOT / "migrations"
 
 
@@ -26,7 +30,7 @@ class Config:
 
     host: str = "127.0.0.1"
     port: int = 8080
-    db: Path = Path("data/bobgen.db")
+    db: DatabaseURL = DEFAULT_DB
     seed_rows: int = 100_000
     seed_batch_size: int = 5_000
     log_level: str = "INFO"
@@ -41,11 +45,20 @@ class Config:
     body_timeout_s: float = 30.0
     request_timeout_s: float = 60.0
     startup_check: bool = True
+    pg_pool_size: int = 10
+    pg_command_timeout_s: float = 30.0
+    pg_connect_timeout_s: float = 5.0
+    pg_statement_cache_size: int = 100  # 0 behind pgbouncer in transaction mode
     access_log: bool = False
     auth_reads: bool = False
     migrations_dir: Path = field(default=DEFAULT_MIGRATIONS_DIR)
 
     def __post_init__(self) -> None:
+        if not isinstance(self.db, DatabaseURL):
+            try:
+                object.__setattr__(self, "db", DatabaseURL.parse(self.db))
+            except InvalidDatabaseURL as exc:
+                raise ConfigError(str(exc)) from None
         if not 0 <= self.port <= 65535:
             raise ConfigError(f"port must be 0..65535, got {self.port}")
         if self.seed_rows < 0:
@@ -67,6 +80,15 @@ class Config:
                 f"write_batch_wait_ms must be 0..1000, got {self.write_batch_wait_ms}"
             )
         for name in ("token_cache_ttl_s", "body_timeout_s", "request_timeout_s"):
+            if getattr(self, name) <= 0:
+                raise ConfigError(f"{name} must be > 0, got {getattr(self, name)}")
+        if not 1 <= self.pg_pool_size <= 1000:
+            raise ConfigError(f"pg_pool_size must be 1..1000, got {self.pg_pool_size}")
+        if self.pg_statement_cache_size < 0:
+            raise ConfigError(
+                f"pg_statement_cache_size must be >= 0, got {self.pg_statement_cache_size}"
+            )
+        for name in ("pg_command_timeout_s", "pg_connect_timeout_s"):
             if getattr(self, name) <= 0:
                 raise ConfigError(f"{name} must be > 0, got {getattr(self, name)}")
         if self.max_body_bytes < 1:
@@ -97,10 +119,23 @@ class Config:
             values[f.name] = _coerce(f, raw, source)
         return cls(**values)
 
+    def database_options(self) -> DatabaseOptions:
+        return DatabaseOptions(
+            read_connections=self.read_connections,
+            busy_timeout_ms=self.busy_timeout_ms,
+            max_batch=self.write_batch_max,
+            max_batch_wait_ms=self.write_batch_wait_ms,
+            close_timeout_s=self.shutdown_timeout_s,
+            pool_size=self.pg_pool_size,
+            command_timeout_s=self.pg_command_timeout_s,
+            connect_timeout_s=self.pg_connect_timeout_s,
+            statement_cache_size=self.pg_statement_cache_size,
+        )
+
     def to_public_dict(self) -> dict[str, Any]:
         """The configuration as JSON-able values without secrets, for logs and diagnostics."""
         return {
-            f.name: str(v) if isinstance(v := getattr(self, f.name), Path) else v
+            f.name: str(v) if isinstance(v := getattr(self, f.name), Path | DatabaseURL) else v
             for f in dataclasses.fields(self)
             if not f.metadata.get("secret")
         }
@@ -118,6 +153,11 @@ def _coerce(f: dataclasses.Field[Any], raw: Any, source: str) -> Any:
     kind = f.type if isinstance(f.type, type) else _TYPES.get(str(f.type), str)
     if isinstance(raw, kind):
         return raw
+    if kind is DatabaseURL:
+        try:
+            return DatabaseURL.parse(str(raw), source)
+        except InvalidDatabaseURL as exc:
+            raise ConfigError(str(exc)) from None
     if kind is bool:
         text = str(raw).strip().lower()
         if text in _TRUE or text in _FALSE:
@@ -129,6 +169,13 @@ def _coerce(f: dataclasses.Field[Any], raw: Any, source: str) -> Any:
         raise ConfigError(f"{source}: cannot read {raw!r} as {kind.__name__}") from exc
 
 
-_TYPES: dict[str, type] = {"int": int, "float": float, "str": str, "bool": bool, "Path": Path}
+_TYPES: dict[str, type] = {
+    "int": int,
+    "float": float,
+    "str": str,
+    "bool": bool,
+    "Path": Path,
+    "DatabaseURL": DatabaseURL,
+}
 _TRUE = {"1", "true", "yes", "on"}
 _FALSE = {"0", "false", "no", "off"}

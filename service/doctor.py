@@ -1,17 +1,21 @@
-"""``bobgen doctor``: read-only checks of a database file, for operators and monitoring.
+"""``bobgen doctor``: read-only checks of a database, for operators and monitoring.
 
-Everything here opens the file read-only (``mode=ro``), so running the doctor can never
-create, migrate or repair anything by accident: it only reports.
+On SQLite everything opens the file read-only (``mode=ro``), and on PostgreSQL only SELECTs
+run, so running the doctor can never create, migrate or repair anything by accident: it only
+reports.
 """
 
 from __future__ import annotations
 
+import asyncio
 import shutil
 import sqlite3
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+from service.db import DatabaseError, DatabaseOptions, DatabaseURL, connect
+from service.db.maintenance import schema_version
 from service.tokens import initial_token_path
 
 MIN_FREE_BYTES = 100 * 1024 * 1024
@@ -39,13 +43,46 @@ class Report:
 
 def migration_ids(migrations_dir: Path) -> list[str]:
     return sorted(
-        p.name.removesuffix(".sql")
-        for p in migrations_dir.glob("*.sql")
-        if not p.name.endswith(".rollback.sql")
+        p.stem
+        for p in migrations_dir.glob("*.*")
+        if p.suffix in (".sql", ".py") and not p.name.endswith(".rollback.sql")
     )
 
 
-def diagnose(db_path: Path, migrations_dir: Path) -> Report:
+def diagnose(url: DatabaseURL, migrations_dir: Path) -> Report:
+    if url.path is None:
+        return asyncio.run(_diagnose_server(url, migrations_dir))
+    return _diagnose_file(url.path, migrations_dir)
+
+
+async def _diagnose_server(url: DatabaseURL, migrations_dir: Path) -> Report:
+    """PostgreSQL: reachable, schema version, pending migrations, migration lock."""
+    db = connect(url, DatabaseOptions(pool_size=1, connect_timeout_s=5, command_timeout_s=10))
+    try:
+        await db.open()
+    except DatabaseError as exc:
+        return Report([Check("database", False, f"cannot reach {url}: {exc}")])
+    try:
+        server = await db.fetchone("SELECT current_setting('server_version')")
+        checks = [Check("database", True, f"reachable, PostgreSQL {server[0] if server else '?'}")]
+        applied: set[str] = set()
+        if await db.table_exists("_yoyo_migration"):
+            applied = {r[0] for r in await db.fetchall("SELECT migration_id FROM _yoyo_migration")}
+        checks.append(_migration_check(applied, migrations_dir))
+        checks.append(_version_check(await schema_version(db), migrations_dir))
+        holders = []
+        if await db.table_exists("yoyo_lock"):
+            holders = [r[0] for r in await db.fetchall("SELECT pid FROM yoyo_lock")]
+        checks.append(_lock_check(holders))
+        checks.append(_token_file_check(initial_token_path(url)))
+        return Report(checks)
+    except DatabaseError as exc:
+        return Report([Check("database", False, f"{url}: {exc}")])
+    finally:
+        await db.close()
+
+
+def _diagnose_file(db_path: Path, migrations_dir: Path) -> Report:
     if not db_path.exists():
         detail = f"not initialized yet: {db_path} does not exist (start the server or migrate)"
         return Report([Check("database", False, detail)])
@@ -85,13 +122,15 @@ def _checks(conn: sqlite3.Connection, db_path: Path, migrations_dir: Path) -> li
         except sqlite3.DatabaseError as exc:
             checks.append(Check(name, False, f"unreadable: {exc}"))
     checks.append(_free_disk(db_path))
-    token_file = initial_token_path(db_path)
+    checks.append(_token_file_check(initial_token_path(DatabaseURL.sqlite(db_path))))
+    return checks
+
+
+def _token_file_check(token_file: Path) -> Check:
     if token_file.exists():
         advice = f"{token_file} still exists: store the token safely, then delete the file"
-        checks.append(Check("initial_token_file", False, advice, warning=True))
-    else:
-        checks.append(Check("initial_token_file", True, "absent"))
-    return checks
+        return Check("initial_token_file", False, advice, warning=True)
+    return Check("initial_token_file", True, "absent")
 
 
 def _wal(conn: sqlite3.Connection) -> Check:
@@ -113,11 +152,15 @@ def _foreign_keys(conn: sqlite3.Connection) -> Check:
 
 
 def _migrations(conn: sqlite3.Connection, migrations_dir: Path) -> Check:
-    known = migration_ids(migrations_dir)
     try:
         applied = {r[0] for r in conn.execute("SELECT migration_id FROM _yoyo_migration")}
     except sqlite3.OperationalError:
         applied = set()
+    return _migration_check(applied, migrations_dir)
+
+
+def _migration_check(applied: set[str], migrations_dir: Path) -> Check:
+    known = migration_ids(migrations_dir)
     pending = [m for m in known if m not in applied]
     unknown = sorted(applied - set(known))
     if unknown:
@@ -130,11 +173,17 @@ def _migrations(conn: sqlite3.Connection, migrations_dir: Path) -> Check:
 
 
 def _schema_version(conn: sqlite3.Connection, migrations_dir: Path) -> Check:
-    known = migration_ids(migrations_dir)
-    head = int(known[-1][:4]) if known else 0
     try:
         version = conn.execute("SELECT schema_version FROM meta").fetchone()[0]
     except (sqlite3.OperationalError, TypeError):
+        version = None
+    return _version_check(version, migrations_dir)
+
+
+def _version_check(version: int | None, migrations_dir: Path) -> Check:
+    known = migration_ids(migrations_dir)
+    head = int(known[-1][:4]) if known else 0
+    if version is None:
         return Check("schema_version", False, f"no meta row; head is {head}")
     return Check("schema_version", version == head, f"schema_version={version}, head={head}")
 
@@ -144,6 +193,10 @@ def _yoyo_lock(conn: sqlite3.Connection) -> Check:
         holders = [r[0] for r in conn.execute("SELECT pid FROM yoyo_lock")]
     except sqlite3.OperationalError:
         holders = []
+    return _lock_check(holders)
+
+
+def _lock_check(holders: list[Any]) -> Check:
     if holders:
         detail = f"held by pid {holders[0]}; if it is gone, run 'yoyo break-lock' (see runbook)"
         return Check("migration_lock", False, detail)

@@ -10,16 +10,9 @@ from service.runs import RunContext, StepStatus, new_run_id
 from service.timeutil import utc_now
 
 
-async def has_table(db: Database, name: str) -> bool:
-    rows = await db.fetchall(
-        "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?", (name,)
-    )
-    return bool(rows)
-
-
 async def update_meta(db: Database) -> None:
     """Record the running app version, and when the database was first started."""
-    if not await has_table(db, "meta"):
+    if not await db.table_exists("meta"):
         return
     await db.write(
         execute(
@@ -37,7 +30,7 @@ async def record_migration_run(
     Returns the run id, or None when nothing changed or the runs table does not exist (yet, or
     any more after a rollback).
     """
-    if not ids or not await has_table(db, "runs"):
+    if not ids or not await db.table_exists("runs"):
         return None
 
     def work(w: AuditedWrite) -> Work[str]:

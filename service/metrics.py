@@ -119,12 +119,13 @@ class _StateCollector(Collector):
         yield state
         db = self._db
         sizes = db.file_sizes()
-        yield GaugeMetricFamily(
-            "bobgen_db_size_bytes", "Size of the SQLite database file.", sizes["db"]
-        )
-        yield GaugeMetricFamily(
-            "bobgen_db_wal_size_bytes", "Size of the SQLite WAL file.", sizes["wal"]
-        )
+        if sizes is not None:  # SQLite only: a server database has no files of ours
+            yield GaugeMetricFamily(
+                "bobgen_db_size_bytes", "Size of the SQLite database file.", sizes["db"]
+            )
+            yield GaugeMetricFamily(
+                "bobgen_db_wal_size_bytes", "Size of the SQLite WAL file.", sizes["wal"]
+            )
         stats = db.writer_stats
         yield CounterMetricFamily(
             "bobgen_db_write_units",

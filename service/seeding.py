@@ -17,7 +17,7 @@ from enum import StrEnum
 from typing import Any
 
 from service.audit import SYSTEM_ACTOR, AuditedWrite, audited_write
-from service.db import Database, Work, returning
+from service.db import Database, Work, lock_for_inserts, returning, sync_identity
 from service.repositories import runs as runs_repo
 from service.repositories import status as status_repo
 from service.runs import RunContext, StepStatus, new_run_id
@@ -131,23 +131,30 @@ class Seeder:
     async def _seed_batch(self, p: SeedProgress, size: int, actor: str) -> int:
         """Insert the next batch with its run step and audit row; return its size (0: done)."""
         try:
-            return await audited_write(self.db, actor, lambda w: self._batch(w, p, size))
+            todo, p.run_id = await audited_write(self.db, actor, lambda w: self._batch(w, p, size))
         except _NothingToSeed:
             return 0
+        return todo
 
-    def _batch(self, w: AuditedWrite, p: SeedProgress, size: int) -> Work[int]:
+    def _batch(self, w: AuditedWrite, p: SeedProgress, size: int) -> Work[tuple[int, str]]:
+        """One batch; returns its size and the run id. Changes nothing in ``p`` but ``rows``
+        (the unit may be run again after a serialization failure, and must not depend on a
+        rolled-back first attempt)."""
         started = time.perf_counter()
+        # Several instances on one PostgreSQL database: the next ids come from max(id), so
+        # concurrent inserts must wait for this batch (SQLite: one writer anyway).
+        yield from lock_for_inserts("status")
         # Re-read inside the write transaction: concurrent POSTs and crashed earlier runs are
         # both accounted for.
         p.rows, max_id = yield from status_repo.row_count_and_max_id()
         todo = min(size, p.target - p.rows)
         if todo <= 0:
             raise _NothingToSeed  # rolls back a transaction that wrote nothing
-        if p.run_id is None:
-            p.run_id = yield from self._create_run(w, p.target, size)
+        run_id = p.run_id or (yield from self._create_run(w, p.target, size))
         first, last = max_id + 1, max_id + todo
-        # A lazy generator: rows are made as SQLite consumes them, never held as a list.
+        # A lazy generator: rows are made as the driver consumes them, never held as a list.
         yield from status_repo.insert_many_with_ids(seed_row(i) for i in range(first, last + 1))
+        yield from sync_identity("status")  # ids the server assigns continue after ours
         stats = {
             "first_id": first,
             "last_id": last,
@@ -157,7 +164,7 @@ class Seeder:
             "seconds": round(time.perf_counter() - started, 4),
         }
         yield from runs_repo.insert_step(
-            run_id=p.run_id,
+            run_id=run_id,
             name=f"batch {p.batches + 1}",
             status=StepStatus.SUCCEEDED,
             stats=stats,
@@ -167,12 +174,12 @@ class Seeder:
         w.audit(
             "seed.batch",
             scope="seed",
-            run_id=p.run_id,
+            run_id=run_id,
             level="debug",
             message=f"seeded ids {first}..{last}",
             data=stats,
         )
-        return todo
+        return todo, run_id
 
     def _create_run(self, w: AuditedWrite, target: int, batch_size: int) -> Work[str]:
         run = yield from runs_repo.insert_run(

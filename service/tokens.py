@@ -15,7 +15,7 @@ from service.auth import (
     generate_token,
     hash_token,
 )
-from service.db import Database, Work
+from service.db import Database, DatabaseURL, Work, lock_for_inserts
 from service.repositories import tokens as tokens_repo
 from service.repositories.tokens import TokenRecord
 
@@ -72,21 +72,43 @@ async def revoke_token(db: Database, token_id: int, *, actor: str) -> None:
     await audited_write(db, actor, work)
 
 
-def initial_token_path(db_path: Path) -> Path:
-    return db_path.with_name(db_path.name + ".admin-token")
+class _TokensExist(Exception):
+    """Tokens were found inside the transaction: nothing to create."""
+
+
+def initial_token_path(url: DatabaseURL) -> Path:
+    """Next to the SQLite file; for a server database, ``data/<dbname>.admin-token`` under
+    the working directory of the process that created it."""
+    if url.path is not None:
+        return url.path.with_name(url.path.name + ".admin-token")
+    dbname = url.redacted.rsplit("/", 1)[-1].split("?", 1)[0] or "bobgen"
+    return Path("data") / f"{dbname}.admin-token"
 
 
 async def ensure_initial_admin_token(db: Database) -> Path | None:
     """On a database with no tokens at all, create an admin token and write it to a 0600 file.
 
     Returns the file's path (which is logged; the token never is), or None if tokens exist.
+    The count is re-read inside the write, with the table locked for inserts, so several
+    instances starting at once on one PostgreSQL database create one token, not several.
     """
     if await db.read(tokens_repo.count_all()):
         return None
-    token, record = await create_token(
-        db, user="admin", name="initial admin token", scopes=ALL_SCOPES, actor=SYSTEM_ACTOR
-    )
-    path = initial_token_path(db.path)
+
+    def work(w: AuditedWrite) -> Work[tuple[str, TokenRecord]]:
+        yield from lock_for_inserts("auth_tokens")
+        if (yield from tokens_repo.count_all()):
+            raise _TokensExist
+        return (
+            yield from issue_token(w, user="admin", name="initial admin token", scopes=ALL_SCOPES)
+        )
+
+    try:
+        token, record = await audited_write(db, SYSTEM_ACTOR, work)
+    except _TokensExist:
+        return None
+    path = initial_token_path(db.url)
+    path.parent.mkdir(parents=True, exist_ok=True)
     _write_private(path, token + "\n")
     log.warning(
         "created initial admin token %d; it is in %s (readable by this user only)", record.id, path

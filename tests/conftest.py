@@ -17,8 +17,8 @@ from aiohttp.test_utils import TestClient
 from service.app import create_app
 from service.auth import hash_token
 from service.config import DEFAULT_MIGRATIONS_DIR, Config
-from service.db import Database
 from service.db.migrations import apply_migrations
+from service.db.sqlite import SqliteDatabase
 from service.keys import SEEDER_KEY
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -68,7 +68,7 @@ def plant_tokens(db_path: Path) -> None:
 async def db(db_path: Path):
     """An open Database on a freshly migrated file."""
     apply_migrations(db_path, DEFAULT_MIGRATIONS_DIR)
-    database = Database(db_path, read_connections=2, busy_timeout_ms=1234)
+    database = SqliteDatabase(db_path, read_connections=2, busy_timeout_ms=1234)
     await database.open()
     yield database
     await database.close()

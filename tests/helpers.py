@@ -23,9 +23,9 @@ VALID = {
 }
 
 ALL_MIGRATIONS = sorted(
-    p.name.removesuffix(".sql")
-    for p in DEFAULT_MIGRATIONS_DIR.glob("*.sql")
-    if not p.name.endswith(".rollback.sql")
+    p.stem
+    for p in DEFAULT_MIGRATIONS_DIR.glob("*.*")
+    if p.suffix in (".sql", ".py") and not p.name.endswith(".rollback.sql")
 )
 
 

@@ -11,6 +11,7 @@ from aiohttp.test_utils import TestClient
 
 from service.api.auth import TOKEN_CACHE_KEY
 from service.app import create_app
+from service.db import DatabaseURL
 from service.keys import DB_KEY
 from service.tokens import initial_token_path, revoke_token
 from tests.conftest import ADMIN_TOKEN, READER_TOKEN, WRITER_TOKEN, bearer
@@ -148,7 +149,7 @@ async def test_first_start_writes_an_initial_admin_token_file(
     caplog.set_level(logging.INFO)
     db = tmp_path / "fresh" / "bobgen.db"
     client = await aiohttp_client(create_app(make_config(db=db)))
-    token_file = initial_token_path(db)
+    token_file = initial_token_path(DatabaseURL.sqlite(db))
     assert stat.S_IMODE(os.stat(token_file).st_mode) == 0o600
     token = token_file.read_text().strip()
     assert token.startswith("bgt_") and len(token) > 40

@@ -9,14 +9,14 @@ def test_defaults() -> None:
     config = Config.from_sources({}, env={})
     assert config.host == "127.0.0.1"
     assert config.port == 8080
-    assert config.db == Path("data/bobgen.db")
+    assert config.db.path == Path("data/bobgen.db")
     assert config.seed_rows == 100_000
 
 
 def test_env_overrides_defaults_and_flags_override_env() -> None:
     env = {"BOBGEN_PORT": "9000", "BOBGEN_SEED_ROWS": "10", "BOBGEN_DB": "/x/y.db"}
     from_env = Config.from_sources({}, env=env)
-    assert (from_env.port, from_env.seed_rows, from_env.db) == (9000, 10, Path("/x/y.db"))
+    assert (from_env.port, from_env.seed_rows, from_env.db.path) == (9000, 10, Path("/x/y.db"))
     from_flags = Config.from_sources({"port": 7000, "seed_rows": None}, env=env)
     assert from_flags.port == 7000
     assert from_flags.seed_rows == 10  # None means "flag not given"

@@ -23,6 +23,7 @@ from service.db import (
     savepoint,
 )
 from service.db.migrations import apply_migrations
+from service.db.sqlite import SqliteDatabase
 from service.tokens import issue_token
 
 
@@ -176,7 +177,7 @@ async def test_writes_nest_without_deadlock(db: Database) -> None:
 
 async def test_close_fails_waiting_readers_instead_of_stranding_them(db_path: Path) -> None:
     apply_migrations(db_path, DEFAULT_MIGRATIONS_DIR)
-    database = Database(db_path, read_connections=1, close_timeout_s=2)
+    database = SqliteDatabase(db_path, read_connections=1, close_timeout_s=2)
     await database.open()
     borrowed = asyncio.Event()
     release = asyncio.Event()
@@ -203,7 +204,7 @@ async def test_close_fails_waiting_readers_instead_of_stranding_them(db_path: Pa
 
 async def test_close_finishes_queued_writes_and_refuses_new_ones(db_path: Path) -> None:
     apply_migrations(db_path, DEFAULT_MIGRATIONS_DIR)
-    database = Database(db_path)
+    database = SqliteDatabase(db_path)
     await database.open()
     queued = [asyncio.ensure_future(database.write(execute(INSERT_ONE))) for _ in range(20)]
     await asyncio.sleep(0)
@@ -217,7 +218,7 @@ async def test_close_finishes_queued_writes_and_refuses_new_ones(db_path: Path) 
 
 async def test_database_is_an_async_context_manager(db_path: Path) -> None:
     apply_migrations(db_path, DEFAULT_MIGRATIONS_DIR)
-    async with Database(db_path) as database:
+    async with SqliteDatabase(db_path) as database:
         assert database.is_open
         await database.write(execute(INSERT_ONE))
     assert not database.is_open
@@ -274,7 +275,7 @@ async def test_check_reports_unavailable(db: Database) -> None:
 
 async def test_closed_database_refuses_work(db_path: Path) -> None:
     apply_migrations(db_path, DEFAULT_MIGRATIONS_DIR)
-    database = Database(db_path)
+    database = SqliteDatabase(db_path)
     await database.open()
     await database.close()
     assert not database.is_open

@@ -34,6 +34,7 @@ TABLES_BY_MIGRATION = {
         "workflow_node_states",
         "gap_analyses",
     },
+    "0004_assigned_ids": set(),  # identity columns on PostgreSQL; nothing new on SQLite
 }
 
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Awaitable, Callable, Hashable, Sequence
+from functools import partial
 from typing import Generic, TypeVar
 
 K = TypeVar("K", bound=Hashable)
@@ -134,8 +135,10 @@ class CommitCache(Generic[T]):
     """Values derived from the database, valid until this process commits again.
 
     ``generation`` must grow with every commit of this process. ``max_age_s`` bounds how long a
-    value may be served when *other* processes write to the same file, which this process
-    cannot see commit.
+    value may be served when *other* processes write to the same database, which this process
+    cannot see commit. Concurrent misses of one key share one computation: under a steady
+    stream of commits every cached value goes stale often, and without this each waiting
+    request would run its own ``count(*)`` at once (the soak of 2026-11-25 collapsed so).
     """
 
     def __init__(
@@ -145,12 +148,19 @@ class CommitCache(Generic[T]):
         self._max_age_s = max_age_s
         self._max_entries = max_entries
         self._entries: dict[Hashable, tuple[int, float, T]] = {}
+        self._flights: SingleFlight[T] = SingleFlight()
 
     async def get(self, key: Hashable, compute: Callable[[], Awaitable[T]]) -> T:
         generation, now = self._generation(), time.monotonic()
         entry = self._entries.get(key)
         if entry is not None and entry[0] == generation and now - entry[1] < self._max_age_s:
             return entry[2]
+        # Joiners of a computation that started at this generation get its value; one that
+        # started before a newer commit is not joined (it may miss that commit).
+        return await self._flights.run((key, generation), partial(self._fill, key, compute))
+
+    async def _fill(self, key: Hashable, compute: Callable[[], Awaitable[T]]) -> T:
+        generation, now = self._generation(), time.monotonic()
         value = await compute()
         if len(self._entries) >= self._max_entries:
             self._entries.clear()

@@ -1,109 +1,89 @@
-"""The embedded SQLite database: one group-committing writer thread and a pool of readers.
+"""The backend interface every repository uses, whichever database runs underneath.
 
-SQLite allows one writer at a time. Every write is a unit of work (:mod:`service.db.work`)
-handed to a single writer thread (:mod:`service.db.sqlite_writer`) that runs it from BEGIN to
-COMMIT in one hop and commits concurrent units together. Writers therefore queue in memory
-instead of fighting over the file lock (which is what produces "database is locked").
-Readers use their own connections: in WAL mode they never block the writer and never see
-half a transaction.
+Two implementations: :class:`~service.db.sqlite.SqliteDatabase` (one file, a group-committing
+writer thread and a pool of readers) and :class:`~service.db.postgres.PostgresDatabase` (an
+asyncpg pool on a server that several BobGen processes may share). Code above ``service/db/``
+sees only this class, the units of work of :mod:`service.db.work` and the neutral errors of
+:mod:`service.db.errors`: SQL is written once, with ``?`` placeholders, and each backend adapts
+it (placeholder style, the few statements that differ: see :mod:`service.db.work`).
+
+Lifecycle, for both: ``open()`` -> ``write()``/``read()``/``fetchall()``* -> ``close()`` (or
+``async with``). ``close()`` refuses new work, fails waiters with :class:`DatabaseClosed`,
+waits (bounded) for what is in flight, then closes every connection.
 """
 
 from __future__ import annotations
 
 import asyncio
-import logging
-import os
-import sqlite3
-import time
-from collections.abc import AsyncIterator, Sequence
-from contextlib import asynccontextmanager
-from pathlib import Path
+from abc import ABC, abstractmethod
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from typing import Any, TypeVar
 
-import aiosqlite
-
 from service.db.coalescing import BatchedLookup, CommitCache, FetchMany, SingleFlight
-from service.db.errors import DatabaseClosed, DatabaseUnavailable
-from service.db.pool import ConnectionPool
-from service.db.sqlite_errors import translate
-from service.db.sqlite_writer import GroupCommitWriter, WriterStats
-from service.db.work import Notify, Result, Work
-
-log = logging.getLogger(__name__)
+from service.db.errors import DatabaseError, DatabaseUnavailable
+from service.db.url import DatabaseURL
+from service.db.work import Work
 
 T = TypeVar("T")
-Params = Sequence[Any] | dict[str, Any]
+Params = Sequence[Any]
 Row = tuple[Any, ...]
-
-JOURNAL_SIZE_LIMIT_BYTES = 64 * 1024 * 1024
-# Checkpoints normally run from a background task (see run_checkpoints). The writer's own
-# automatic checkpoint only remains as a safety net, at ~40 MiB of WAL instead of ~4 MiB.
-WRITER_AUTOCHECKPOINT_PAGES = 10_000
-MMAP_SIZE_BYTES = 256 * 1024 * 1024
-SIGNAL_POLL_S = 0.1  # how soon another process's notify (a CLI token revoke) is seen
+WorkSource = Work[T] | Callable[[], Work[T]]
+"""A unit of work, or a function making one: only the latter can be retried after a
+serialization failure or deadlock (a generator cannot be rewound)."""
 
 
-class Database:
-    """Owns every connection to one SQLite file; :meth:`close` (or ``async with``) ends them."""
+@dataclass(slots=True)
+class WriterStats:
+    """Counters read by the metrics collector (plain ints, written from one place each)."""
 
-    def __init__(
-        self,
-        path: Path,
-        *,
-        read_connections: int = 2,
-        busy_timeout_ms: int = 5000,
-        max_batch: int = 64,
-        max_batch_wait_ms: float = 0.0,
-        close_timeout_s: float = 10.0,
-    ):
-        self.path = Path(path)
-        self.busy_timeout_ms = busy_timeout_ms
-        self.close_timeout_s = close_timeout_s
-        self._read_count = read_connections
-        self._writer = GroupCommitWriter(
-            self._connect_writer,
-            max_batch=max_batch,
-            max_wait_s=max_batch_wait_ms / 1000,
-            after_commit=self._signal,
-        )
-        self._readers: ConnectionPool[aiosqlite.Connection] = ConnectionPool(_close)
-        self._checkpointer: aiosqlite.Connection | None = None
-        self._open = False
+    committed: int = 0  # transactions
+    rolled_back: int = 0  # transactions
+    units: int = 0  # units of work that ran (committed or not)
+    largest_batch: int = 0
+    retried: int = 0  # units re-run after a serialization failure or deadlock
+    queue_wait_seconds: float = 0.0
+
+
+@dataclass(frozen=True, slots=True)
+class DatabaseOptions:
+    """Tuning shared by both backends' constructors (each ignores what does not apply)."""
+
+    read_connections: int = 2
+    busy_timeout_ms: int = 5000
+    max_batch: int = 64
+    max_batch_wait_ms: float = 0.0
+    close_timeout_s: float = 10.0
+    pool_size: int = 10
+    command_timeout_s: float = 30.0
+    connect_timeout_s: float = 5.0
+    statement_cache_size: int = 100
+
+
+class Database(ABC):
+    """What repositories, handlers and the CLI may do with a database."""
+
+    url: DatabaseURL
+    #: Seconds a value in :attr:`derived` may be served after another *process* committed.
+    cross_process_staleness_s: float = 2.0
+
+    def __init__(self, url: DatabaseURL, concurrency: int) -> None:
+        self.url = url
+        self._concurrency = concurrency
         self._lookups: dict[str, BatchedLookup[Any, Any]] = {}
-        self._generations: dict[str, int] = {}
-        self._watched: dict[str, tuple[int, int] | None] = {}  # channel -> signal file seen
-        self.reads_started = 0  # borrowings of a reader: tests prove caches save them
+        self.reads_started = 0  # borrowings of a connection: tests prove caches save them
         self.shared_reads: SingleFlight[Any] = SingleFlight()
-        self.derived: CommitCache[Any] = CommitCache(lambda: self.transactions_committed)
+        self.derived: CommitCache[Any] = CommitCache(
+            self._cache_generation, max_age_s=self.cross_process_staleness_s
+        )
 
     # ---- lifecycle ---------------------------------------------------------------------------
 
-    async def open(self) -> None:
-        """Start the writer first (it sets WAL mode on the file), then the readers."""
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        try:
-            await self._writer.start()
-            self._checkpointer = await self._connect_reader(readonly=False)
-            for _ in range(self._read_count):
-                self._readers.add(await self._connect_reader(readonly=True))
-        except BaseException:
-            await self.close()
-            raise
-        self._open = True
-        log.debug("opened %s with %d reader(s)", self.path, self._read_count)
+    @abstractmethod
+    async def open(self) -> None: ...
 
-    async def close(self) -> None:
-        """Refuse new work, fail waiters, let in-flight work finish (bounded), close all.
-
-        aiosqlite threads keep the process alive until closed, so everything is closed even
-        when a step fails.
-        """
-        self._open = False
-        await self._readers.close(self.close_timeout_s)
-        await self._writer.close(self.close_timeout_s)
-        if self._checkpointer is not None:
-            await _close(self._checkpointer)
-            self._checkpointer = None
+    @abstractmethod
+    async def close(self) -> None: ...
 
     async def __aenter__(self) -> Database:
         await self.open()
@@ -113,182 +93,61 @@ class Database:
         await self.close()
 
     @property
-    def is_open(self) -> bool:
-        return self._open
+    @abstractmethod
+    def is_open(self) -> bool: ...
 
-    # ---- connections -------------------------------------------------------------------------
-
-    def _pragmas(self, *, readonly: bool) -> str:
-        pragmas = [
-            f"PRAGMA busy_timeout = {int(self.busy_timeout_ms)}",
-            "PRAGMA synchronous = NORMAL",
-            "PRAGMA foreign_keys = ON",
-            f"PRAGMA journal_size_limit = {JOURNAL_SIZE_LIMIT_BYTES}",
-            f"PRAGMA mmap_size = {MMAP_SIZE_BYTES}",
-            "PRAGMA temp_store = MEMORY",
-        ]
-        if readonly:
-            # A reader that tries to write is a bug: make it fail loudly instead of
-            # silently competing with the writer for the file lock.
-            pragmas.append("PRAGMA query_only = ON")
-        return ";\n".join(pragmas) + ";"
-
-    def _connect_writer(self) -> sqlite3.Connection:
-        """Runs on the writer thread. isolation_level=None: the writer issues BEGIN itself."""
-        conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
-        try:
-            conn.executescript(self._pragmas(readonly=False))
-            conn.execute(f"PRAGMA wal_autocheckpoint = {WRITER_AUTOCHECKPOINT_PAGES}")
-            deadline = time.monotonic() + self.busy_timeout_ms / 1000
-            while not _try_enable_wal(conn, deadline):
-                time.sleep(0.02)
-        except BaseException:
-            conn.close()
-            raise
-        return conn
-
-    async def _connect_reader(self, *, readonly: bool) -> aiosqlite.Connection:
-        conn = await aiosqlite.connect(self.path, isolation_level=None)
-        try:
-            await conn.executescript(self._pragmas(readonly=readonly))
-        except BaseException:
-            await conn.close()
-            raise
-        return conn
+    @property
+    def backend(self) -> str:
+        return self.url.backend
 
     # ---- writing -----------------------------------------------------------------------------
 
-    async def write(self, work: Work[T]) -> T:
-        """Run a unit of work in a write transaction; returns once its COMMIT succeeded.
+    @abstractmethod
+    async def write(self, work: WorkSource[T]) -> T:
+        """Run a unit of work in a write transaction; return once its COMMIT succeeded.
 
-        Concurrent calls share transactions (group commit), each in its own savepoint: a
-        unit that raises rolls back alone, and its exception is raised here.
+        A unit that raises is rolled back (alone) and its exception raised here.
         """
-        return await self._writer.submit(work)
 
     @property
-    def writer_stats(self) -> WriterStats:
-        return self._writer.stats
+    @abstractmethod
+    def writer_stats(self) -> WriterStats: ...
 
     @property
     def transactions_committed(self) -> int:
-        return self._writer.stats.committed
+        return self.writer_stats.committed
 
     @property
     def transactions_rolled_back(self) -> int:
-        return self._writer.stats.rolled_back
-
-    # ---- change signals (see work.notify) ------------------------------------------------------
-
-    def signal_path(self, channel: str) -> Path:
-        return self.path.with_name(f"{self.path.name}.changed-{channel}")
-
-    def _signal(self, channels: set[str]) -> None:
-        """After a commit that notified ``channels`` (writer thread): bump this process's
-        generation at once, and replace the channel's signal file so that other processes on
-        this file (the CLI beside a server) notice within ``SIGNAL_POLL_S``."""
-        for channel in channels:
-            self._generations[channel] = self._generations.get(channel, 0) + 1
-            path = self.signal_path(channel)
-            tmp = path.with_name(path.name + f".{os.getpid()}.tmp")
-            try:
-                tmp.write_text(f"{time.time_ns()}\n")
-                os.replace(tmp, path)  # a new inode each time: no mtime-granularity blind spot
-            except OSError as exc:
-                log.warning("could not write the change signal %s: %s", path, exc)
-
-    def change_marker(self, channel: str) -> int:
-        """A number that grows after any commit that notified ``channel``: at once for this
-        process's commits, within ``SIGNAL_POLL_S`` for other processes' (see
-        :meth:`watch_signals`). A dict look-up: free to check on every request."""
-        if channel not in self._watched:
-            self._watched[channel] = self._signal_stamp(channel)
-        return self._generations.get(channel, 0)
-
-    def _signal_stamp(self, channel: str) -> tuple[int, int] | None:
-        try:
-            st = os.stat(self.signal_path(channel))
-        except OSError:
-            return None
-        return st.st_ino, st.st_mtime_ns
-
-    async def watch_signals(self, interval_s: float = SIGNAL_POLL_S) -> None:
-        """Poll the signal files of the channels in use; bump a channel's generation when
-        another process replaced its file. (A ``stat`` per request costs more than it seems:
-        it releases the GIL, and taking it back waits for the writer thread.)"""
-        while True:
-            await asyncio.sleep(interval_s)
-            for channel, seen in list(self._watched.items()):
-                current = self._signal_stamp(channel)
-                if current != seen:
-                    self._generations[channel] = self._generations.get(channel, 0) + 1
-                    self._watched[channel] = current
+        return self.writer_stats.rolled_back
 
     # ---- reading -----------------------------------------------------------------------------
 
-    @asynccontextmanager
-    async def reader(self) -> AsyncIterator[aiosqlite.Connection]:
-        """Borrow one read connection from the pool."""
-        if not self._open:
-            raise DatabaseClosed("database is closed")
-        self.reads_started += 1
-        async with self._readers.acquire() as conn:
-            yield conn
-
+    @abstractmethod
     async def fetchall(self, sql: str, params: Params = ()) -> list[Row]:
-        """Run one read query; one thread hop thanks to ``execute_fetchall``.
-
-        The hottest path of every read: the pool is used directly, without the two context
-        managers of :meth:`reader`.
-        """
-        if not self._open:
-            raise DatabaseClosed("database is closed")
-        self.reads_started += 1
-        conn = await self._readers.borrow()
-        try:
-            return await conn.execute_fetchall(sql, params)  # type: ignore[return-value]
-        except sqlite3.Error as exc:
-            raise translate(exc) from exc
-        finally:
-            self._readers.give_back(conn)
+        """Rows of one read query (``?`` placeholders), as tuples."""
 
     async def fetchone(self, sql: str, params: Params = ()) -> Row | None:
         rows = await self.fetchall(sql, params)
         return rows[0] if rows else None
 
+    @abstractmethod
     async def read(self, work: Work[T]) -> T:
-        """Run a read-only unit of work on one reader, a hop per statement.
-
-        The same units a write may ``yield from`` (a ``get`` by id, say) can be read here
-        without a write transaction. Statements share one connection but not a snapshot.
-        """
-        async with self.reader() as conn:
-            send: Result | None = None
-            throw: BaseException | None = None
-            while True:
-                try:
-                    step = work.throw(throw) if throw is not None else work.send(send)  # type: ignore[arg-type]
-                except StopIteration as stop:
-                    return stop.value  # type: ignore[no-any-return]
-                send, throw = None, None
-                if isinstance(step, Notify):
-                    throw = RuntimeError("a read cannot notify: use Database.write")
-                    continue
-                try:
-                    if step.many:
-                        throw = RuntimeError("a read cannot executemany: use Database.write")
-                        continue
-                    rows = await conn.execute_fetchall(step.sql, step.params)  # type: ignore[arg-type]
-                    send = Result(list(rows), -1)
-                except sqlite3.Error as exc:
-                    throw = translate(exc)
+        """Run a read-only unit of work (no writes, no notify) outside any write transaction."""
 
     def lookup(self, name: str, fetch_many: FetchMany[Any, Any]) -> BatchedLookup[Any, Any]:
         """The batched point-read helper called ``name``, created on first use."""
         found = self._lookups.get(name)
         if found is None:
-            found = self._lookups[name] = BatchedLookup(fetch_many, concurrency=self._read_count)
+            found = self._lookups[name] = BatchedLookup(fetch_many, concurrency=self._concurrency)
         return found
+
+    @abstractmethod
+    async def table_exists(self, name: str) -> bool: ...
+
+    async def run_outside_transaction(self, sql: str) -> None:
+        """A maintenance statement that must not run in a transaction (``VACUUM``)."""
+        raise NotImplementedError(f"{self.backend} runs maintenance through its own tools")
 
     async def check(self, sql: str = "SELECT 1", timeout: float = 2.0) -> Row | None:
         """Run a query for a health check and turn any failure into :class:`DatabaseUnavailable`."""
@@ -296,63 +155,25 @@ class Database:
             return await asyncio.wait_for(self.fetchone(sql), timeout)
         except DatabaseUnavailable:
             raise
-        except (sqlite3.Error, OSError, ValueError, TimeoutError) as exc:
+        except (DatabaseError, OSError, ValueError, TimeoutError) as exc:
             raise DatabaseUnavailable(f"{type(exc).__name__}: {exc}") from exc
 
-    # ---- checkpoints and files ---------------------------------------------------------------
+    # ---- change notifications (see work.notify) ----------------------------------------------
 
-    async def checkpoint(self) -> tuple[int, int, int]:
-        """A PASSIVE checkpoint on a connection of its own: it copies what it can from the WAL
-        into the database without waiting for, or blocking, readers and the writer.
+    @abstractmethod
+    def change_marker(self, channel: str) -> int:
+        """A number that grows after any commit that notified ``channel`` (this process's at
+        once, other processes' within the backend's bound). Free to check on every request."""
 
-        Returns SQLite's (busy, frames in the WAL, frames checkpointed).
-        """
-        if self._checkpointer is None:
-            raise DatabaseClosed("database is closed")
-        try:
-            rows = list(await self._checkpointer.execute_fetchall("PRAGMA wal_checkpoint(PASSIVE)"))
-        except sqlite3.Error as exc:
-            raise translate(exc) from exc
-        busy, frames, done = rows[0]
-        return int(busy), int(frames), int(done)
+    def _cache_generation(self) -> int:
+        return self.transactions_committed
 
-    async def run_checkpoints(self, interval_s: float) -> None:
-        """Checkpoint in the background, so commits never pay for it (they did: 10 ms p99)."""
-        while True:
-            await asyncio.sleep(interval_s)
-            if self.file_sizes()["wal"] == 0:
-                continue
-            try:
-                await self.checkpoint()
-            except (sqlite3.Error, DatabaseUnavailable) as exc:
-                log.warning("background checkpoint failed: %s", exc)
+    # ---- background work and files -----------------------------------------------------------
 
-    def file_sizes(self) -> dict[str, int]:
-        """Sizes of the database file and its WAL, read from the filesystem (no DB round trip)."""
-        sizes = {}
-        for suffix, name in (("", "db"), ("-wal", "wal")):
-            try:
-                sizes[name] = (self.path.parent / (self.path.name + suffix)).stat().st_size
-            except OSError:
-                sizes[name] = 0
-        return sizes
+    def background_tasks(self, checkpoint_interval_s: float) -> list[Callable[[], Any]]:
+        """Coroutine functions the app runs beside requests while the database is open."""
+        return []
 
-
-def _try_enable_wal(conn: sqlite3.Connection, deadline: float) -> bool:
-    """Switch the file to WAL (a no-op once it is); False while another process holds a lock.
-
-    Switching needs an exclusive lock, and SQLite does not run the busy handler for that
-    upgrade (to avoid deadlocks), so ``busy_timeout`` alone does not cover a second process
-    migrating or seeding the same file at that moment: retry until it would have.
-    """
-    try:
-        conn.execute("PRAGMA journal_mode = WAL")
-        return True
-    except sqlite3.OperationalError as exc:
-        if "locked" not in str(exc) or time.monotonic() > deadline:
-            raise
-        return False
-
-
-async def _close(conn: aiosqlite.Connection) -> None:
-    await conn.close()
+    def file_sizes(self) -> dict[str, int] | None:
+        """Sizes of the database's files, when it has files of its own (SQLite)."""
+        return None

@@ -38,3 +38,11 @@ class UniqueViolation(IntegrityViolation):
 
 class ForeignKeyViolation(IntegrityViolation):
     """The change refers to a row that does not exist, or removes one still referred to."""
+
+
+class SerializationConflict(DatabaseBusy):
+    """Concurrent transactions could not be ordered (a serialization failure or a deadlock).
+
+    The database undid this one; running it again normally succeeds. ``Database.write``
+    retries units given as factories a bounded number of times before raising this.
+    """

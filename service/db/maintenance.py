@@ -1,17 +1,25 @@
-"""Online backup and VACUUM: synchronous sqlite3 work, meant for ``asyncio.to_thread``.
+"""Operator maintenance: integrity check, backup, VACUUM, schema version, on either backend.
 
-Both use their own connection: they are operator actions, usually from a CLI process beside
-a running server, and SQLite serializes them with the server's writer.
+:func:`backup`, :func:`vacuum` and :func:`schema_version` take an open :class:`Database` and
+do what its backend needs. On SQLite they use their own connections (synchronous sqlite3 work,
+run in a thread): they are operator actions, usually from a CLI process beside a running
+server, and SQLite serializes them with the server's writer. On PostgreSQL, backup is
+``pg_dump`` (when installed) and vacuum is ``VACUUM (ANALYZE)``.
 """
 
 from __future__ import annotations
 
+import asyncio
 import os
+import shutil
 import sqlite3
 from dataclasses import dataclass
 from pathlib import Path
+from urllib.parse import unquote, urlsplit
 
+from service.db.database import Database
 from service.db.errors import DatabaseUnavailable
+from service.db.url import DatabaseURL
 
 
 class DatabaseCorrupt(DatabaseUnavailable):
@@ -61,7 +69,76 @@ class BackupResult:
     pages: int
 
 
-def backup(db_path: Path, target: Path, *, busy_timeout_s: float = 5.0) -> BackupResult:
+async def backup(db: Database, target: Path) -> BackupResult:
+    """Write a verified copy of the database to ``target`` (a new file)."""
+    if await asyncio.to_thread(target.exists):
+        raise BackupError(f"{target} exists already; choose a new file name")
+    if db.url.path is not None:
+        return await asyncio.to_thread(sqlite_backup, db.url.path, target)
+    return await _pg_dump(db.url, target)
+
+
+async def vacuum(db: Database) -> tuple[int, int]:
+    """Reclaim space and refresh planner statistics; returns the size before and after."""
+    if db.url.path is not None:
+        return await asyncio.to_thread(sqlite_vacuum, db.url.path)
+    size = "SELECT pg_database_size(current_database())"
+    before = (await db.fetchone(size) or (0,))[0]
+    await db.run_outside_transaction("VACUUM (ANALYZE)")
+    after = (await db.fetchone(size) or (0,))[0]
+    return int(before), int(after)
+
+
+async def schema_version(db: Database) -> int | None:
+    """The ``meta`` row's schema version, or None before the migration that creates it."""
+    if not await db.table_exists("meta"):
+        return None
+    row = await db.fetchone("SELECT schema_version FROM meta")
+    return int(row[0]) if row and row[0] is not None else None
+
+
+async def _pg_dump(url: DatabaseURL, target: Path) -> BackupResult:
+    """``pg_dump --format=custom`` into ``target``; the password goes through the
+    environment, never the command line (which other users can read in ``ps``)."""
+    pg_dump = shutil.which("pg_dump")
+    if pg_dump is None:
+        raise BackupError(
+            "pg_dump is not installed: install the PostgreSQL client tools (Debian: "
+            "apt install postgresql-client, same major version as the server) and run "
+            "'bobgen db backup' again, or back up with your provider's snapshots"
+        )
+    parts = urlsplit(url.dsn)
+    env = {**os.environ}
+    if parts.password is not None:
+        env["PGPASSWORD"] = unquote(parts.password)
+    args = [pg_dump, "--format=custom", "--no-owner", f"--file={target}.partial"]
+    if parts.hostname:
+        args.append(f"--host={parts.hostname}")
+    if parts.port:
+        args.append(f"--port={parts.port}")
+    if parts.username:
+        args.append(f"--username={unquote(parts.username)}")
+    args.append(unquote(parts.path.lstrip("/")))
+    await asyncio.to_thread(target.parent.mkdir, parents=True, exist_ok=True)
+    partial = Path(f"{target}.partial")
+    proc = await asyncio.create_subprocess_exec(
+        *args, env=env, stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.PIPE
+    )
+    _, stderr = await proc.communicate()
+    if proc.returncode != 0:
+        await asyncio.to_thread(partial.unlink, missing_ok=True)
+        first = stderr.decode(errors="replace").strip().splitlines()[:1]
+        raise BackupError(f"pg_dump failed: {first[0] if first else proc.returncode}")
+    return await asyncio.to_thread(_finish_dump, partial, target)
+
+
+def _finish_dump(partial: Path, target: Path) -> BackupResult:
+    os.chmod(partial, 0o600)  # it holds token hashes and everything else
+    os.replace(partial, target)
+    return BackupResult(target, target.stat().st_size, 0)
+
+
+def sqlite_backup(db_path: Path, target: Path, *, busy_timeout_s: float = 5.0) -> BackupResult:
     """Copy a live database with SQLite's backup API, then verify the copy.
 
     The copy is written to a temporary file and renamed into place only after
@@ -93,7 +170,7 @@ def backup(db_path: Path, target: Path, *, busy_timeout_s: float = 5.0) -> Backu
     return BackupResult(target, target.stat().st_size, pages)
 
 
-def vacuum(db_path: Path, *, busy_timeout_s: float = 30.0) -> tuple[int, int]:
+def sqlite_vacuum(db_path: Path, *, busy_timeout_s: float = 30.0) -> tuple[int, int]:
     """Rebuild the file to reclaim free pages; returns its size before and after."""
     before = db_path.stat().st_size
     conn = sqlite3.connect(db_path, timeout=busy_timeout_s, isolation_level=None)

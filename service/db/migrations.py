@@ -7,6 +7,7 @@ once cannot both decide to apply the same migration.
 from __future__ import annotations
 
 import logging
+import re
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -15,6 +16,8 @@ from pathlib import Path
 from yoyo import get_backend, read_migrations
 from yoyo.backends import DatabaseBackend
 from yoyo.exceptions import LockTimeout
+
+from service.db.url import DatabaseURL
 
 log = logging.getLogger(__name__)
 
@@ -35,11 +38,13 @@ class MigrationState:
         return self.applied[-1] if self.applied else None
 
 
-Target = Path | str
-"""A SQLite file path, or a yoyo database URI such as ``postgresql+psycopg://user@host/db``."""
+Target = DatabaseURL | Path | str
+"""The ``--db`` setting, a SQLite file path, or a yoyo URI (``postgresql+psycopg://...``)."""
 
 
 def database_uri(target: Target) -> str:
+    if isinstance(target, DatabaseURL):
+        return target.yoyo_uri()
     if isinstance(target, str) and "://" in target:
         return target
     return f"sqlite:///{Path(target).resolve()}"
@@ -50,8 +55,11 @@ def _locked_backend(target: Target, lock_timeout_s: float) -> Iterator[DatabaseB
     """A yoyo backend holding yoyo's migration lock; always closed afterwards."""
     uri = database_uri(target)
     if uri.startswith("sqlite:"):
-        Path(target).parent.mkdir(parents=True, exist_ok=True)
-    backend = get_backend(uri)
+        Path(uri.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
+    try:
+        backend = get_backend(uri)
+    except Exception as exc:  # psycopg's OperationalError and friends: keep drivers down here
+        raise MigrationError(f"cannot reach the database for migrations: {_redact(exc)}") from None
     try:
         with backend.lock(timeout=lock_timeout_s):
             yield backend
@@ -109,3 +117,12 @@ def migration_state(
         applied=[m.id for m in migrations if m.id not in pending],
         pending=[m.id for m in migrations if m.id in pending],
     )
+
+
+def _redact(exc: BaseException) -> str:
+    """The first line of a driver's message. libpq may echo the connection string, so
+    anything that looks like a password is masked."""
+    text = str(exc).strip()
+    first = text.splitlines()[0] if text else type(exc).__name__
+    first = re.sub(r"password=\S+", "password=***", first)
+    return re.sub(r"//([^:/@\s]*):[^@\s]*@", r"//\1:***@", first)

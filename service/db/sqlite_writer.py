@@ -24,8 +24,10 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from service.db.database import WriterStats
 from service.db.errors import DatabaseClosed, DatabaseUnavailable
 from service.db.sqlite_errors import translate
+from service.db.url import SQLITE
 from service.db.work import Notify, Result, Work
 
 log = logging.getLogger(__name__)
@@ -45,17 +47,6 @@ class _Outcome:
     value: Any = None
     error: BaseException | None = None
     channels: tuple[str, ...] = ()
-
-
-class WriterStats:
-    """Counters read by the metrics collector (plain ints: written by one thread only)."""
-
-    def __init__(self) -> None:
-        self.committed = 0  # transactions
-        self.rolled_back = 0  # transactions
-        self.units = 0  # units of work that ran (committed or not)
-        self.largest_batch = 0
-        self.queue_wait_seconds = 0.0
 
 
 class GroupCommitWriter:
@@ -280,6 +271,9 @@ def _drive(conn: sqlite3.Connection, work: Work[Any], channels: list[str]) -> An
         send, throw = None, None
         if isinstance(step, Notify):
             channels.append(step.channel)
+            send = Result()
+            continue
+        if step.only not in (None, SQLITE):
             send = Result()
             continue
         try:

@@ -25,6 +25,8 @@ from collections.abc import Generator, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
+from service.db.url import POSTGRESQL
+
 T = TypeVar("T")
 Row = tuple[Any, ...]
 
@@ -37,6 +39,7 @@ class Statement:
     sql: str
     params: Sequence[Any] | Iterable[Sequence[Any]] = ()
     many: bool = False
+    only: str | None = None  # run only on this backend ("postgresql"); others skip it
 
 
 @dataclass(frozen=True, slots=True)
@@ -108,6 +111,30 @@ def savepoint(work: Work[T]) -> Work[T]:
         raise
     yield Statement(f"RELEASE {name}")
     return result
+
+
+# ---- the few statements that differ between backends -----------------------------------------
+# Written here once, so that repositories stay portable. SQLite needs none of them: it has one
+# writer at a time and assigns INTEGER PRIMARY KEYs from the table's own maximum.
+
+
+def lock_for_inserts(table: str) -> Work[None]:
+    """Make concurrent writers of ``table`` wait until this transaction ends.
+
+    For a unit that derives keys from what it reads (the seed: "the next ids after max(id)"):
+    on PostgreSQL two such units could otherwise read the same maximum. Reads are not blocked.
+    """
+    yield Statement(f"LOCK TABLE {table} IN SHARE ROW EXCLUSIVE MODE", only=POSTGRESQL)
+
+
+def sync_identity(table: str, column: str = "id") -> Work[None]:
+    """After inserting explicit values into an identity column, move its sequence past them,
+    so that the next row whose id the database assigns does not collide (PostgreSQL only)."""
+    yield Statement(
+        f"SELECT setval(pg_get_serial_sequence('{table}', '{column}'), "
+        f"coalesce(max({column}), 0) + 1, false) FROM {table}",
+        only=POSTGRESQL,
+    )
 
 
 def returning(value: T) -> Work[T]:

@@ -1,0 +1,370 @@
+"""PostgreSQL through an asyncpg pool: the backend for several BobGen processes on one database.
+
+The same units of work as on SQLite (:mod:`service.db.work`) run here, each in its own
+transaction on a pooled connection, statement by statement (an ``await`` per statement;
+PostgreSQL serves many writers at once, so there is no writer thread and no group commit).
+
+What differs from SQLite, and why:
+
+* **Statement errors abort the transaction.** After a failed statement PostgreSQL refuses
+  every further statement until the transaction (or a savepoint) is rolled back. A unit that
+  catches a database error and carries on must therefore wrap the failing part in
+  :func:`service.db.work.savepoint` (which works on both backends).
+* **Serialization failures and deadlocks** are retried (``max_retries`` times, with jitter)
+  when the unit was given as a factory: a generator cannot be rewound.
+* **Change notifications** (:func:`service.db.work.notify`) become ``pg_notify`` inside the
+  transaction, which PostgreSQL delivers only on COMMIT, to every process that LISTENs. One
+  listener connection per process bumps :meth:`change_marker`. While that connection is down
+  the marker moves on every call, so nothing keyed on it is cached until it is back.
+* **Other processes' commits** are invisible to :attr:`derived` (the ``count(*)`` cache),
+  so its values live at most :attr:`cross_process_staleness_s` (1 s).
+
+Lifecycle (after asyncpg's own ``Pool``): ``open`` creates the pool (connecting once, so a
+wrong URL fails at start) and the listener; ``close`` refuses new work, lets in-flight work
+finish for ``close_timeout_s``, then terminates what is left.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager, suppress
+from functools import lru_cache
+from typing import TypeVar
+
+import asyncpg
+
+from service.db.database import Database, DatabaseOptions, Params, Row, WorkSource, WriterStats
+from service.db.errors import DatabaseClosed, DatabaseUnavailable, SerializationConflict
+from service.db.pg_errors import is_connection_lost, translate
+from service.db.url import POSTGRESQL, DatabaseURL
+from service.db.work import Notify, Result, Statement, Work
+
+log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+
+NOTIFY_CHANNEL = "bobgen_changes"  # one PostgreSQL channel; the payload names ours
+LISTENER_RETRY_S = 1.0
+
+
+@lru_cache(maxsize=2048)
+def to_dollar_params(sql: str) -> str:
+    """``?`` placeholders -> ``$1, $2, ...``, leaving quoted strings and identifiers alone."""
+    out: list[str] = []
+    n = 0
+    quote: str | None = None
+    for ch in sql:
+        if quote is not None:
+            if ch == quote:
+                quote = None
+        elif ch in ("'", '"'):
+            quote = ch
+        elif ch == "?":
+            n += 1
+            out.append(f"${n}")
+            continue
+        out.append(ch)
+    return "".join(out)
+
+
+def _returns_rows(sql: str) -> bool:
+    head = sql.lstrip()[:6].upper()
+    return head in ("SELECT", "WITH") or head.startswith("VALUES") or " RETURNING " in sql.upper()
+
+
+def _rowcount(status: str) -> int:
+    """asyncpg's command tag ("UPDATE 3", "INSERT 0 1") -> the number of rows."""
+    last = status.rsplit(" ", 1)[-1]
+    return int(last) if last.isdigit() else -1
+
+
+class PostgresDatabase(Database):
+    """Owns an asyncpg pool and one listener connection."""
+
+    cross_process_staleness_s = 1.0
+
+    def __init__(
+        self,
+        url: DatabaseURL,
+        options: DatabaseOptions | None = None,
+        *,
+        max_retries: int = 3,
+    ):
+        options = options or DatabaseOptions()
+        super().__init__(url, concurrency=options.pool_size)
+        self.options = options
+        self.max_retries = max_retries
+        self._pool: asyncpg.Pool | None = None
+        self._listener: asyncpg.Connection | None = None
+        self._listener_task: asyncio.Task[None] | None = None
+        self._listening = False
+        self._open = False
+        self._stats = WriterStats()
+        self._generations: dict[str, int] = {}
+        self._unlistened = 0  # moves on every change_marker call while the listener is down
+
+    # ---- lifecycle ---------------------------------------------------------------------------
+
+    async def open(self) -> None:
+        o = self.options
+        try:
+            self._pool = await asyncpg.create_pool(
+                self.url.dsn,
+                min_size=1,
+                max_size=o.pool_size,
+                command_timeout=o.command_timeout_s,
+                timeout=o.connect_timeout_s,
+                statement_cache_size=o.statement_cache_size,
+                max_inactive_connection_lifetime=60.0,
+            )
+        except BaseException as exc:
+            await self.close()
+            raise translate(exc) from exc
+        self._open = True
+        self._listener_task = asyncio.create_task(self._listen_forever(), name="pg-listener")
+        log.debug("opened %s with a pool of up to %d", self.url, o.pool_size)
+
+    async def close(self) -> None:
+        """Refuse new work, let in-flight work finish (bounded), then terminate the rest.
+
+        ``Pool.close`` waits for every acquired connection to be released; a request stuck in
+        a long query would hold shutdown forever, hence the timeout and ``terminate``.
+        """
+        self._open = False
+        if self._listener_task is not None:
+            self._listener_task.cancel()
+            await asyncio.gather(self._listener_task, return_exceptions=True)
+            self._listener_task = None
+        await self._drop_listener()
+        pool, self._pool = self._pool, None
+        if pool is not None:
+            try:
+                await asyncio.wait_for(pool.close(), self.options.close_timeout_s)
+            except (TimeoutError, OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+                log.warning("terminating PostgreSQL connections after: %r", exc)
+                pool.terminate()
+
+    @property
+    def is_open(self) -> bool:
+        return self._open
+
+    @asynccontextmanager
+    async def _connection(self) -> AsyncIterator[asyncpg.Connection]:
+        pool = self._pool
+        if not self._open or pool is None:
+            raise DatabaseClosed("database is closed")
+        try:
+            conn = await pool.acquire(timeout=self.options.connect_timeout_s)
+        except BaseException as exc:
+            raise translate(exc) from exc
+        try:
+            yield conn
+        finally:
+            # Release resets the session (rolls back an open transaction, drops LISTENs and
+            # session advisory locks) and closes a broken connection, which the pool then
+            # replaces on the next acquire: that is how the service recovers by itself.
+            try:
+                await pool.release(conn)
+            except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+                log.debug("releasing a PostgreSQL connection failed: %r", exc)
+
+    # ---- writing -----------------------------------------------------------------------------
+
+    async def write(self, work: WorkSource[T]) -> T:
+        """Run a unit in its own transaction; retry serialization failures and deadlocks when
+        ``work`` is a factory (up to ``max_retries`` times, with jittered backoff)."""
+        attempt = 0
+        while True:
+            unit = work() if callable(work) else work
+            try:
+                return await self._write_once(unit)
+            except SerializationConflict:
+                if not callable(work) or attempt >= self.max_retries:
+                    raise
+                attempt += 1
+                self._stats.retried += 1
+                await asyncio.sleep(random.uniform(0, 0.005 * 2**attempt))
+
+    async def _write_once(self, unit: Work[T]) -> T:
+        channels: list[str] = []
+        async with self._connection() as conn:
+            self._stats.units += 1
+            tx = conn.transaction()
+            try:
+                await tx.start()
+                value = await _drive(conn, unit, channels)
+                await tx.commit()
+            except BaseException as exc:
+                self._stats.rolled_back += 1
+                # Never started, already failed, or the connection broke: release() resets or
+                # closes the connection in every case, so a failed ROLLBACK changes nothing.
+                with suppress(OSError, asyncpg.PostgresError, asyncpg.InterfaceError):
+                    await tx.rollback()
+                if isinstance(exc, Exception):
+                    raise translate(exc) from exc
+                raise
+        self._stats.committed += 1
+        self._stats.largest_batch = 1
+        for channel in channels:
+            self._generations[channel] = self._generations.get(channel, 0) + 1
+        return value
+
+    @property
+    def writer_stats(self) -> WriterStats:
+        return self._stats
+
+    # ---- reading -----------------------------------------------------------------------------
+
+    async def fetchall(self, sql: str, params: Params = ()) -> list[Row]:
+        """One query on a pooled connection. A connection that died while idle in the pool
+        (the server restarted) is retried once on a fresh one."""
+        self.reads_started += 1
+        statement = to_dollar_params(sql)
+        for attempt in (1, 2):
+            try:
+                async with self._connection() as conn:
+                    rows = await conn.fetch(statement, *params)
+                return [tuple(r) for r in rows]
+            except DatabaseUnavailable:
+                raise
+            except Exception as exc:
+                if attempt == 1 and is_connection_lost(exc):
+                    continue
+                raise translate(exc) from exc
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    async def read(self, work: Work[T]) -> T:
+        """Statement by statement on one connection, in a read-only transaction (one snapshot
+        per statement is enough for our reads; a transaction keeps them on one connection)."""
+        async with self._connection() as conn:
+            try:
+                async with conn.transaction(readonly=True, isolation="read_committed"):
+                    return await _drive(conn, work, None)
+            except Exception as exc:
+                raise translate(exc) from exc
+
+    async def table_exists(self, name: str) -> bool:
+        row = await self.fetchone("SELECT to_regclass(?) IS NOT NULL", (name,))
+        return bool(row and row[0])
+
+    async def run_outside_transaction(self, sql: str) -> None:
+        async with self._connection() as conn:
+            try:
+                await conn.execute(sql)  # no parameters: the simple protocol, no transaction
+            except Exception as exc:
+                raise translate(exc) from exc
+
+    # ---- change notifications ----------------------------------------------------------------
+
+    def change_marker(self, channel: str) -> int:
+        if not self._listening:
+            self._unlistened += 1
+            return -self._unlistened  # never equal twice: nothing keyed on it is trusted
+        return self._generations.get(channel, 0)
+
+    def _cache_generation(self) -> int:
+        return self.transactions_committed + sum(self._generations.values())
+
+    def _on_notify(self, _conn: object, _pid: int, _channel: str, payload: str) -> None:
+        self._generations[payload] = self._generations.get(payload, 0) + 1
+
+    async def _listen_forever(self) -> None:
+        """Keep one LISTEN connection; reconnect after PostgreSQL comes back."""
+        while self._open:
+            try:
+                conn = await asyncpg.connect(self.url.dsn, timeout=self.options.connect_timeout_s)
+                await conn.add_listener(NOTIFY_CHANNEL, self._on_notify)
+                conn.add_termination_listener(lambda _c: self._mark_unlistened())
+                self._listener = conn
+                self._listening = True
+                # Everything may have changed while nobody listened.
+                for channel in self._generations:
+                    self._generations[channel] += 1
+                while self._open and not conn.is_closed():
+                    await asyncio.sleep(LISTENER_RETRY_S)
+                    await conn.execute("SELECT 1")  # notices a dead socket sooner
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                if self._listening:
+                    log.warning("lost the PostgreSQL change listener: %s", translate(exc))
+            self._mark_unlistened()
+            await self._drop_listener()
+            await asyncio.sleep(LISTENER_RETRY_S)
+
+    def _mark_unlistened(self) -> None:
+        self._listening = False
+
+    async def _drop_listener(self) -> None:
+        conn, self._listener = self._listener, None
+        self._listening = False
+        if conn is not None and not conn.is_closed():
+            try:
+                await asyncio.wait_for(conn.close(), 2)
+            except (TimeoutError, OSError, asyncpg.PostgresError, asyncpg.InterfaceError):
+                conn.terminate()
+
+    # ---- cross-process coordination ----------------------------------------------------------
+
+    @asynccontextmanager
+    async def exclusive(self, name: str) -> AsyncIterator[bool]:
+        """Hold a session advisory lock named ``name`` while the block runs, if it is free.
+
+        Yields False (without waiting) when another session holds it. The lock lives as long
+        as the connection that took it, so that connection is held, unused, for the block: a
+        process that dies releases it with its connection.
+        """
+        async with self._connection() as conn:
+            try:
+                got = await conn.fetchval("SELECT pg_try_advisory_lock(hashtext($1))", name)
+            except Exception as exc:
+                raise translate(exc) from exc
+            try:
+                yield bool(got)
+            finally:
+                if got and not conn.is_closed():
+                    # If this fails, the session ended, and the lock with it.
+                    with suppress(OSError, asyncpg.PostgresError, asyncpg.InterfaceError):
+                        await conn.execute("SELECT pg_advisory_unlock(hashtext($1))", name)
+
+
+async def _drive(conn: asyncpg.Connection, work: Work[T], channels: list[str] | None) -> T:
+    """Run a unit of work to its end on ``conn``, awaiting each statement."""
+    send: Result | None = None
+    throw: BaseException | None = None
+    while True:
+        try:
+            step = work.throw(throw) if throw is not None else work.send(send)  # type: ignore[arg-type]
+        except StopIteration as stop:
+            return stop.value  # type: ignore[no-any-return]
+        send, throw = None, None
+        if isinstance(step, Notify):
+            if channels is None:
+                throw = RuntimeError("a read cannot notify: use Database.write")
+                continue
+            channels.append(step.channel)
+            step = Statement("SELECT pg_notify(?, ?)", (NOTIFY_CHANNEL, step.channel))
+        if step.only not in (None, POSTGRESQL):
+            send = Result()
+            continue
+        sql = to_dollar_params(step.sql)
+        try:
+            if step.many:
+                if channels is None:
+                    throw = RuntimeError("a read cannot executemany: use Database.write")
+                    continue
+                await conn.executemany(sql, step.params)  # type: ignore[arg-type]
+                send = Result([], -1)
+            elif _returns_rows(step.sql):
+                rows = await conn.fetch(sql, *step.params)  # type: ignore[misc]
+                send = Result([tuple(r) for r in rows], len(rows))
+            else:
+                status = await conn.execute(sql, *step.params)  # type: ignore[misc]
+                send = Result([], _rowcount(status))
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            throw = translate(exc)
