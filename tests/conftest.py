@@ -1,12 +1,16 @@
-"""Shared fixtures: every test gets its own real SQLite file under tmp_path."""
+"""Shared fixtures: every test gets its own real database.
+
+API tests run on both backends: the ``backend`` fixture is parametrized, and ``db_url`` is a
+SQLite file under tmp_path or a fresh PostgreSQL database (see tests/backends.py). A test that
+is about the SQLite file itself says so with ``@sqlite_only`` (and why, in a comment).
+"""
 
 from __future__ import annotations
 
 import asyncio
 import dataclasses
 import socket
-import sqlite3
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -15,11 +19,11 @@ from aiohttp import web
 from aiohttp.test_utils import TestClient
 
 from service.app import create_app
-from service.auth import hash_token
 from service.config import DEFAULT_MIGRATIONS_DIR, Config
+from service.db import Database, DatabaseOptions, DatabaseURL, connect
 from service.db.migrations import apply_migrations
-from service.db.sqlite import SqliteDatabase
 from service.keys import SEEDER_KEY
+from tests.backends import BACKENDS, PgCluster, migrate_sqlite, plant_tokens
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
@@ -29,10 +33,57 @@ def db_path(tmp_path: Path) -> Path:
     return tmp_path / "data" / "bobgen.db"
 
 
+@pytest.fixture(scope="session")
+def pg_cluster() -> Iterator[PgCluster]:
+    cluster = PgCluster.connect_or_skip()
+    yield cluster
+    cluster.close()
+
+
+@pytest.fixture(params=BACKENDS)
+def backend(request: pytest.FixtureRequest) -> str:
+    return str(request.param)
+
+
 @pytest.fixture
-def make_config(db_path: Path) -> Callable[..., Config]:
+def db_url(request: pytest.FixtureRequest, backend: str, db_path: Path) -> Iterator[DatabaseURL]:
+    """A database of the test's backend: a SQLite path (no file yet) or a PostgreSQL database
+    (already migrated: made ahead of time, see tests/backends.py; ``wipe`` empties it)."""
+    if backend == "sqlite":
+        yield DatabaseURL.sqlite(db_path)
+        return
+    cluster: PgCluster = request.getfixturevalue("pg_cluster")
+    url = cluster.create(migrated=True)
+    yield url
+    cluster.drop(url)
+
+
+@pytest.fixture
+def migrated_url(
+    request: pytest.FixtureRequest, backend: str, db_path: Path
+) -> Iterator[DatabaseURL]:
+    """A migrated database of the test's backend."""
+    if backend == "sqlite":
+        yield migrate_sqlite(db_path)
+        return
+    cluster: PgCluster = request.getfixturevalue("pg_cluster")
+    url = cluster.create(migrated=True)
+    yield url
+    cluster.drop(url)
+
+
+@pytest.fixture
+def pg_url(pg_cluster: PgCluster) -> Iterator[DatabaseURL]:
+    """An empty PostgreSQL database, for tests about the PostgreSQL backend alone."""
+    url = pg_cluster.create(migrated=False)
+    yield url
+    pg_cluster.drop(url)
+
+
+@pytest.fixture
+def make_config(db_url: DatabaseURL) -> Callable[..., Config]:
     def factory(**overrides: Any) -> Config:
-        base = Config(db=db_path, seed_rows=0, port=0, log_level="WARNING", seed_batch_size=250)
+        base = Config(db=db_url, seed_rows=0, port=0, log_level="WARNING", seed_batch_size=250)
         return dataclasses.replace(base, **overrides)
 
     return factory
@@ -54,34 +105,33 @@ def bearer(token: str) -> dict[str, str]:
     return {"Authorization": f"Bearer {token}"}
 
 
-def plant_tokens(db_path: Path) -> None:
-    apply_migrations(db_path, DEFAULT_MIGRATIONS_DIR)
-    with sqlite3.connect(db_path) as conn:
-        conn.executemany(
-            'INSERT INTO auth_tokens ("user", name, token_hash, scopes, created_at) '
-            "VALUES (?, 'test', ?, ?, '2026-01-01T00:00:00.000Z')",
-            [(user, hash_token(tok), scopes) for tok, (user, scopes) in TEST_TOKENS.items()],
-        )
-
-
 @pytest.fixture
-async def db(db_path: Path):
-    """An open Database on a freshly migrated file."""
-    apply_migrations(db_path, DEFAULT_MIGRATIONS_DIR)
-    database = SqliteDatabase(db_path, read_connections=2, busy_timeout_ms=1234)
+async def db(db_url: DatabaseURL) -> AsyncIterator[Database]:
+    """An open Database on a freshly migrated database of the test's backend."""
+    apply_migrations(db_url, DEFAULT_MIGRATIONS_DIR)
+    database = connect(db_url, DatabaseOptions(read_connections=2, busy_timeout_ms=1234))
     await database.open()
     yield database
     await database.close()
 
 
-@pytest.fixture
-def planted_db(db_path: Path) -> Path:
-    plant_tokens(db_path)
-    return db_path
+def plant_test_tokens(target: DatabaseURL | Path) -> DatabaseURL:
+    """Migrate ``target`` and store the known test tokens in it."""
+    url = DatabaseURL.parse(target)
+    apply_migrations(url, DEFAULT_MIGRATIONS_DIR)
+    plant_tokens(url, TEST_TOKENS)
+    return url
 
 
 @pytest.fixture
-async def make_client(aiohttp_client: Any, make_config: Callable[..., Config], planted_db: Path):
+def planted_db(db_url: DatabaseURL) -> DatabaseURL:
+    return plant_test_tokens(db_url)
+
+
+@pytest.fixture
+async def make_client(
+    aiohttp_client: Any, make_config: Callable[..., Config], planted_db: DatabaseURL
+):
     """Build an app on the test database; the client sends the admin token unless told not to."""
 
     async def factory(*, token: str | None = ADMIN_TOKEN, **overrides: Any) -> TestClient:

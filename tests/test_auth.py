@@ -14,6 +14,7 @@ from service.app import create_app
 from service.db import DatabaseURL
 from service.keys import DB_KEY
 from service.tokens import initial_token_path, revoke_token
+from tests.backends import cli_db, sql
 from tests.conftest import ADMIN_TOKEN, READER_TOKEN, WRITER_TOKEN, bearer
 from tests.helpers import VALID, assert_error
 
@@ -85,15 +86,16 @@ async def test_revoked_token_is_refused_at_once(anon: TestClient) -> None:
 
 
 async def test_a_revocation_by_another_process_is_seen_within_the_poll_interval(
-    anon: TestClient, db_path: Path
+    anon: TestClient, db_url: DatabaseURL
 ) -> None:
-    """The CLI revokes beside a running server: the server's token cache notices the signal
-    file within SIGNAL_POLL_S (0.1 s); this waits for it with a deadline, not a sleep."""
+    """The CLI revokes beside a running server: the server's token cache notices within
+    0.1 s (SQLite: the signal file is polled; PostgreSQL: NOTIFY reaches the listener). This
+    waits for it with a deadline, not a sleep."""
     assert (
         await anon.post("/bobgen/status", json=VALID, headers=bearer(WRITER_TOKEN))
     ).status == 201
     cli = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "service", "token", "revoke", "2", "--db", str(db_path)
+        sys.executable, "-m", "service", "token", "revoke", "2", "--db", cli_db(db_url)
     )
     assert await cli.wait() == 0
     revoked_at = time.monotonic()
@@ -118,17 +120,13 @@ async def test_a_token_is_checked_without_a_database_read_once_cached(anon: Test
     assert len(cache) == 1
 
 
-async def test_last_used_is_recorded(anon: TestClient, db_path: Path) -> None:
-    import asyncio
-    import sqlite3
-
+async def test_last_used_is_recorded(anon: TestClient, db_url: DatabaseURL) -> None:
     await anon.post("/bobgen/status", json=VALID, headers=bearer(WRITER_TOKEN))
-    for _ in range(100):  # recorded off the request path
-        with sqlite3.connect(db_path) as conn:
-            used = conn.execute("SELECT last_used_at FROM auth_tokens WHERE id = 2").fetchone()[0]
-        if used:
-            break
+    deadline = time.monotonic() + 5  # recorded off the request path: poll with a deadline
+    used = None
+    while not used and time.monotonic() < deadline:
         await asyncio.sleep(0.01)
+        used = sql(db_url, "SELECT last_used_at FROM auth_tokens WHERE id = 2")[0][0]
     assert used and used.endswith("Z")
 
 

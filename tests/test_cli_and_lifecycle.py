@@ -11,8 +11,10 @@ import aiohttp
 import pytest
 
 from service import __version__
+from service.db import DatabaseURL
 from service.keys import SEEDER_KEY
 from service.seeding import SeedState
+from tests.backends import sql
 from tests.conftest import free_port
 from tests.helpers import BOBGEN, run_cli
 
@@ -101,15 +103,14 @@ async def test_serve_seeds_in_background_and_stops_gracefully_on_sigterm(db_path
 
 
 async def test_app_shutdown_stops_the_seeder_at_a_batch_boundary(
-    make_client, db_path: Path
+    make_client, db_url: DatabaseURL
 ) -> None:  # type: ignore[no-untyped-def]
     client = await make_client(seed_rows=1_000_000, seed_batch_size=100)
     seeder = client.app[SEEDER_KEY]
     await client.get("/health")
     await client.close()  # runs the cleanup contexts, as a SIGTERM would
     assert seeder.progress.state is SeedState.STOPPED
-    with sqlite3.connect(db_path) as conn:
-        rows = conn.execute("SELECT count(*) FROM status").fetchone()[0]
+    rows = sql(db_url, "SELECT count(*) FROM status")[0][0]
     assert rows == seeder.progress.rows and rows % 100 == 0
 
 

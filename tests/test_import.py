@@ -1,14 +1,14 @@
 import copy
 import json
-import sqlite3
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from service.db import Database
+from service.db import Database, DatabaseURL
 from service.importer import DumpUnreadable, import_dump
 from service.runs import RunContext
+from tests.backends import cli_db, sql
 from tests.conftest import REPO_ROOT
 from tests.helpers import run_cli
 
@@ -24,9 +24,8 @@ TABLES = (
 )
 
 
-def counts(db_path: Path) -> dict[str, int]:
-    with sqlite3.connect(db_path) as conn:
-        return {t: conn.execute(f"SELECT count(*) FROM {t}").fetchone()[0] for t in TABLES}
+def counts(url: DatabaseURL) -> dict[str, int]:
+    return {t: sql(url, f"SELECT count(*) FROM {t}")[0][0] for t in TABLES}
 
 
 async def run_import(db: Database, dump: Any, dry_run: bool = False) -> Any:
@@ -36,11 +35,11 @@ async def run_import(db: Database, dump: Any, dry_run: bool = False) -> Any:
     )
 
 
-async def test_happy_path_then_idempotent_reimport(db: Database, db_path: Path) -> None:
+async def test_happy_path_then_idempotent_reimport(db: Database, db_url: DatabaseURL) -> None:
     report = await run_import(db, EXAMPLE)
     assert report.ok and report.run_id
     assert report.counts["ideas"] == {"inserted": 3, "skipped": 0}
-    after_first = counts(db_path)
+    after_first = counts(db_url)
     assert after_first == {
         "projects": 2,
         "idea_tickets": 3,
@@ -50,18 +49,18 @@ async def test_happy_path_then_idempotent_reimport(db: Database, db_path: Path) 
         "workflow_node_states": 3,
         "gap_analyses": 1,
     }
-    with sqlite3.connect(db_path) as conn:
-        idea = conn.execute(
-            "SELECT status, priority, created_at FROM idea_tickets WHERE id = 'idea-1'"
-        ).fetchone()
-        nodes = conn.execute(
-            "SELECT node_id, status, progress FROM workflow_node_states ORDER BY node_id"
-        ).fetchall()
-        steps = conn.execute(
-            "SELECT name, status, stats_json FROM run_steps WHERE run_id = ? ORDER BY step_id",
-            (report.run_id,),
-        ).fetchall()
-        audit = conn.execute("SELECT actor, event, run_id FROM audit_log").fetchall()
+    [idea] = sql(
+        db_url, "SELECT status, priority, created_at FROM idea_tickets WHERE id = 'idea-1'"
+    )
+    nodes = sql(
+        db_url, "SELECT node_id, status, progress FROM workflow_node_states ORDER BY node_id"
+    )
+    steps = sql(
+        db_url,
+        "SELECT name, status, stats_json FROM run_steps WHERE run_id = ? ORDER BY step_id",
+        (report.run_id,),
+    )
+    audit = sql(db_url, "SELECT actor, event, run_id FROM audit_log ORDER BY id")
     assert idea == ("in_progress", 3, "2026-03-02T09:00:00.000Z")  # high = 3, stored in UTC
     assert nodes == [
         ("lint", "completed", 100.0),
@@ -82,16 +81,15 @@ async def test_happy_path_then_idempotent_reimport(db: Database, db_path: Path) 
     again = await run_import(db, EXAMPLE)
     assert again.ok and all(c["inserted"] == 0 for c in again.counts.values())
     assert again.counts["ideas"] == {"inserted": 0, "skipped": 3}
-    assert counts(db_path) == after_first  # nothing duplicated
+    assert counts(db_url) == after_first  # nothing duplicated
 
 
-async def test_dry_run_writes_nothing(db: Database, db_path: Path) -> None:
+async def test_dry_run_writes_nothing(db: Database, db_url: DatabaseURL) -> None:
     report = await run_import(db, EXAMPLE, dry_run=True)
     assert report.ok and report.run_id is None
     assert report.counts["projects"] == {"inserted": 2, "skipped": 0}
-    assert set(counts(db_path).values()) == {0}
-    with sqlite3.connect(db_path) as conn:
-        assert conn.execute("SELECT count(*) FROM runs").fetchone() == (0,)
+    assert set(counts(db_url).values()) == {0}
+    assert sql(db_url, "SELECT count(*) FROM runs") == [(0,)]
 
 
 def broken(path: list[Any], value: Any) -> dict[str, Any]:
@@ -125,16 +123,16 @@ def broken(path: list[Any], value: Any) -> dict[str, Any]:
     ],
 )
 async def test_one_bad_record_means_nothing_is_imported(
-    db: Database, db_path: Path, dump: dict[str, Any], kind: str, field: str
+    db: Database, db_url: DatabaseURL, dump: dict[str, Any], kind: str, field: str
 ) -> None:
     report = await run_import(db, dump)
     assert not report.ok and report.run_id is None
     # The bad record is named first (a broken project also orphans its ideas, reported after).
     assert (report.problems[0]["kind"], list(report.problems[0]["errors"])) == (kind, [field])
-    assert set(counts(db_path).values()) == {0}
+    assert set(counts(db_url).values()) == {0}
 
 
-async def test_an_id_owned_by_another_project_is_refused(db: Database, db_path: Path) -> None:
+async def test_an_id_owned_by_another_project_is_refused(db: Database, db_url: DatabaseURL) -> None:
     assert (await run_import(db, EXAMPLE)).ok
     moved = broken(["ideas", "idea-3", "project_id"], "proj-alpha")
     report = await run_import(db, moved)
@@ -148,23 +146,23 @@ async def test_unreadable_dumps(db: Database, dump: Any) -> None:
         await run_import(db, dump)
 
 
-def test_import_cli(db_path: Path, tmp_path: Path) -> None:
+def test_import_cli(db_url: DatabaseURL, tmp_path: Path) -> None:
     example = str(REPO_ROOT / "seeds" / "memory_dump_example.json")
-    dry = run_cli("import", example, "--dry-run", "--db", str(db_path))
+    dry = run_cli("import", example, "--dry-run", "--db", cli_db(db_url))
     assert dry.returncode == 0 and "would insert 3" in dry.stdout
-    done = run_cli("import", example, "--json", "--db", str(db_path))
+    done = run_cli("import", example, "--json", "--db", cli_db(db_url))
     assert done.returncode == 0
     report = json.loads(done.stdout)
     assert report["ok"] and report["counts"]["workflow_runs"] == {"inserted": 1, "skipped": 0}
 
     bad = tmp_path / "bad.json"
     bad.write_text(json.dumps(broken(["ideas", "idea-2", "status"], "closed")))
-    refused = run_cli("import", str(bad), "--db", str(db_path))
+    refused = run_cli("import", str(bad), "--db", cli_db(db_url))
     assert refused.returncode == 1
     assert "REFUSED: nothing was imported" in refused.stdout and "idea-2" in refused.stdout
     garbage = tmp_path / "garbage.json"
     garbage.write_text("{not json")
-    unreadable = run_cli("import", str(garbage), "--db", str(db_path))
+    unreadable = run_cli("import", str(garbage), "--db", cli_db(db_url))
     assert unreadable.returncode == 2 and "Traceback" not in unreadable.stderr
-    missing = run_cli("import", str(tmp_path / "nope.json"), "--db", str(db_path))
+    missing = run_cli("import", str(tmp_path / "nope.json"), "--db", cli_db(db_url))
     assert missing.returncode == 2

@@ -1,13 +1,12 @@
 import asyncio
-import sqlite3
-from pathlib import Path
 from typing import Any
 
 import pytest
 from aiohttp.test_utils import TestClient
 
-from service.db import ForeignKeyViolation, execute
+from service.db import DatabaseURL, ForeignKeyViolation, execute
 from service.keys import DB_KEY
+from tests.backends import sql
 from tests.conftest import READER_TOKEN, bearer
 from tests.helpers import assert_error
 
@@ -258,23 +257,18 @@ async def test_fifty_concurrent_writers_never_see_database_locked(
     assert len(await collect(client, f"/projects/{project}/ideas?limit=500")) == 50
 
 
-async def test_writes_are_audited(client: TestClient, project: str, db_path: Path) -> None:
+async def test_writes_are_audited(client: TestClient, project: str, db_url: DatabaseURL) -> None:
     idea = await post(client, f"/projects/{project}/ideas", {"title": "x"})
     await patch(client, f"/projects/{project}/ideas/{idea['id']}", {"title": "y"}, 1)
     await client.delete(f"/projects/{project}/ideas/{idea['id']}")
     await patch(client, f"/projects/{project}/ideas/{idea['id']}", {"title": "z"}, 2)  # 404
-    with sqlite3.connect(db_path) as conn:
-        events = [
-            r[0]
-            for r in conn.execute(
-                "SELECT event FROM audit_log WHERE scope = 'projects' ORDER BY id"
-            )
-        ]
+    rows = sql(db_url, "SELECT event FROM audit_log WHERE scope = 'projects' ORDER BY id")
+    events = [r[0] for r in rows]
     assert events == ["project.created", "idea.created", "idea.updated", "idea.deleted"]
 
 
 async def test_foreign_keys_hold_at_the_database_level(client: TestClient) -> None:
-    with pytest.raises(ForeignKeyViolation, match="FOREIGN KEY"):
+    with pytest.raises(ForeignKeyViolation, match=r"FOREIGN KEY|foreign key"):
         await client.app[DB_KEY].write(
             execute(
                 "INSERT INTO idea_tickets (id, project_id, title, description, status, priority,"

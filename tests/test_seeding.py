@@ -4,20 +4,22 @@ import sqlite3
 import subprocess
 import sys
 import time
-from pathlib import Path
 from typing import Any
 
+import psycopg
 import pytest
 from aiohttp.test_utils import TestClient
 
-from service.db import Database
+from service.db import Database, DatabaseURL
+from service.repositories import status as status_repo
+from service.repositories.status import WRITABLE_FIELDS
 from service.seeding import SeedAlreadyRunning, Seeder, SeedProgress, SeedState, seed_row
+from tests.backends import cli_db, sql
 from tests.conftest import wait_for_seed
 
 
-def all_rows(db_path: Path) -> list[tuple[Any, ...]]:
-    with sqlite3.connect(db_path) as conn:
-        return conn.execute("SELECT * FROM status ORDER BY id").fetchall()
+def all_rows(url: DatabaseURL) -> list[tuple[Any, ...]]:
+    return sql(url, "SELECT * FROM status ORDER BY id")
 
 
 def test_seed_rows_are_a_pure_function_of_the_id() -> None:
@@ -26,7 +28,9 @@ def test_seed_rows_are_a_pure_function_of_the_id() -> None:
     assert seed_row(1)[0] == 1 and len(seed_row(1)) == 11
 
 
-async def test_seed_reaches_exact_target_and_is_idempotent(db: Database, db_path: Path) -> None:
+async def test_seed_reaches_exact_target_and_is_idempotent(
+    db: Database, db_url: DatabaseURL
+) -> None:
     seeder = Seeder(db, batch_size=300)
     progress = await seeder.run(1000)
     assert (progress.state, progress.rows, progress.inserted, progress.batches) == (
@@ -35,16 +39,21 @@ async def test_seed_reaches_exact_target_and_is_idempotent(db: Database, db_path
         1000,
         4,
     )
-    assert all_rows(db_path) == [seed_row(i) for i in range(1, 1001)]
+    assert all_rows(db_url) == [seed_row(i) for i in range(1, 1001)]
     again = await seeder.run(1000)
     assert (again.state, again.inserted) == (SeedState.COMPLETE, 0)
     more = await seeder.run(1500)
     assert more.inserted == 500
-    assert all_rows(db_path) == [seed_row(i) for i in range(1, 1501)]
+    assert all_rows(db_url) == [seed_row(i) for i in range(1, 1501)]
+    # Ids the database assigns continue after the seeded ones (PostgreSQL: the identity).
+    created = await db.write(
+        status_repo.insert(dict(zip(WRITABLE_FIELDS, seed_row(9)[1:], strict=True)), "t")
+    )
+    assert created["id"] == 1501
 
 
 async def test_stop_lands_on_a_batch_boundary_and_a_rerun_resumes(
-    db: Database, db_path: Path
+    db: Database, db_url: DatabaseURL
 ) -> None:
     seeder = Seeder(db, batch_size=100)
 
@@ -54,12 +63,12 @@ async def test_stop_lands_on_a_batch_boundary_and_a_rerun_resumes(
 
     stopped = await seeder.run(5000, on_progress=stop_after_three_batches)
     assert (stopped.state, stopped.rows) == (SeedState.STOPPED, 300)
-    assert len(all_rows(db_path)) == 300
+    assert len(all_rows(db_url)) == 300
 
     resumed = await Seeder(db, batch_size=100).run(5000)
     assert resumed.state is SeedState.COMPLETE
     assert resumed.inserted == 5000 - stopped.rows
-    assert all_rows(db_path) == [seed_row(i) for i in range(1, 5001)]
+    assert all_rows(db_url) == [seed_row(i) for i in range(1, 5001)]
 
 
 async def test_only_one_seed_job_at_a_time(db: Database) -> None:
@@ -72,17 +81,25 @@ async def test_only_one_seed_job_at_a_time(db: Database) -> None:
     assert (await seeder.wait()).state is SeedState.COMPLETE
 
 
-async def test_a_failing_seed_reports_failed(db: Database, db_path: Path) -> None:
-    with sqlite3.connect(db_path) as conn:
-        conn.execute("DROP TABLE status")
+async def test_a_failing_seed_reports_failed(db: Database, db_url: DatabaseURL) -> None:
+    sql(db_url, "DROP TABLE status")
     progress = await Seeder(db).run(100)
     assert progress.state is SeedState.FAILED
-    assert "no such table" in (progress.error or "")
+    assert "no such table" in (progress.error or "") or "does not exist" in (progress.error or "")
 
 
-def test_kill_9_mid_seed_then_resume_ends_with_exact_count(db_path: Path) -> None:
+def test_kill_9_mid_seed_then_resume_ends_with_exact_count(db_url: DatabaseURL) -> None:
     """A real crash: SIGKILL the CLI seeder between (or inside) batches, then run it again."""
-    cmd = [sys.executable, "-m", "service", "seed", "--db", str(db_path), "--log-level", "WARNING"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "service",
+        "seed",
+        "--db",
+        cli_db(db_url),
+        "--log-level",
+        "WARNING",
+    ]
     target, batch = 200_000, 2_000
     proc = subprocess.Popen([*cmd, "--rows", str(target), "--batch-size", str(batch)])
     deadline = time.monotonic() + 60
@@ -90,16 +107,14 @@ def test_kill_9_mid_seed_then_resume_ends_with_exact_count(db_path: Path) -> Non
     while time.monotonic() < deadline and proc.poll() is None:
         time.sleep(0.05)
         try:
-            with sqlite3.connect(db_path, timeout=5) as conn:
-                rows = conn.execute("SELECT count(*) FROM status").fetchone()[0]
-        except sqlite3.OperationalError:
+            rows = sql(db_url, "SELECT count(*) FROM status")[0][0]
+        except (sqlite3.OperationalError, psycopg.errors.UndefinedTable):
             continue  # table not created yet
         if rows >= 4 * batch:
             break
     os.kill(proc.pid, signal.SIGKILL)
     proc.wait(timeout=30)
-    with sqlite3.connect(db_path) as conn:
-        interrupted = conn.execute("SELECT count(*) FROM status").fetchone()[0]
+    interrupted = sql(db_url, "SELECT count(*) FROM status")[0][0]
     assert 0 < interrupted < target, "the seed should have been interrupted mid-way"
     assert interrupted % batch == 0  # only whole batches were committed
 
@@ -108,12 +123,12 @@ def test_kill_9_mid_seed_then_resume_ends_with_exact_count(db_path: Path) -> Non
     )
     assert done.returncode == 0, done.stderr
     assert f"{target}/{target} rows, {target - interrupted} inserted" in done.stdout
-    with sqlite3.connect(db_path) as conn:
-        count, distinct, low, high = conn.execute(
-            "SELECT count(*), count(DISTINCT id), min(id), max(id) FROM status"
-        ).fetchone()
-        sample = conn.execute("SELECT * FROM status WHERE id IN (1, 77777, 200000)").fetchall()
-        assert conn.execute("PRAGMA integrity_check").fetchone() == ("ok",)
+    [(count, distinct, low, high)] = sql(
+        db_url, "SELECT count(*), count(DISTINCT id), min(id), max(id) FROM status"
+    )
+    sample = sql(db_url, "SELECT * FROM status WHERE id IN (1, 77777, 200000) ORDER BY id")
+    if db_url.path is not None:
+        assert sql(db_url, "PRAGMA integrity_check") == [("ok",)]
     assert (count, distinct, low, high) == (target, target, 1, target)
     assert sample == [seed_row(1), seed_row(77777), seed_row(200000)]
 

@@ -1,7 +1,6 @@
 import asyncio
 import base64
 import json
-import sqlite3
 from typing import Any
 
 import pytest
@@ -9,6 +8,7 @@ from aiohttp.test_utils import TestClient
 
 from service.repositories.status import STATUS_FIELDS
 from service.seeding import seed_row
+from tests.backends import write_lock_held_elsewhere
 from tests.conftest import REPO_ROOT, wait_for_seed
 from tests.helpers import VALID, assert_error
 
@@ -266,19 +266,14 @@ async def test_shipped_examples_are_valid_records(client: TestClient) -> None:
 
 async def test_write_blocked_by_another_process_is_a_503_then_recovers(
     make_client,
-    db_path,  # type: ignore[no-untyped-def]
+    db_url,  # type: ignore[no-untyped-def]
 ) -> None:
     client = await make_client(busy_timeout_ms=100)
-    other = sqlite3.connect(db_path, isolation_level=None)  # e.g. an operator's sqlite3 shell
-    try:
-        other.execute("BEGIN IMMEDIATE")
+    with write_lock_held_elsewhere(db_url):
         resp = await client.post("/bobgen/status", json=VALID)
         assert resp.status == 503
         assert resp.headers["Retry-After"] == "1"
         assert_error(await resp.json(), "database_busy")
-    finally:
-        other.rollback()
-        other.close()
     assert (await client.post("/bobgen/status", json=VALID)).status == 201
     page = await (await client.get("/bobgen/status")).json()
     assert page["total"] == 1  # the refused write left nothing behind

@@ -44,6 +44,9 @@ def translate(exc: BaseException) -> BaseException:
         neutral = DatabaseBusy(f"database is busy: {_message(exc)}")
     elif isinstance(exc, asyncpg.DiskFullError):
         neutral = DiskFull(f"no space left for the database: {_message(exc)}")
+    elif isinstance(exc, asyncpg.UndefinedTableError):
+        # The schema is missing or broken (a bad restore): the database is unusable as is.
+        neutral = DatabaseUnavailable(f"the schema is incomplete: {_message(exc)}")
     elif isinstance(exc, asyncpg.QueryCanceledError | TimeoutError):
         neutral = DatabaseUnavailable(f"the database did not answer in time: {_message(exc)}")
     elif isinstance(exc, asyncpg.InterfaceError) and "pool is closing" in str(exc):

@@ -119,6 +119,13 @@ class PostgresDatabase(Database):
                 timeout=o.connect_timeout_s,
                 statement_cache_size=o.statement_cache_size,
                 max_inactive_connection_lifetime=60.0,
+                server_settings={
+                    "application_name": "bobgen",
+                    # SQLite's busy_timeout, here: a row or table lock held elsewhere (an
+                    # operator's psql session) fails the statement as DatabaseBusy (503)
+                    # after this long instead of holding the request until its deadline.
+                    "lock_timeout": str(int(o.busy_timeout_ms)),
+                },
             )
         except BaseException as exc:
             await self.close()

@@ -16,7 +16,7 @@ from typing import Any
 import aiohttp
 import pytest
 
-from tests.conftest import WRITER_TOKEN, bearer, free_port, plant_tokens
+from tests.conftest import WRITER_TOKEN, bearer, free_port, plant_test_tokens
 
 BOBGEN = [sys.executable, "-m", "service"]
 
@@ -125,7 +125,7 @@ async def make_server(tmp_path: Path) -> AsyncIterator[Any]:
         path = db_path or tmp_path / "data" / "bobgen.db"
         if not path.exists():
             path.parent.mkdir(parents=True, exist_ok=True)
-            plant_tokens(path)
+            plant_test_tokens(path)
         server = Server(path, list(args))
         servers.append(server)
         if start:

@@ -14,7 +14,7 @@ from typing import Any
 import aiohttp
 import pytest
 
-from tests.conftest import plant_tokens
+from tests.conftest import plant_test_tokens
 from tests.reliability.conftest import WRITE_HEADERS, integrity, rows_by_version, status_body
 
 FS_SIZE = "12m"
@@ -56,7 +56,7 @@ async def test_disk_full_fails_writes_cleanly_and_recovers_without_restart(
     small_fs: Path, make_server: Any
 ) -> None:
     db_path = small_fs / "bobgen.db"
-    plant_tokens(db_path)
+    plant_test_tokens(db_path)
     server = await make_server(db_path=db_path)
     url = server.url + "/bobgen/status"
     acknowledged: dict[str, int] = {}
