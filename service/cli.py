@@ -39,7 +39,11 @@ def cli_actor() -> str:
 
 
 def _add_common(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--db", help="SQLite database file (BOBGEN_DB; default data/bobgen.db)")
+    p.add_argument(
+        "--db",
+        help="a SQLite file, or postgresql://user@host:port/dbname "
+        "(BOBGEN_DB; default data/bobgen.db)",
+    )
     p.add_argument("--migrations-dir", help="yoyo migrations folder (BOBGEN_MIGRATIONS_DIR)")
     p.add_argument("--log-level", help="DEBUG, INFO, WARNING, ERROR (BOBGEN_LOG_LEVEL)")
 
@@ -68,6 +72,16 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument(
         "--auth-reads", action="store_const", const=True, help="require a 'read' token for reads"
     )
+    pg = serve.add_argument_group("PostgreSQL (with a postgresql:// --db)")
+    pg.add_argument("--pg-pool-size", type=int, help="connections per process (default 10)")
+    pg.add_argument("--pg-command-timeout-s", type=float, help="longest statement (default 30)")
+    pg.add_argument("--pg-connect-timeout-s", type=float, help="to connect (default 5)")
+    pg.add_argument(
+        "--pg-statement-cache-size",
+        type=int,
+        help="prepared statements per connection; 0 behind pgbouncer in transaction mode "
+        "(default 100)",
+    )
 
     seed = sub.add_parser("seed", help="seed the status table in the foreground")
     _add_common(seed)
@@ -83,8 +97,12 @@ def build_parser() -> argparse.ArgumentParser:
     rollback = db.add_parser("rollback", help="roll back the newest migration(s)")
     _add_common(rollback)
     rollback.add_argument("--steps", type=int, default=1, help="how many (default 1)")
-    _add_common(db.add_parser("vacuum", help="rebuild the file to reclaim space"))
-    backup = db.add_parser("backup", help="online backup to PATH, verified")
+    _add_common(
+        db.add_parser("vacuum", help="reclaim space (SQLite: VACUUM; PostgreSQL: VACUUM (ANALYZE))")
+    )
+    backup = db.add_parser(
+        "backup", help="online backup to PATH (SQLite: verified copy; PostgreSQL: pg_dump)"
+    )
     _add_common(backup)
     backup.add_argument("path", type=Path, help="the new backup file")
 
@@ -108,7 +126,7 @@ def build_parser() -> argparse.ArgumentParser:
     imp.add_argument("--dry-run", action="store_true", help="validate and count, write nothing")
     imp.add_argument("--json", action="store_true", help="print the report as JSON")
 
-    doctor = sub.add_parser("doctor", help="check a database file (read-only)")
+    doctor = sub.add_parser("doctor", help="check a database (read-only)")
     _add_common(doctor)
     doctor.add_argument("--json", action="store_true", help='print {"ok": ..., "checks": [...]}')
     return parser

@@ -17,7 +17,14 @@ from enum import StrEnum
 from typing import Any
 
 from service.audit import SYSTEM_ACTOR, AuditedWrite, audited_write
-from service.db import Database, Work, lock_for_inserts, returning, sync_identity
+from service.db import (
+    Database,
+    DatabaseUnavailable,
+    Work,
+    lock_for_inserts,
+    returning,
+    sync_identity,
+)
 from service.repositories import runs as runs_repo
 from service.repositories import status as status_repo
 from service.runs import RunContext, StepStatus, new_run_id
@@ -25,6 +32,8 @@ from service.runs import RunContext, StepStatus, new_run_id
 log = logging.getLogger(__name__)
 
 SEED_EPOCH = datetime(2026, 1, 1, tzinfo=UTC)
+SEED_LOCK = "bobgen.seed"
+ELSEWHERE_POLL_S = 0.5
 
 
 class SeedAlreadyRunning(RuntimeError):
@@ -38,6 +47,7 @@ class _NothingToSeed(Exception):
 class SeedState(StrEnum):
     IDLE = "idle"
     RUNNING = "running"
+    ELSEWHERE = "elsewhere"  # another instance on this database seeds (reported as running)
     COMPLETE = "complete"
     STOPPED = "stopped"
     FAILED = "failed"
@@ -244,6 +254,32 @@ class Seeder:
             await asyncio.gather(task, return_exceptions=True)
 
     async def _run(
+        self, p: SeedProgress, size: int, on_progress: ProgressCallback | None, actor: str
+    ) -> SeedProgress:
+        """Seed while holding the database's ``seed`` lock. Several instances on one
+        PostgreSQL database: one seeds, the others wait, checking the table, and one of them
+        takes over (resuming from the committed rows) if the seeding instance dies."""
+        while True:
+            async with self.db.exclusive(SEED_LOCK) as mine:
+                if mine:
+                    p.state = SeedState.RUNNING
+                    return await self._seed(p, size, on_progress, actor)
+            p.state = SeedState.ELSEWHERE
+            try:
+                p.rows = await status_repo.count(self.db)
+            except DatabaseUnavailable as exc:
+                log.warning("waiting for the seed of another instance: %s", exc)
+            if p.rows >= p.target:
+                p.state, p.finished_at = SeedState.COMPLETE, time.time()
+                return p
+            try:
+                await asyncio.wait_for(self._stop.wait(), ELSEWHERE_POLL_S)
+            except TimeoutError:
+                continue
+            p.state, p.finished_at = SeedState.STOPPED, time.time()
+            return p
+
+    async def _seed(
         self, p: SeedProgress, size: int, on_progress: ProgressCallback | None, actor: str
     ) -> SeedProgress:
         target = p.target

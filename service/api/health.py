@@ -11,6 +11,7 @@ from service.db import DatabaseUnavailable
 from service.jsonutil import json_response
 from service.keys import DB_KEY, METRICS_KEY, SEEDER_KEY, STARTED_KEY
 from service.metrics import CONTENT_TYPE
+from service.seeding import SeedState
 
 
 async def health(request: web.Request) -> web.Response:
@@ -29,7 +30,11 @@ async def health(request: web.Request) -> web.Response:
     except DatabaseUnavailable as exc:
         body.update(status="unavailable", db="error", reason=str(exc))
         return json_response(body, status=503, headers={"Retry-After": "5"})
-    body["seed"]["rows"] = row[0] if row else 0  # the live count, not the seeder's last view
+    rows = body["seed"]["rows"] = row[0] if row else 0  # the live count, not a memory of it
+    if seed.state is SeedState.ELSEWHERE:  # another instance seeds: the table tells how far
+        body["seed"]["state"] = str(
+            SeedState.COMPLETE if rows >= seed.target else SeedState.RUNNING
+        )
     return json_response(body)
 
 

@@ -16,7 +16,8 @@ from __future__ import annotations
 
 import asyncio
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
@@ -167,6 +168,18 @@ class Database(ABC):
 
     def _cache_generation(self) -> int:
         return self.transactions_committed
+
+    # ---- cross-process coordination ----------------------------------------------------------
+
+    @asynccontextmanager
+    async def exclusive(self, name: str) -> AsyncIterator[bool]:
+        """Whether this process may do the one-at-a-time job ``name`` (the seed) now.
+
+        SQLite: always (writers are serialized by the file lock, and jobs re-read what they
+        need inside each transaction). PostgreSQL overrides this with an advisory lock, so
+        that of several instances on one database exactly one runs the job.
+        """
+        yield True
 
     # ---- background work and files -----------------------------------------------------------
 

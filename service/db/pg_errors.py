@@ -49,6 +49,10 @@ def translate(exc: BaseException) -> BaseException:
         neutral = DatabaseUnavailable(f"the schema is incomplete: {_message(exc)}")
     elif isinstance(exc, asyncpg.QueryCanceledError | TimeoutError):
         neutral = DatabaseUnavailable(f"the database did not answer in time: {_message(exc)}")
+    elif isinstance(exc, asyncpg.InternalClientError):
+        # asyncpg lost track of the session's state, seen when the server ended the session
+        # in the middle of a statement (a restart, pg_terminate_backend).
+        neutral = DatabaseUnavailable(f"the PostgreSQL session broke: {_message(exc)}")
     elif isinstance(exc, asyncpg.InterfaceError) and "pool is closing" in str(exc):
         neutral = DatabaseClosed("database is closed")
     elif isinstance(exc, (*_CONNECTION_LOST, asyncpg.InterfaceError)):

@@ -105,6 +105,7 @@ class PostgresDatabase(Database):
         self._stats = WriterStats()
         self._generations: dict[str, int] = {}
         self._unlistened = 0  # moves on every change_marker call while the listener is down
+        self._listener_ready = asyncio.Event()
 
     # ---- lifecycle ---------------------------------------------------------------------------
 
@@ -131,7 +132,14 @@ class PostgresDatabase(Database):
             await self.close()
             raise translate(exc) from exc
         self._open = True
+        self._listener_ready = asyncio.Event()
         self._listener_task = asyncio.create_task(self._listen_forever(), name="pg-listener")
+        # Until it listens, nothing keyed on change markers is cached: wait for it (bounded;
+        # the service works without it, only slower).
+        try:
+            await asyncio.wait_for(self._listener_ready.wait(), o.connect_timeout_s)
+        except TimeoutError:
+            log.warning("the PostgreSQL change listener is not connected yet")
         log.debug("opened %s with a pool of up to %d", self.url, o.pool_size)
 
     async def close(self) -> None:
@@ -165,8 +173,14 @@ class PostgresDatabase(Database):
             raise DatabaseClosed("database is closed")
         try:
             conn = await pool.acquire(timeout=self.options.connect_timeout_s)
-        except BaseException as exc:
-            raise translate(exc) from exc
+        except Exception as exc:
+            # Whatever stops a connection from being made (refused, the database dropped or
+            # closed to connections, too many clients, a timeout) means the database is
+            # unavailable to us now, not a bug in a query.
+            neutral = translate(exc)
+            if not isinstance(neutral, DatabaseUnavailable):
+                neutral = DatabaseUnavailable(f"cannot connect to PostgreSQL: {exc}")
+            raise neutral from exc
         try:
             yield conn
         finally:
@@ -286,10 +300,11 @@ class PostgresDatabase(Database):
                 await conn.add_listener(NOTIFY_CHANNEL, self._on_notify)
                 conn.add_termination_listener(lambda _c: self._mark_unlistened())
                 self._listener = conn
-                self._listening = True
                 # Everything may have changed while nobody listened.
                 for channel in self._generations:
                     self._generations[channel] += 1
+                self._listening = True
+                self._listener_ready.set()
                 while self._open and not conn.is_closed():
                     await asyncio.sleep(LISTENER_RETRY_S)
                     await conn.execute("SELECT 1")  # notices a dead socket sooner
@@ -317,7 +332,7 @@ class PostgresDatabase(Database):
     # ---- cross-process coordination ----------------------------------------------------------
 
     @asynccontextmanager
-    async def exclusive(self, name: str) -> AsyncIterator[bool]:
+    async def exclusive(self, name: str) -> AsyncIterator[bool]:  # type: ignore[override]
         """Hold a session advisory lock named ``name`` while the block runs, if it is free.
 
         Yields False (without waiting) when another session holds it. The lock lives as long

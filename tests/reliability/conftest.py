@@ -23,10 +23,12 @@ BOBGEN = [sys.executable, "-m", "service"]
 
 @dataclass
 class Server:
-    """One ``bobgen serve`` process on ``db_path``; start it again after a kill."""
+    """One ``bobgen serve`` process on ``db_path`` (or on ``db``, a PostgreSQL URL; its log
+    then goes beside ``db_path``); start it again after a kill."""
 
     db_path: Path
     args: list[str] = field(default_factory=list)
+    db: str = ""
     port: int = field(default_factory=free_port)
     proc: asyncio.subprocess.Process | None = None
     log_path: Path | None = None
@@ -42,7 +44,7 @@ class Server:
             *BOBGEN,
             "serve",
             "--db",
-            str(self.db_path),
+            self.db or str(self.db_path),
             "--port",
             str(self.port),
             "--seed-rows",
