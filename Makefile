@@ -39,8 +39,12 @@ format: $(VENV)/.installed-test
 test: lint
 	$(BIN)/python -m pytest $(PYTEST_ARGS); rc=$$?; [ $$rc -eq 5 ] && exit 0; exit $$rc
 
+# make bench: SQLite against its baselines; make bench MODE=postgresql: SQLite vs PostgreSQL
+# with one and two instances (needs PostgreSQL on 127.0.0.1:5432 and wrk).
+MODE ?= sqlite
 bench: $(VENV)/.installed
-	$(BIN)/python bench/bench.py $(BENCH_ARGS)
+	if [ "$(MODE)" = postgresql ]; then $(BIN)/python bench/bench_backends.py $(BENCH_ARGS); \
+	else $(BIN)/python bench/bench.py $(BENCH_ARGS); fi
 
 # 10 minutes of mixed load at ~70 % of the measured maximum; exits non-zero on a regression.
 soak: $(VENV)/.installed

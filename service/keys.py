@@ -2,17 +2,21 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from aiohttp import web
 
 from service.config import Config
 from service.db import Database
-from service.metrics import Metrics
 from service.runs import RunContext
-from service.seeding import Seeder
+
+if TYPE_CHECKING:  # keys carry no weight: handlers need not import seeding or prometheus
+    from service.metrics import Metrics
+    from service.seeding import Seeder
 
 CONFIG_KEY = web.AppKey("config", Config)
 DB_KEY = web.AppKey("db", Database)
-SEEDER_KEY = web.AppKey("seeder", Seeder)
-METRICS_KEY = web.AppKey("metrics", Metrics)
+SEEDER_KEY: web.AppKey[Seeder] = web.AppKey("seeder")
+METRICS_KEY: web.AppKey[Metrics] = web.AppKey("metrics")
 STARTED_KEY = web.AppKey("started_monotonic", float)
 RUN_CONTEXT_KEY = web.AppKey("run_context", RunContext)

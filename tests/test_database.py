@@ -259,24 +259,25 @@ async def test_a_statement_error_is_translated_and_can_be_caught_by_the_unit(
 async def test_batched_lookups_serve_concurrent_reads(db: Database) -> None:
     calls: list[int] = []
 
-    async def fetch_many(keys):  # type: ignore[no-untyped-def]
+    async def fetch_many(db: Database, keys):  # type: ignore[no-untyped-def]
         calls.append(len(keys))
         marks = ", ".join("CAST(? AS INTEGER)" for _ in keys)
         rows = await db.fetchall(f"SELECT {marks}", list(keys))
         return {k: k * 10 for k in rows[0]}
 
-    lookup = db.lookup("test", fetch_many)
+    lookup = db.lookup(fetch_many)
+    assert db.lookup(fetch_many) is lookup  # built once
     results = await asyncio.gather(*(lookup.get(i) for i in range(1, 51)), lookup.get(3))
     assert results == [i * 10 for i in range(1, 51)] + [30]
     assert sum(calls) < 51 + 1 and len(calls) < 51  # lookups were coalesced
 
 
 async def test_batched_lookup_propagates_errors(db: Database) -> None:
-    async def broken(keys):  # type: ignore[no-untyped-def]
+    async def broken(db: Database, keys):  # type: ignore[no-untyped-def]
         raise sqlite3.OperationalError("disk on fire")
 
     with pytest.raises(sqlite3.OperationalError, match="disk on fire"):
-        await db.lookup("broken", broken).get(1)
+        await db.lookup(broken).get(1)
 
 
 async def test_check_reports_unavailable(db: Database) -> None:

@@ -16,9 +16,10 @@ from __future__ import annotations
 
 import asyncio
 from abc import ABC, abstractmethod
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
+from functools import partial
 from typing import Any, TypeVar
 
 from service.db.coalescing import BatchedLookup, CommitCache, FetchMany, SingleFlight
@@ -71,7 +72,7 @@ class Database(ABC):
     def __init__(self, url: DatabaseURL, concurrency: int) -> None:
         self.url = url
         self._concurrency = concurrency
-        self._lookups: dict[str, BatchedLookup[Any, Any]] = {}
+        self._lookups: dict[Callable[..., Any], BatchedLookup[Any, Any]] = {}
         self.reads_started = 0  # borrowings of a connection: tests prove caches save them
         self.shared_reads: SingleFlight[Any] = SingleFlight()
         self.derived: CommitCache[Any] = CommitCache(
@@ -136,11 +137,17 @@ class Database(ABC):
     async def read(self, work: Work[T]) -> T:
         """Run a read-only unit of work (no writes, no notify) outside any write transaction."""
 
-    def lookup(self, name: str, fetch_many: FetchMany[Any, Any]) -> BatchedLookup[Any, Any]:
-        """The batched point-read helper called ``name``, created on first use."""
-        found = self._lookups.get(name)
+    def lookup(
+        self, fetch_many: Callable[[Database, Sequence[Any]], Awaitable[dict[Any, Any]]]
+    ) -> BatchedLookup[Any, Any]:
+        """The batched point-read helper for ``fetch_many(db, keys)``, built once per function
+        (pass a module-level function: the look-up is keyed by it, and a new closure per call
+        would build a new batcher each time)."""
+        found = self._lookups.get(fetch_many)
         if found is None:
-            found = self._lookups[name] = BatchedLookup(fetch_many, concurrency=self._concurrency)
+            bound: FetchMany[Any, Any] = partial(fetch_many, self)
+            found = BatchedLookup(bound, concurrency=self._concurrency)
+            self._lookups[fetch_many] = found
         return found
 
     @abstractmethod

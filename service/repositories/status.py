@@ -111,7 +111,7 @@ async def get(
     db: Database, status_id: int, columns: Sequence[str] = STATUS_FIELDS
 ) -> dict[str, Any] | None:
     """One record by id. Concurrent calls share one ``IN (...)`` query (see BatchedLookup)."""
-    record = await db.lookup("status_by_id", partial(_fetch_by_ids, db)).get(status_id)
+    record = await db.lookup(_fetch_by_ids).get(status_id)
     if record is None or len(columns) == len(STATUS_FIELDS):
         return record
     return {c: record[c] for c in columns}
