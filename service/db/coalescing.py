@@ -150,19 +150,37 @@ class CommitCache(Generic[T]):
         self._entries: dict[Hashable, tuple[int, float, T]] = {}
         self._flights: SingleFlight[T] = SingleFlight()
 
-    async def get(self, key: Hashable, compute: Callable[[], Awaitable[T]]) -> T:
+    async def get(
+        self,
+        key: Hashable,
+        compute: Callable[[], Awaitable[T]],
+        refresh: Callable[[T], Awaitable[T]] | None = None,
+    ) -> T:
+        """The value for ``key``: cached, brought up to date, or computed afresh.
+
+        ``refresh(old)``, when given, updates a value this process's commits made stale more
+        cheaply than ``compute`` (a count plus the rows added since); the entry keeps the
+        time of its last full ``compute``, so ``max_age_s`` still bounds what a refresh cannot
+        see (other processes' commits, deletions).
+        """
         generation, now = self._generation(), time.monotonic()
         entry = self._entries.get(key)
-        if entry is not None and entry[0] == generation and now - entry[1] < self._max_age_s:
-            return entry[2]
+        if entry is not None and now - entry[1] < self._max_age_s:
+            if entry[0] == generation:
+                return entry[2]
+            if refresh is not None:
+                update = partial(self._fill, key, partial(refresh, entry[2]), entry[1])
+                return await self._flights.run((key, generation), update)
         # Joiners of a computation that started at this generation get its value; one that
         # started before a newer commit is not joined (it may miss that commit).
         return await self._flights.run((key, generation), partial(self._fill, key, compute))
 
-    async def _fill(self, key: Hashable, compute: Callable[[], Awaitable[T]]) -> T:
+    async def _fill(
+        self, key: Hashable, compute: Callable[[], Awaitable[T]], since: float | None = None
+    ) -> T:
         generation, now = self._generation(), time.monotonic()
         value = await compute()
         if len(self._entries) >= self._max_entries:
             self._entries.clear()
-        self._entries[key] = (generation, now, value)
+        self._entries[key] = (generation, now if since is None else since, value)
         return value
