@@ -132,6 +132,9 @@ def main() -> None:
     parser.add_argument("--pg-admin", default="postgresql://postgres@127.0.0.1:5432/postgres")
     parser.add_argument("--old-root", type=Path, help="an older checkout: its SQLite server too")
     parser.add_argument("--only", help="run only scenarios whose name contains this text")
+    parser.add_argument(
+        "--sqlite-only", action="store_true", help="only SQLite (and --old-root): an A/B run"
+    )
     parser.add_argument("--output", type=Path, default=ROOT / "bench" / "results" / "backends.json")
     args = parser.parse_args()
     if shutil.which("wrk") is None:
@@ -160,13 +163,14 @@ def main() -> None:
         port = free_port()
         procs.append(serve(str(sqlite_url.sqlite_path), port, ROOT, []))
         setups["SQLite"] = ([port], token)
-        port = free_port()
-        procs.append(serve(pg_url.dsn, port, ROOT, []))
-        setups["PostgreSQL, 1 instance"] = ([port], pg_token)
-        pair = [free_port(), free_port()]
-        for p in pair:
-            procs.append(serve(pg_url.dsn, p, ROOT, []))
-        setups["PostgreSQL, 2 instances"] = (pair, pg_token)
+        if not args.sqlite_only:
+            port = free_port()
+            procs.append(serve(pg_url.dsn, port, ROOT, []))
+            setups["PostgreSQL, 1 instance"] = ([port], pg_token)
+            pair = [free_port(), free_port()]
+            for p in pair:
+                procs.append(serve(pg_url.dsn, p, ROOT, []))
+            setups["PostgreSQL, 2 instances"] = (pair, pg_token)
         for proc, port in zip(
             procs, [p for ports, _ in setups.values() for p in ports], strict=True
         ):
@@ -178,8 +182,13 @@ def main() -> None:
         runs: dict[tuple[str, str], list[tuple[float, ...]]] = {}
         for round_no in range(1, args.rounds + 1):
             print(f"round {round_no}/{args.rounds}", file=sys.stderr)
+            # Rotate which setup goes first: a write-heavy run leaves checkpoints and flushes
+            # that land on the next run, a bias that must not always hit the same setup.
+            order = list(setups)
+            order = order[round_no % len(order) :] + order[: round_no % len(order)]
             for scenario in scenario_names:
-                for setup, (ports, tok) in setups.items():
+                for setup in order:
+                    ports, tok = setups[setup]
                     script = scripts(args.rows, tok)[scenario]
                     result = drive(ports, script, args.duration, args.connections)
                     runs.setdefault((scenario, setup), []).append(result)
