@@ -18,7 +18,6 @@ import threading
 import uuid
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
@@ -156,12 +155,6 @@ def plant_tokens(url: DatabaseURL, tokens: dict[str, tuple[str, str]]) -> None:
             "VALUES (?, 'test', ?, ?, '2026-01-01T00:00:00.000Z')",
             (user, hash_token(token), scopes),
         )
-
-
-def migrate_sqlite(path: Path) -> DatabaseURL:
-    url = DatabaseURL.sqlite(path)
-    apply_migrations(url, DEFAULT_MIGRATIONS_DIR)
-    return url
 
 
 def wipe(url: DatabaseURL) -> None:

@@ -23,7 +23,7 @@ from service.config import DEFAULT_MIGRATIONS_DIR, Config
 from service.db import Database, DatabaseOptions, DatabaseURL, connect
 from service.db.migrations import apply_migrations
 from service.keys import SEEDER_KEY
-from tests.backends import BACKENDS, PgCluster, migrate_sqlite, plant_tokens
+from tests.backends import BACKENDS, PgCluster, plant_tokens
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
@@ -51,20 +51,6 @@ def db_url(request: pytest.FixtureRequest, backend: str, db_path: Path) -> Itera
     (already migrated: made ahead of time, see tests/backends.py; ``wipe`` empties it)."""
     if backend == "sqlite":
         yield DatabaseURL.sqlite(db_path)
-        return
-    cluster: PgCluster = request.getfixturevalue("pg_cluster")
-    url = cluster.create(migrated=True)
-    yield url
-    cluster.drop(url)
-
-
-@pytest.fixture
-def migrated_url(
-    request: pytest.FixtureRequest, backend: str, db_path: Path
-) -> Iterator[DatabaseURL]:
-    """A migrated database of the test's backend."""
-    if backend == "sqlite":
-        yield migrate_sqlite(db_path)
         return
     cluster: PgCluster = request.getfixturevalue("pg_cluster")
     url = cluster.create(migrated=True)

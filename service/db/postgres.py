@@ -40,7 +40,7 @@ from service.db.database import Database, DatabaseOptions, Params, Row, WorkSour
 from service.db.errors import DatabaseClosed, DatabaseUnavailable, SerializationConflict
 from service.db.pg_errors import is_connection_lost, translate
 from service.db.url import POSTGRESQL, DatabaseURL
-from service.db.work import Notify, Result, Statement, Work
+from service.db.work import Notify, Result, Statement, Step, Work, drive_async, read_only
 
 log = logging.getLogger(__name__)
 
@@ -357,39 +357,29 @@ class PostgresDatabase(Database):
 
 
 async def _drive(conn: asyncpg.Connection, work: Work[T], channels: list[str] | None) -> T:
-    """Run a unit of work to its end on ``conn``, awaiting each statement."""
-    send: Result | None = None
-    throw: BaseException | None = None
-    while True:
-        try:
-            step = work.throw(throw) if throw is not None else work.send(send)  # type: ignore[arg-type]
-        except StopIteration as stop:
-            return stop.value  # type: ignore[no-any-return]
-        send, throw = None, None
+    """Run a unit of work to its end on ``conn``, awaiting each statement. ``channels`` is
+    None for a read (which may not notify or executemany)."""
+
+    async def run(step: Step) -> Result:
+        if channels is None:
+            step = read_only(step)
         if isinstance(step, Notify):
-            if channels is None:
-                throw = RuntimeError("a read cannot notify: use Database.write")
-                continue
+            assert channels is not None
             channels.append(step.channel)
             step = Statement("SELECT pg_notify(?, ?)", (NOTIFY_CHANNEL, step.channel))
         if step.only not in (None, POSTGRESQL):
-            send = Result()
-            continue
+            return Result()
         sql = to_dollar_params(step.sql)
         try:
             if step.many:
-                if channels is None:
-                    throw = RuntimeError("a read cannot executemany: use Database.write")
-                    continue
                 await conn.executemany(sql, step.params)  # type: ignore[arg-type]
-                send = Result([], -1)
-            elif _returns_rows(step.sql):
+                return Result([], -1)
+            if _returns_rows(step.sql):
                 rows = await conn.fetch(sql, *step.params)  # type: ignore[misc]
-                send = Result([tuple(r) for r in rows], len(rows))
-            else:
-                status = await conn.execute(sql, *step.params)  # type: ignore[misc]
-                send = Result([], _rowcount(status))
-        except asyncio.CancelledError:
-            raise
+                return Result([tuple(r) for r in rows], len(rows))
+            status = await conn.execute(sql, *step.params)  # type: ignore[misc]
+            return Result([], _rowcount(status))
         except Exception as exc:
-            throw = translate(exc)
+            raise translate(exc) from exc
+
+    return await drive_async(work, run)

@@ -29,7 +29,7 @@ from service.db.pool import ConnectionPool
 from service.db.sqlite_errors import translate
 from service.db.sqlite_writer import GroupCommitWriter
 from service.db.url import SQLITE, DatabaseURL
-from service.db.work import Notify, Result, Work
+from service.db.work import Result, Step, Work, drive_async, read_only
 
 log = logging.getLogger(__name__)
 
@@ -243,28 +243,18 @@ class SqliteDatabase(Database):
         without a write transaction. Statements share one connection but not a snapshot.
         """
         async with self.reader() as conn:
-            send: Result | None = None
-            throw: BaseException | None = None
-            while True:
+
+            async def run(step: Step) -> Result:
+                statement = read_only(step)
+                if statement.only not in (None, SQLITE):
+                    return Result()
                 try:
-                    step = work.throw(throw) if throw is not None else work.send(send)  # type: ignore[arg-type]
-                except StopIteration as stop:
-                    return stop.value  # type: ignore[no-any-return]
-                send, throw = None, None
-                if isinstance(step, Notify):
-                    throw = RuntimeError("a read cannot notify: use Database.write")
-                    continue
-                if step.only not in (None, SQLITE):
-                    send = Result()
-                    continue
-                try:
-                    if step.many:
-                        throw = RuntimeError("a read cannot executemany: use Database.write")
-                        continue
-                    rows = await conn.execute_fetchall(step.sql, step.params)  # type: ignore[arg-type]
-                    send = Result(list(rows), -1)
+                    rows = await conn.execute_fetchall(statement.sql, statement.params)  # type: ignore[arg-type]
                 except sqlite3.Error as exc:
-                    throw = translate(exc)
+                    raise translate(exc) from exc
+                return Result(list(rows), -1)
+
+            return await drive_async(work, run)
 
     async def table_exists(self, name: str) -> bool:
         rows = await self.fetchall(

@@ -28,7 +28,7 @@ from service.db.database import WriterStats
 from service.db.errors import DatabaseClosed, DatabaseUnavailable
 from service.db.sqlite_errors import translate
 from service.db.url import SQLITE
-from service.db.work import Notify, Result, Work
+from service.db.work import Notify, Result, Step, Work, drive
 
 log = logging.getLogger(__name__)
 
@@ -261,31 +261,23 @@ class GroupCommitWriter:
 
 def _drive(conn: sqlite3.Connection, work: Work[Any], channels: list[str]) -> Any:
     """Run a unit of work to its end on ``conn``, feeding each statement's result back in."""
-    send: Result | None = None
-    throw: BaseException | None = None
-    while True:
-        try:
-            step = work.throw(throw) if throw is not None else work.send(send)  # type: ignore[arg-type]
-        except StopIteration as stop:
-            return stop.value
-        send, throw = None, None
+
+    def run(step: Step) -> Result:
         if isinstance(step, Notify):
             channels.append(step.channel)
-            send = Result()
-            continue
+            return Result()
         if step.only not in (None, SQLITE):
-            send = Result()
-            continue
+            return Result()
         try:
             if step.many:
                 cursor = conn.executemany(step.sql, step.params)  # type: ignore[arg-type]
-                send = Result([], cursor.rowcount)
-            else:
-                cursor = conn.execute(step.sql, step.params)  # type: ignore[arg-type]
-                rows = cursor.fetchall()
-                send = Result(rows, cursor.rowcount)
+                return Result([], cursor.rowcount)
+            cursor = conn.execute(step.sql, step.params)  # type: ignore[arg-type]
+            return Result(cursor.fetchall(), cursor.rowcount)
         except sqlite3.Error as exc:
-            throw = translate(exc)
+            raise translate(exc) from exc
+
+    return drive(work, run)
 
 
 def _rollback(conn: sqlite3.Connection) -> None:

@@ -21,7 +21,7 @@ translated to the backend-neutral exceptions of :mod:`service.db.errors`, so a u
 from __future__ import annotations
 
 import itertools
-from collections.abc import Generator, Iterable, Sequence
+from collections.abc import Awaitable, Callable, Generator, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
@@ -111,6 +111,57 @@ def savepoint(work: Work[T]) -> Work[T]:
         raise
     yield Statement(f"RELEASE {name}")
     return result
+
+
+# ---- driving a unit (for backends) -------------------------------------------------------------
+
+
+class ReadOnlyViolation(RuntimeError):
+    """A unit run as a read tried to notify or to executemany: use ``Database.write``."""
+
+
+def drive(work: Work[T], run: Callable[[Step], Result]) -> T:
+    """Run ``work`` to its end, ``run`` doing each step (a backend's statement runner).
+
+    Whatever ``run`` raises (an ``Exception``: backends raise the neutral errors) is thrown
+    into the unit at the ``yield`` that caused it, so the unit may catch it and go on; what
+    the unit does not catch comes out of here. ``BaseException``s (cancellation) propagate.
+    """
+    send: Result | None = None
+    throw: Exception | None = None
+    while True:
+        try:
+            step = work.throw(throw) if throw is not None else work.send(send)  # type: ignore[arg-type]
+        except StopIteration as stop:
+            return stop.value  # type: ignore[no-any-return]
+        send, throw = None, None
+        try:
+            send = run(step)
+        except Exception as exc:
+            throw = exc
+
+
+async def drive_async(work: Work[T], run: Callable[[Step], Awaitable[Result]]) -> T:
+    """:func:`drive` for a backend whose statements are awaited (asyncpg, aiosqlite)."""
+    send: Result | None = None
+    throw: Exception | None = None
+    while True:
+        try:
+            step = work.throw(throw) if throw is not None else work.send(send)  # type: ignore[arg-type]
+        except StopIteration as stop:
+            return stop.value  # type: ignore[no-any-return]
+        send, throw = None, None
+        try:
+            send = await run(step)
+        except Exception as exc:
+            throw = exc
+
+
+def read_only(step: Step) -> Statement:
+    """``step`` as a statement a read may run, or :class:`ReadOnlyViolation`."""
+    if isinstance(step, Notify) or step.many:
+        raise ReadOnlyViolation("a read cannot notify or executemany: use Database.write")
+    return step
 
 
 # ---- the few statements that differ between backends -----------------------------------------
