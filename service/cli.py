@@ -448,9 +448,10 @@ def _import(config: Config, args: argparse.Namespace) -> int:
 
 
 def _doctor(config: Config, args: argparse.Namespace) -> int:
-    from service.doctor import diagnose, render
+    from service.db.doctor import diagnose, render
+    from service.tokens import initial_token_path
 
-    report = diagnose(config.db, config.migrations_dir)
+    report = diagnose(config.db, config.migrations_dir, initial_token_path(config.db))
     print(json.dumps(report.to_dict(), indent=2) if args.json else render(report))
     return 0 if report.ok else 1
 

@@ -16,7 +16,6 @@ from typing import Any
 
 from service.db import DatabaseError, DatabaseOptions, DatabaseURL, connect
 from service.db.maintenance import schema_version
-from service.tokens import initial_token_path
 
 MIN_FREE_BYTES = 100 * 1024 * 1024
 
@@ -49,13 +48,15 @@ def migration_ids(migrations_dir: Path) -> list[str]:
     )
 
 
-def diagnose(url: DatabaseURL, migrations_dir: Path) -> Report:
+def diagnose(url: DatabaseURL, migrations_dir: Path, token_file: Path) -> Report:
+    """Every check for ``url``; ``token_file`` is where a first start leaves the initial
+    admin token (its presence is a warning)."""
     if url.path is None:
-        return asyncio.run(_diagnose_server(url, migrations_dir))
-    return _diagnose_file(url.path, migrations_dir)
+        return asyncio.run(_diagnose_server(url, migrations_dir, token_file))
+    return _diagnose_file(url.path, migrations_dir, token_file)
 
 
-async def _diagnose_server(url: DatabaseURL, migrations_dir: Path) -> Report:
+async def _diagnose_server(url: DatabaseURL, migrations_dir: Path, token_file: Path) -> Report:
     """PostgreSQL: reachable, schema version, pending migrations, migration lock."""
     db = connect(url, DatabaseOptions(pool_size=1, connect_timeout_s=5, command_timeout_s=10))
     try:
@@ -74,7 +75,7 @@ async def _diagnose_server(url: DatabaseURL, migrations_dir: Path) -> Report:
         if await db.table_exists("yoyo_lock"):
             holders = [r[0] for r in await db.fetchall("SELECT pid FROM yoyo_lock")]
         checks.append(_lock_check(holders))
-        checks.append(_token_file_check(initial_token_path(url)))
+        checks.append(_token_file_check(token_file))
         return Report(checks)
     except DatabaseError as exc:
         return Report([Check("database", False, f"{url}: {exc}")])
@@ -82,7 +83,7 @@ async def _diagnose_server(url: DatabaseURL, migrations_dir: Path) -> Report:
         await db.close()
 
 
-def _diagnose_file(db_path: Path, migrations_dir: Path) -> Report:
+def _diagnose_file(db_path: Path, migrations_dir: Path, token_file: Path) -> Report:
     if not db_path.exists():
         detail = f"not initialized yet: {db_path} does not exist (start the server or migrate)"
         return Report([Check("database", False, detail)])
@@ -91,12 +92,14 @@ def _diagnose_file(db_path: Path, migrations_dir: Path) -> Report:
     except sqlite3.Error as exc:
         return Report([Check("database", False, f"cannot open {db_path}: {exc}")])
     try:
-        return Report(_checks(conn, db_path, migrations_dir))
+        return Report(_checks(conn, db_path, migrations_dir, token_file))
     finally:
         conn.close()
 
 
-def _checks(conn: sqlite3.Connection, db_path: Path, migrations_dir: Path) -> list[Check]:
+def _checks(
+    conn: sqlite3.Connection, db_path: Path, migrations_dir: Path, token_file: Path
+) -> list[Check]:
     try:
         result = [r[0] for r in conn.execute("PRAGMA integrity_check").fetchall()]
     except sqlite3.DatabaseError as exc:  # "file is not a database", "malformed"
@@ -122,7 +125,7 @@ def _checks(conn: sqlite3.Connection, db_path: Path, migrations_dir: Path) -> li
         except sqlite3.DatabaseError as exc:
             checks.append(Check(name, False, f"unreadable: {exc}"))
     checks.append(_free_disk(db_path))
-    checks.append(_token_file_check(initial_token_path(DatabaseURL.sqlite(db_path))))
+    checks.append(_token_file_check(token_file))
     return checks
 
 
