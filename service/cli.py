@@ -126,6 +126,22 @@ def build_parser() -> argparse.ArgumentParser:
     imp.add_argument("--dry-run", action="store_true", help="validate and count, write nothing")
     imp.add_argument("--json", action="store_true", help="print the report as JSON")
 
+    documents = sub.add_parser("documents", help="persona and prompt files in the database")
+    docs = documents.add_subparsers(dest="documents_command")
+    docs.required = True
+    sync = docs.add_parser("sync", help="reconcile the documents table with the files, once")
+    _add_common(sync)
+    sync.add_argument(
+        "--dir",
+        dest="dirs",
+        action="append",
+        type=Path,
+        required=True,
+        help="a documents root holding personas/ and prompts/ (repeatable; the first wins)",
+    )
+    sync.add_argument("--dry-run", action="store_true", help="say what would change, write nothing")
+    sync.add_argument("--json", action="store_true", help="print the report as JSON")
+
     doctor = sub.add_parser("doctor", help="check a database (read-only)")
     _add_common(doctor)
     doctor.add_argument("--json", action="store_true", help='print {"ok": ..., "checks": [...]}')
@@ -156,6 +172,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             args.command,
             getattr(args, "db_command", None),
             getattr(args, "token_command", None),
+            getattr(args, "documents_command", None),
         )
         if v
     )
@@ -447,6 +464,33 @@ def _import(config: Config, args: argparse.Namespace) -> int:
     return 0 if report.ok else 1
 
 
+def _documents_sync(config: Config, args: argparse.Namespace) -> int:
+    missing = [str(d) for d in args.dirs if not d.is_dir()]
+    if missing:
+        print(f"bobgen: error: not a directory: {', '.join(missing)}", file=sys.stderr)
+        return 2
+    report = asyncio.run(_documents_sync_async(config, args.dirs, args.dry_run))
+    if args.json:
+        print(json.dumps(report.to_dict(), indent=2))
+    else:
+        verb = "would change" if report.dry_run else "changed"
+        counts = ", ".join(f"{n} {k}" for k, n in report.counts().items())
+        print(f"documents {verb}: {counts} ({report.seconds:.2f}s)")
+        for kind in ("added", "updated", "deleted"):
+            for path in getattr(report, kind):
+                print(f"  {kind:<8} {path}")
+        for error in report.errors:
+            print(f"  error    {error.file}: {error.reason}")
+    return 0 if not report.errors else 1
+
+
+async def _documents_sync_async(config: Config, dirs: list[Path], dry_run: bool) -> Any:
+    from service.document_sync import reconcile
+
+    async with _open(config, migrate=True) as db:
+        return await reconcile(db, dirs, actor=cli_actor(), dry_run=dry_run)
+
+
 def _doctor(config: Config, args: argparse.Namespace) -> int:
     from service.db.doctor import diagnose, render
     from service.tokens import initial_token_path
@@ -469,6 +513,7 @@ COMMANDS: dict[str, Callable[[Config, argparse.Namespace], int]] = {
     "token list": _token_list,
     "token revoke": _token_revoke,
     "import": _import,
+    "documents sync": _documents_sync,
     "doctor": _doctor,
 }
 

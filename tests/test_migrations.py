@@ -35,6 +35,7 @@ TABLES_BY_MIGRATION = {
         "gap_analyses",
     },
     "0004_assigned_ids": set(),  # identity columns on PostgreSQL; nothing new on SQLite
+    "0005_documents": {"documents"},
 }
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from service.api import admin, health, runs, status
+from service.api import admin, documents, health, runs, status
 from service.api.projects import setup_project_routes
 from service.api.workflow_runs import setup_workflow_run_routes
 
@@ -23,5 +23,7 @@ def setup_routes(app: web.Application) -> None:
     app.router.add_post("/runs/{run_id}/steps", runs.create_step)
     app.router.add_patch("/runs/{run_id}/steps/{step_id}", runs.update_step)
     app.router.add_get("/audit", runs.list_audit)
+    app.router.add_get("/documents", documents.list_documents)
+    app.router.add_get("/documents/{id}", documents.get_document)
     setup_project_routes(app)
     setup_workflow_run_routes(app)

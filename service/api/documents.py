@@ -1,0 +1,36 @@
+"""Documents: the database copy of persona and prompt files (docs/documents.md)."""
+
+from __future__ import annotations
+
+from aiohttp import web
+
+from service.api.requests import load_match, load_query
+from service.errors import NotFound
+from service.jsonutil import json_response
+from service.keys import DB_KEY
+from service.repositories import documents as documents_repo
+from service.schemas.common import encode_cursor
+from service.schemas.documents import DocumentIdSchema, DocumentListQuerySchema
+
+_LIST, _ID = DocumentListQuerySchema(), DocumentIdSchema()
+
+
+async def list_documents(request: web.Request) -> web.Response:
+    q = load_query(_LIST, request)
+    items, position = await documents_repo.list_page(
+        request.app[DB_KEY],
+        limit=q["limit"],
+        kind=q["type"],
+        name=q["name"],
+        after=tuple(q["cursor"]) if q["cursor"] else None,  # type: ignore[arg-type]
+    )
+    next_cursor = encode_cursor(list(position)) if position else None
+    return json_response({"items": items, "limit": q["limit"], "next": next_cursor})
+
+
+async def get_document(request: web.Request) -> web.Response:
+    document_id = load_match(_ID, request)["id"]
+    found = await documents_repo.get(request.app[DB_KEY], document_id)
+    if found is None:
+        raise NotFound(f"no document {document_id}")
+    return json_response(found)

@@ -1,0 +1,184 @@
+"""Keeping the ``documents`` table in step with persona and prompt files.
+
+A full reconcile reads every file under the roots, compares it with what is stored (by
+content hash) and writes only the difference: new files are added, changed ones updated,
+vanished ones deleted, unchanged ones not touched. A file that does not parse is a sync
+error: it is reported, and its last good version stays in the table. The files are the source
+of truth: when file and row differ, the file wins (docs/documents.md).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from service.audit import AuditedWrite, audited_write
+from service.db import Database, Work
+from service.domain.documents import (
+    DEFAULT_MAX_FILE_BYTES,
+    LAYOUT,
+    DocumentError,
+    ParsedDocument,
+    document_type,
+    parse,
+    relative_to_root,
+)
+from service.repositories import documents as documents_repo
+from service.repositories.documents import StoredState
+
+WRITE_BATCH = 500  # documents per transaction
+
+
+@dataclass(frozen=True, slots=True)
+class SyncError:
+    file: str  # relative to its root
+    root: str
+    reason: str
+
+
+@dataclass(slots=True)
+class SyncReport:
+    added: list[str] = field(default_factory=list)
+    updated: list[str] = field(default_factory=list)
+    deleted: list[str] = field(default_factory=list)
+    unchanged: int = 0
+    errors: list[SyncError] = field(default_factory=list)
+    seconds: float = 0.0
+    dry_run: bool = False
+
+    def counts(self) -> dict[str, int]:
+        return {
+            "added": len(self.added),
+            "updated": len(self.updated),
+            "deleted": len(self.deleted),
+            "unchanged": self.unchanged,
+            "errors": len(self.errors),
+        }
+
+    def to_dict(self) -> dict[str, Any]:
+        data = asdict(self)
+        data["counts"] = self.counts()
+        return data
+
+
+@dataclass(slots=True)
+class Scan:
+    """What the files say: parsed documents by relative path, and the files that failed."""
+
+    documents: dict[str, ParsedDocument] = field(default_factory=dict)
+    failed: set[str] = field(default_factory=set)
+    errors: list[SyncError] = field(default_factory=list)
+
+
+def scan(roots: Sequence[Path], *, max_bytes: int = DEFAULT_MAX_FILE_BYTES) -> Scan:
+    """Read and parse every document file under ``roots`` (blocking: run it in a thread).
+
+    With several roots, the first root that has a relative path wins; the same path under a
+    later root is reported as an error (it would need the same id).
+    """
+    result = Scan()
+    for root in roots:
+        for folder, _suffix in LAYOUT.values():
+            directory = root / folder
+            if not directory.is_dir():
+                continue
+            for path in sorted(directory.iterdir()):
+                relative = relative_to_root(path, root)
+                if relative is None or document_type(relative) is None or not path.is_file():
+                    continue
+                key = str(relative)
+                if key in result.documents or key in result.failed:
+                    reason = "the same path exists under an earlier root, which wins"
+                    result.errors.append(SyncError(key, str(root), reason))
+                    continue
+                try:
+                    stat = path.stat()
+                    if stat.st_size > max_bytes:
+                        raise DocumentError(
+                            f"larger than the {max_bytes}-byte limit ({stat.st_size} bytes)"
+                        )
+                    result.documents[key] = parse(
+                        relative, path.read_bytes(), stat.st_mtime_ns, max_bytes=max_bytes
+                    )
+                except (DocumentError, OSError) as exc:
+                    result.failed.add(key)
+                    result.errors.append(SyncError(key, str(root), str(exc)))
+    return result
+
+
+@dataclass(slots=True)
+class Plan:
+    added: list[ParsedDocument] = field(default_factory=list)
+    updated: list[ParsedDocument] = field(default_factory=list)
+    deleted: dict[str, str] = field(default_factory=dict)  # file path -> id
+    unchanged: int = 0
+
+
+def plan(files: Scan, stored: dict[str, StoredState]) -> Plan:
+    """The writes that make the table say what the files say. Pure."""
+    result = Plan()
+    for path, doc in files.documents.items():
+        state = stored.get(path)
+        if state is None:
+            result.added.append(doc)
+        elif state.content_hash != doc.content_hash or state.id != doc.id:
+            result.updated.append(doc)
+        else:
+            result.unchanged += 1
+    for path, state in stored.items():
+        # A file that failed to parse keeps its last good row; a vanished one goes.
+        if path not in files.documents and path not in files.failed:
+            result.deleted[path] = state.id
+    return result
+
+
+async def reconcile(
+    db: Database,
+    roots: Sequence[Path],
+    *,
+    actor: str,
+    dry_run: bool = False,
+    max_bytes: int = DEFAULT_MAX_FILE_BYTES,
+) -> SyncReport:
+    """One full sync of the table with the files under ``roots``."""
+    started = time.perf_counter()
+    files = await asyncio.to_thread(scan, roots, max_bytes=max_bytes)
+    stored = await db.read(documents_repo.states())
+    todo = plan(files, stored)
+    report = SyncReport(
+        added=[d.file_path for d in todo.added],
+        updated=[d.file_path for d in todo.updated],
+        deleted=sorted(todo.deleted),
+        unchanged=todo.unchanged,
+        errors=files.errors,
+        dry_run=dry_run,
+    )
+    if not dry_run:
+        await apply(db, todo, actor=actor)
+    report.seconds = round(time.perf_counter() - started, 4)
+    return report
+
+
+async def apply(db: Database, todo: Plan, *, actor: str) -> None:
+    """Write a plan in transactions of at most WRITE_BATCH documents, each audited."""
+    upserts = [*todo.added, *todo.updated]
+    deletes = list(todo.deleted.items())
+    for start in range(0, max(len(upserts), len(deletes)), WRITE_BATCH):
+        batch = upserts[start : start + WRITE_BATCH]
+        gone = deletes[start : start + WRITE_BATCH]
+
+        def work(w: AuditedWrite, batch=batch, gone=gone) -> Work[None]:  # type: ignore[no-untyped-def]
+            yield from documents_repo.upsert_many(batch, w.now)
+            yield from documents_repo.delete_many(doc_id for _, doc_id in gone)
+            w.audit(
+                "documents.synced",
+                scope="documents",
+                message=f"{len(batch)} written, {len(gone)} deleted",
+                data={"written": [d.file_path for d in batch], "deleted": [p for p, _ in gone]},
+            )
+
+        await audited_write(db, actor, work)

@@ -1,0 +1,112 @@
+"""SQL for the ``documents`` table (the database copy of persona and prompt files)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Any
+
+import orjson
+
+from service.db import Database, Work, execute_many, query
+from service.domain.documents import ParsedDocument
+from service.repositories.sql import Where
+
+COLUMNS = (
+    "id",
+    "type",
+    "name",
+    "document",
+    "file_path",
+    "file_modified",
+    "content_hash",
+    "created_at",
+    "updated_at",
+)
+_SELECT = ", ".join(COLUMNS)
+
+
+@dataclass(frozen=True, slots=True)
+class StoredState:
+    """What the sync compares a file with."""
+
+    id: str
+    content_hash: str
+    file_modified: str
+
+
+def decode(row: tuple[Any, ...]) -> dict[str, Any]:
+    record = dict(zip(COLUMNS, row, strict=True))
+    record["document"] = orjson.loads(record["document"])
+    return record
+
+
+def states() -> Work[dict[str, StoredState]]:
+    """Every stored document's path, id, hash and file time (to reconcile with the files)."""
+    rows = yield from query("SELECT file_path, id, content_hash, file_modified FROM documents")
+    return {r[0]: StoredState(r[1], r[2], r[3]) for r in rows}
+
+
+def upsert_many(docs: Iterable[ParsedDocument], now: str) -> Work[int]:
+    """Insert new documents and replace changed ones (same id), keeping ``created_at``."""
+    params = [
+        (
+            d.id,
+            str(d.type),
+            d.name,
+            orjson.dumps(d.document).decode(),
+            d.file_path,
+            d.file_modified,
+            d.content_hash,
+            now,
+            now,
+        )
+        for d in docs
+    ]
+    if not params:
+        return 0
+    return (
+        yield from execute_many(
+            f"INSERT INTO documents ({_SELECT}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) "
+            "ON CONFLICT (id) DO UPDATE SET name = excluded.name, document = excluded.document, "
+            "file_modified = excluded.file_modified, content_hash = excluded.content_hash, "
+            "updated_at = excluded.updated_at",
+            params,
+        )
+    )
+
+
+def delete_many(ids: Iterable[str]) -> Work[int]:
+    params = [(i,) for i in ids]
+    if not params:
+        return 0
+    return (yield from execute_many("DELETE FROM documents WHERE id = ?", params))
+
+
+async def list_page(
+    db: Database,
+    *,
+    limit: int,
+    kind: str | None = None,
+    name: str | None = None,
+    after: tuple[str, str] | None = None,
+) -> tuple[list[dict[str, Any]], tuple[str, str] | None]:
+    """Documents ordered by (name, id), keyset-paged; the position to continue after."""
+    where = Where().equal("type", kind).equal("name", name)
+    if after is not None:
+        where.add("(name > ? OR (name = ? AND id > ?))", after[0], after[0], after[1])
+    sql = f"SELECT {_SELECT} FROM documents{where.sql()} ORDER BY name, id LIMIT ?"
+    rows = await db.fetchall(sql, [*where.params, limit + 1])
+    items = [decode(r) for r in rows[:limit]]
+    more = len(rows) > limit
+    return items, ((items[-1]["name"], items[-1]["id"]) if more else None)
+
+
+async def get(db: Database, document_id: str) -> dict[str, Any] | None:
+    row = await db.fetchone(f"SELECT {_SELECT} FROM documents WHERE id = ?", (document_id,))
+    return decode(row) if row else None
+
+
+async def count_by_type(db: Database) -> dict[str, int]:
+    rows = await db.fetchall("SELECT type, count(*) FROM documents GROUP BY type")
+    return {str(r[0]): int(r[1]) for r in rows}
