@@ -25,7 +25,7 @@ install: $(VENV)/.installed
 
 run: $(VENV)/.installed
 	mkdir -p $(dir $(DB))
-	$(BIN)/bobgen serve --host $(HOST) --port $(PORT) --db $(DB)
+	$(BIN)/bobgen serve --host $(HOST) --port $(PORT) --db $(DB) --documents-dir seeds/documents
 
 lint: $(VENV)/.installed-test
 	$(BIN)/ruff check .

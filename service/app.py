@@ -26,6 +26,7 @@ from service.errors import error_middleware
 from service.keys import (
     CONFIG_KEY,
     DB_KEY,
+    DOCUMENTS_KEY,
     METRICS_KEY,
     RUN_CONTEXT_KEY,
     SEEDER_KEY,
@@ -71,6 +72,30 @@ async def _database_ctx(app: web.Application) -> AsyncIterator[None]:
         log.info("database closed")
 
 
+async def _documents_ctx(app: web.Application) -> AsyncIterator[None]:
+    """Sync and watch the documents roots, when there are any (docs/documents.md)."""
+    config = app[CONFIG_KEY]
+    if not config.document_roots:
+        app[DOCUMENTS_KEY] = None
+        yield
+        return
+    from service.document_watcher import DocumentWatcher
+
+    watcher = DocumentWatcher(
+        app[DB_KEY],
+        config.document_roots,
+        debounce_ms=config.documents_debounce_ms,
+        max_bytes=config.documents_max_bytes,
+    )
+    app[DOCUMENTS_KEY] = watcher
+    app[METRICS_KEY].register_documents(watcher)
+    watcher.start()
+    try:
+        yield
+    finally:
+        await watcher.stop(timeout=config.shutdown_timeout_s)
+
+
 async def _seeder_ctx(app: web.Application) -> AsyncIterator[None]:
     config = app[CONFIG_KEY]
     seeder = Seeder(app[DB_KEY], batch_size=config.seed_batch_size, context=app[RUN_CONTEXT_KEY])
@@ -98,7 +123,7 @@ def create_app(config: Config) -> web.Application:
     app[METRICS_KEY] = metrics
     app[STARTED_KEY] = time.monotonic()
     app[RUN_CONTEXT_KEY] = RunContext(current_git_sha(PROJECT_ROOT), config.config_hash())
-    app.cleanup_ctx.extend([_database_ctx, _seeder_ctx])
+    app.cleanup_ctx.extend([_database_ctx, _documents_ctx, _seeder_ctx])
     setup_routes(app)
     log.debug("created app version %s", __version__)
     return app

@@ -13,6 +13,7 @@ import dataclasses
 import getpass
 import json
 import logging
+import os
 import sys
 import time
 from collections.abc import AsyncIterator, Callable, Sequence
@@ -71,6 +72,16 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--access-log", action="store_const", const=True, help="log every request")
     serve.add_argument(
         "--auth-reads", action="store_const", const=True, help="require a 'read' token for reads"
+    )
+    serve.add_argument(
+        "--documents-dir",
+        dest="documents_dirs",
+        action="append",
+        help="a documents root (personas/, prompts/) to sync and watch; repeatable "
+        "(BOBGEN_DOCUMENTS_DIRS, separated by ':')",
+    )
+    serve.add_argument(
+        "--documents-debounce-ms", type=int, help="wait for a burst of saves (default 500)"
     )
     pg = serve.add_argument_group("PostgreSQL (with a postgresql:// --db)")
     pg.add_argument("--pg-pool-size", type=int, help="connections per process (default 10)")
@@ -154,6 +165,8 @@ _CONFIG_FLAGS = set(Config.__dataclass_fields__)
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     flags = {k: v for k, v in vars(args).items() if k in _CONFIG_FLAGS}
+    if isinstance(flags.get("documents_dirs"), list):  # a repeatable flag: one setting
+        flags["documents_dirs"] = os.pathsep.join(flags["documents_dirs"])
     try:
         config = Config.from_sources(flags)
     except ConfigError as exc:

@@ -49,6 +49,9 @@ class Config:
     pg_command_timeout_s: float = 30.0
     pg_connect_timeout_s: float = 5.0
     pg_statement_cache_size: int = 100  # 0 behind pgbouncer in transaction mode
+    documents_dirs: str = ""  # roots holding personas/ and prompts/, os.pathsep-separated
+    documents_debounce_ms: int = 500
+    documents_max_bytes: int = 1024 * 1024
     access_log: bool = False
     auth_reads: bool = False
     migrations_dir: Path = field(default=DEFAULT_MIGRATIONS_DIR)
@@ -91,6 +94,15 @@ class Config:
         for name in ("pg_command_timeout_s", "pg_connect_timeout_s"):
             if getattr(self, name) <= 0:
                 raise ConfigError(f"{name} must be > 0, got {getattr(self, name)}")
+        for root in self.document_roots:
+            if not root.is_dir():
+                raise ConfigError(f"documents_dirs: not a directory: {root}")
+        if not 1 <= self.documents_debounce_ms <= 60_000:
+            raise ConfigError(
+                f"documents_debounce_ms must be 1..60000, got {self.documents_debounce_ms}"
+            )
+        if self.documents_max_bytes < 1:
+            raise ConfigError(f"documents_max_bytes must be >= 1, got {self.documents_max_bytes}")
         if self.max_body_bytes < 1:
             raise ConfigError(f"max_body_bytes must be >= 1, got {self.max_body_bytes}")
         if self.log_level.upper() not in {"DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"}:
@@ -118,6 +130,11 @@ class Config:
                 continue
             values[f.name] = _coerce(f, raw, source)
         return cls(**values)
+
+    @property
+    def document_roots(self) -> tuple[Path, ...]:
+        """The documents roots, in order (the first wins for a path found in several)."""
+        return tuple(Path(p) for p in self.documents_dirs.split(os.pathsep) if p.strip())
 
     def database_options(self) -> DatabaseOptions:
         return DatabaseOptions(

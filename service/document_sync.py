@@ -13,7 +13,7 @@ import asyncio
 import time
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Any
 
 from service.audit import AuditedWrite, audited_write
@@ -74,40 +74,52 @@ class Scan:
     errors: list[SyncError] = field(default_factory=list)
 
 
-def scan(roots: Sequence[Path], *, max_bytes: int = DEFAULT_MAX_FILE_BYTES) -> Scan:
-    """Read and parse every document file under ``roots`` (blocking: run it in a thread).
+def scan(
+    roots: Sequence[Path],
+    *,
+    only: set[str] | None = None,
+    max_bytes: int = DEFAULT_MAX_FILE_BYTES,
+) -> Scan:
+    """Read and parse the document files under ``roots`` (blocking: run it in a thread):
+    all of them, or those at the relative paths ``only`` (what a watcher saw change).
 
     With several roots, the first root that has a relative path wins; the same path under a
     later root is reported as an error (it would need the same id).
     """
     result = Scan()
     for root in roots:
-        for folder, _suffix in LAYOUT.values():
-            directory = root / folder
-            if not directory.is_dir():
+        if only is None:
+            candidates = [
+                path
+                for folder, _suffix in LAYOUT.values()
+                if (root / folder).is_dir()
+                for path in sorted((root / folder).iterdir())
+            ]
+        else:
+            candidates = [root / relative for relative in sorted(only)]
+        for path in candidates:
+            relative = relative_to_root(path, root)
+            if relative is None or document_type(relative) is None or not path.is_file():
                 continue
-            for path in sorted(directory.iterdir()):
-                relative = relative_to_root(path, root)
-                if relative is None or document_type(relative) is None or not path.is_file():
-                    continue
-                key = str(relative)
-                if key in result.documents or key in result.failed:
-                    reason = "the same path exists under an earlier root, which wins"
-                    result.errors.append(SyncError(key, str(root), reason))
-                    continue
-                try:
-                    stat = path.stat()
-                    if stat.st_size > max_bytes:
-                        raise DocumentError(
-                            f"larger than the {max_bytes}-byte limit ({stat.st_size} bytes)"
-                        )
-                    result.documents[key] = parse(
-                        relative, path.read_bytes(), stat.st_mtime_ns, max_bytes=max_bytes
-                    )
-                except (DocumentError, OSError) as exc:
-                    result.failed.add(key)
-                    result.errors.append(SyncError(key, str(root), str(exc)))
+            _read(result, root, path, str(relative), max_bytes)
     return result
+
+
+def _read(result: Scan, root: Path, path: Path, key: str, max_bytes: int) -> None:
+    if key in result.documents or key in result.failed:
+        reason = "the same path exists under an earlier root, which wins"
+        result.errors.append(SyncError(key, str(root), reason))
+        return
+    try:
+        stat = path.stat()
+        if stat.st_size > max_bytes:
+            raise DocumentError(f"larger than the {max_bytes}-byte limit ({stat.st_size} bytes)")
+        result.documents[key] = parse(
+            PurePosixPath(key), path.read_bytes(), stat.st_mtime_ns, max_bytes=max_bytes
+        )
+    except (DocumentError, OSError) as exc:
+        result.failed.add(key)
+        result.errors.append(SyncError(key, str(root), str(exc)))
 
 
 @dataclass(slots=True)
@@ -119,7 +131,8 @@ class Plan:
 
 
 def plan(files: Scan, stored: dict[str, StoredState]) -> Plan:
-    """The writes that make the table say what the files say. Pure."""
+    """The writes that make the table say what the files say about the paths in ``stored``
+    and in ``files`` (all of them, or those a watcher saw change). Pure."""
     result = Plan()
     for path, doc in files.documents.items():
         state = stored.get(path)

@@ -23,6 +23,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
 
 from service.db import Database
+from service.document_watcher import DocumentWatcher
 from service.errors import Handler
 from service.seeding import Seeder, SeedState
 
@@ -50,6 +51,17 @@ class Metrics:
             buckets=LATENCY_BUCKETS,
             registry=self.registry,
         )
+
+    def register_documents(self, watcher: DocumentWatcher) -> None:
+        """Document sync: events, errors, documents per type, and the change-to-row lag."""
+        lag = Histogram(
+            "bobgen_documents_sync_lag_seconds",
+            "From a batch of file changes reaching the watcher to its rows committed.",
+            buckets=LATENCY_BUCKETS,
+            registry=self.registry,
+        )
+        watcher.on_lag = lag.observe
+        self.registry.register(_DocumentsCollector(watcher))
 
     def register_state(self, db: Database, seeder: Seeder) -> None:
         """Expose seed progress and database facts, computed at scrape time."""
@@ -145,3 +157,32 @@ class _StateCollector(Collector):
         tx.add_metric(("committed",), db.transactions_committed)
         tx.add_metric(("rolled_back",), db.transactions_rolled_back)
         yield tx
+
+
+class _DocumentsCollector(Collector):
+    def __init__(self, watcher: DocumentWatcher):
+        self._watcher = watcher
+
+    def collect(self) -> Iterator[GaugeMetricFamily | CounterMetricFamily]:
+        status = self._watcher.status
+        events = CounterMetricFamily(
+            "bobgen_documents_sync_events",
+            "Document sync events by kind (full, change, added, updated, deleted, unchanged) "
+            "and outcome (ok, error, retried, failed).",
+            labels=("kind", "outcome"),
+        )
+        for key, count in sorted(status.events.items()):
+            kind, outcome = key.split(":", 1)
+            events.add_metric((kind, outcome), count)
+        yield events
+        yield GaugeMetricFamily(
+            "bobgen_documents_sync_errors", "Files that currently fail to sync.", len(status.errors)
+        )
+        per_type = GaugeMetricFamily(
+            "bobgen_documents",
+            "Documents in the table by type (after the last sync).",
+            labels=("type",),
+        )
+        for kind, count in sorted(status.by_type.items()):
+            per_type.add_metric((kind,), count)
+        yield per_type

@@ -278,3 +278,14 @@ def test_documents_sync_cli(db_url: DatabaseURL, root: Path, tmp_path: Path) -> 
     assert failing.returncode == 1 and "prompts/bad.prompty" in failing.stdout
     missing = run_cli("documents", "sync", "--dir", str(tmp_path / "nope"), "--db", db)
     assert missing.returncode == 2 and "not a directory" in missing.stderr
+
+
+def test_the_shipped_examples_all_parse() -> None:
+    from service.document_sync import scan
+    from tests.conftest import REPO_ROOT
+
+    files = scan([REPO_ROOT / "seeds" / "documents"])
+    assert files.errors == []
+    kinds = [d.type for d in files.documents.values()]
+    assert kinds.count(DocumentType.PERSONA) >= 19
+    assert kinds.count(DocumentType.PROMPT_TEMPLATE) >= 2

@@ -6,9 +6,10 @@ from aiohttp import web
 
 from service.api.auth import principal
 from service.api.requests import load_json
-from service.errors import Conflict
+from service.document_watcher import DocumentWatcher, ReloadRunning
+from service.errors import Conflict, NotFound
 from service.jsonutil import json_response
-from service.keys import SEEDER_KEY
+from service.keys import DOCUMENTS_KEY, SEEDER_KEY
 from service.schemas.admin import SeedRequestSchema
 from service.seeding import SeedAlreadyRunning
 
@@ -29,3 +30,23 @@ async def start_seed(request: web.Request) -> web.Response:
 
 async def seed_progress(request: web.Request) -> web.Response:
     return json_response({"seed": request.app[SEEDER_KEY].progress.public()})
+
+
+def _watcher(request: web.Request) -> DocumentWatcher:
+    watcher = request.app[DOCUMENTS_KEY]
+    if watcher is None:
+        raise NotFound("document sync is off: start the server with --documents-dir")
+    return watcher
+
+
+async def sync_status(request: web.Request) -> web.Response:
+    return json_response(await _watcher(request).describe())
+
+
+async def sync_reload(request: web.Request) -> web.Response:
+    watcher = _watcher(request)
+    try:
+        watcher.reload()
+    except ReloadRunning as exc:
+        raise Conflict(str(exc), details={"state": str(watcher.status.state)}) from None
+    return json_response({"state": "syncing"}, status=202, headers={"Location": "/admin/sync"})

@@ -9,7 +9,7 @@ from aiohttp import web
 from service import __version__
 from service.db import DatabaseUnavailable
 from service.jsonutil import json_response
-from service.keys import DB_KEY, METRICS_KEY, SEEDER_KEY, STARTED_KEY
+from service.keys import DB_KEY, DOCUMENTS_KEY, METRICS_KEY, SEEDER_KEY, STARTED_KEY
 from service.metrics import CONTENT_TYPE
 from service.seeding import SeedState
 
@@ -24,6 +24,13 @@ async def health(request: web.Request) -> web.Response:
     }
     seed = app[SEEDER_KEY].progress
     body["seed"] = {"state": str(seed.state), "rows": seed.rows, "target": seed.target}
+    watcher = app[DOCUMENTS_KEY]
+    if watcher is not None:
+        body["documents"] = {
+            "state": str(watcher.status.state),
+            "errors": len(watcher.status.errors),
+            "last_full_sync": watcher.status.last_full,
+        }
     try:
         # Counting the status table proves the file, the schema and a reader all work.
         row = await app[DB_KEY].check("SELECT count(*) FROM status")

@@ -41,9 +41,18 @@ def decode(row: tuple[Any, ...]) -> dict[str, Any]:
     return record
 
 
-def states() -> Work[dict[str, StoredState]]:
-    """Every stored document's path, id, hash and file time (to reconcile with the files)."""
-    rows = yield from query("SELECT file_path, id, content_hash, file_modified FROM documents")
+def states(paths: Iterable[str] | None = None) -> Work[dict[str, StoredState]]:
+    """Stored path, id, hash and file time of every document, or of those at ``paths``."""
+    sql = "SELECT file_path, id, content_hash, file_modified FROM documents"
+    wanted = None if paths is None else sorted(set(paths))
+    if wanted is None:
+        rows = yield from query(sql)
+    elif not wanted:
+        return {}
+    else:
+        rows = yield from query(
+            f"{sql} WHERE file_path IN ({', '.join('?' * len(wanted))})", wanted
+        )
     return {r[0]: StoredState(r[1], r[2], r[3]) for r in rows}
 
 
@@ -104,6 +113,15 @@ async def list_page(
 
 async def get(db: Database, document_id: str) -> dict[str, Any] | None:
     row = await db.fetchone(f"SELECT {_SELECT} FROM documents WHERE id = ?", (document_id,))
+    return decode(row) if row else None
+
+
+async def get_by_name(db: Database, kind: str, name: str) -> dict[str, Any] | None:
+    """The document of ``kind`` called ``name`` (the first by id if several share it)."""
+    row = await db.fetchone(
+        f"SELECT {_SELECT} FROM documents WHERE type = ? AND name = ? ORDER BY id LIMIT 1",
+        (kind, name),
+    )
     return decode(row) if row else None
 
 

@@ -23,3 +23,12 @@ class DocumentListQuerySchema(Schema):
 
 class DocumentIdSchema(Schema):
     id = fields.String(required=True, validate=validate.Regexp(r"^[0-9a-f]{32}$"))
+
+
+class KindListQuerySchema(Schema):
+    limit = limit_field()
+    cursor = Cursor(valid=_is_position, load_default=None)
+
+
+class DocumentNameSchema(Schema):
+    name = fields.String(required=True, validate=validate.Length(min=1, max=300))

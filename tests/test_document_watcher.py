@@ -1,0 +1,264 @@
+"""The live document sync: real files in tmp_path, the real watcher, real HTTP, both backends.
+
+Asynchronous effects are awaited by polling with a deadline (``eventually``), never by sleeps.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import time
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+from aiohttp.test_utils import TestClient
+
+from service.config import ConfigError
+from service.db import DatabaseURL
+from tests.backends import sql
+from tests.conftest import READER_TOKEN, bearer
+from tests.helpers import assert_error
+
+DEBOUNCE_MS = 100
+
+
+def write(root: Path, relative: str, content: str) -> Path:
+    path = root / relative
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(content)
+    return path
+
+
+def persona(name: str, **extra: Any) -> str:
+    return json.dumps({"name": name, **extra})
+
+
+async def eventually(check: Callable[[], Awaitable[Any]], timeout: float = 10.0) -> Any:
+    """Poll ``check`` until it returns something truthy; fail after ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    while True:
+        result = await check()
+        if result:
+            return result
+        assert time.monotonic() < deadline, "timed out waiting for the document sync"
+        await asyncio.sleep(0.02)
+
+
+async def names(client: TestClient) -> list[str]:
+    body = await (await client.get("/documents?limit=500")).json()
+    return [d["name"] for d in body["items"]]
+
+
+async def sync_status(client: TestClient) -> dict[str, Any]:
+    return await (await client.get("/admin/sync")).json()
+
+
+@pytest.fixture
+def root(tmp_path: Path) -> Path:
+    root = tmp_path / "documents"
+    write(root, "personas/alice.json", persona("Alice"))
+    write(root, "personas/bob.json", persona("Bob"))
+    write(
+        root,
+        "prompts/summarize.prompty",
+        "---\nname: Summarize\nmodel: {api: chat}\n---\nSummarize {{text}}.\n",
+    )
+    return root
+
+
+@pytest.fixture
+async def watched(make_client: Any, root: Path) -> TestClient:
+    client = await make_client(documents_dirs=str(root), documents_debounce_ms=DEBOUNCE_MS)
+
+    async def watching() -> bool:
+        return (await sync_status(client))["state"] == "watching"
+
+    await eventually(watching)
+    return client
+
+
+def synced_audits(url: DatabaseURL) -> int:
+    return int(sql(url, "SELECT count(*) FROM audit_log WHERE event = 'documents.synced'")[0][0])
+
+
+async def test_the_initial_sync_is_reported_in_health_and_admin(watched: TestClient) -> None:
+    assert await names(watched) == ["Alice", "Bob", "Summarize"]
+    health = await (await watched.get("/health")).json()
+    assert health["documents"]["state"] == "watching" and health["documents"]["errors"] == 0
+    status = await sync_status(watched)
+    assert status["last_full_sync"]["added"] == 3 and status["errors"] == []
+    assert status["documents"] == {"persona": 2, "prompt_template": 1}
+
+
+async def test_create_modify_delete_are_applied(watched: TestClient, root: Path) -> None:
+    write(root, "personas/carol.json", persona("Carol"))
+    await eventually(lambda: _has(watched, "Carol"))
+    write(root, "personas/carol.json", persona("Caroline"))
+    await eventually(lambda: _has(watched, "Caroline"))
+    assert "Carol" not in await names(watched)
+    (root / "personas" / "carol.json").unlink()
+
+    async def gone() -> bool:
+        return "Caroline" not in await names(watched)
+
+    await eventually(gone)
+    metrics = await (await watched.get("/metrics")).text()
+    assert 'bobgen_documents{type="persona"} 2.0' in metrics
+    assert 'bobgen_documents_sync_events_total{kind="added",outcome="ok"} 1.0' in metrics
+    assert 'bobgen_documents_sync_events_total{kind="deleted",outcome="ok"} 1.0' in metrics
+    assert "bobgen_documents_sync_errors 0.0" in metrics
+    lag_count = next(
+        line
+        for line in metrics.splitlines()
+        if line.startswith("bobgen_documents_sync_lag_seconds_count")
+    )
+    assert float(lag_count.split()[1]) >= 3  # create, modify, delete
+
+
+async def _has(client: TestClient, name: str) -> bool:
+    return name in await names(client)
+
+
+async def test_a_rename_and_a_temp_file_save_end_with_one_correct_row(
+    watched: TestClient, root: Path, db_url: DatabaseURL
+) -> None:
+    (root / "personas" / "bob.json").rename(root / "personas" / "robert.json")
+
+    async def renamed() -> bool:
+        paths = sql(db_url, "SELECT file_path FROM documents WHERE name = 'Bob'")
+        return paths == [("personas/robert.json",)]
+
+    await eventually(renamed)
+    # An editor's save: write a temp file beside the target, then rename it over the target.
+    temp = write(root, "personas/.alice.json.tmp", persona("Alice", mood="saved"))
+    os.replace(temp, root / "personas" / "alice.json")
+
+    async def saved() -> bool:
+        rows = sql(db_url, "SELECT document FROM documents WHERE file_path LIKE '%alice%'")
+        return len(rows) == 1 and json.loads(rows[0][0]).get("mood") == "saved"
+
+    await eventually(saved)
+    assert sql(db_url, "SELECT count(*) FROM documents") == [(3,)]
+
+
+async def test_a_burst_of_saves_is_one_update_and_unchanged_bytes_no_write(
+    watched: TestClient, root: Path, db_url: DatabaseURL
+) -> None:
+    before = synced_audits(db_url)
+    for i in range(100):
+        write(root, "personas/alice.json", persona("Alice", version=i))
+
+    async def last_version() -> bool:
+        rows = sql(db_url, "SELECT document FROM documents WHERE name = 'Alice'")
+        return json.loads(rows[0][0]).get("version") == 99
+
+    await eventually(last_version)
+    assert synced_audits(db_url) - before == 1  # one transaction for the whole burst
+
+    events_before = (await sync_status(watched))["events"].get("unchanged:ok", 0)
+    write(root, "personas/alice.json", persona("Alice", version=99))  # the same bytes again
+
+    async def seen_unchanged() -> bool:
+        events = (await sync_status(watched))["events"]
+        return events.get("unchanged:ok", 0) > events_before
+
+    await eventually(seen_unchanged)
+    assert synced_audits(db_url) - before == 1  # nothing written for it
+
+
+async def test_a_bad_file_is_listed_keeps_its_last_good_version_then_clears(
+    watched: TestClient, root: Path
+) -> None:
+    write(root, "personas/alice.json", '{"name": "Alice", oops')
+
+    async def listed() -> list[dict[str, Any]]:
+        return (await sync_status(watched))["errors"]
+
+    errors = await eventually(listed)
+    assert errors[0]["file"] == "personas/alice.json" and "invalid JSON" in errors[0]["reason"]
+    assert "Alice" in await names(watched)  # the last good version stays
+    health = await (await watched.get("/health")).json()
+    assert health["documents"]["errors"] == 1
+
+    write(root, "personas/alice.json", persona("Alice Fixed"))
+    await eventually(lambda: _has(watched, "Alice Fixed"))
+
+    async def cleared() -> bool:
+        return (await sync_status(watched))["errors"] == []
+
+    await eventually(cleared)
+
+
+async def test_personas_and_prompts_as_the_old_services_served_them(watched: TestClient) -> None:
+    personas = await (await watched.get("/personas")).json()
+    assert personas["items"] == [{"name": "Alice"}, {"name": "Bob"}]
+    assert await (await watched.get("/personas/Bob")).json() == {"name": "Bob"}
+    prompt = await (await watched.get("/prompts/Summarize")).json()
+    assert prompt["metadata"]["model"] == {"api": "chat"}
+    assert prompt["template"] == "Summarize {{text}}.\n"
+    missing = await watched.get("/personas/Nobody")
+    assert missing.status == 404
+    assert_error(await missing.json(), "not_found")
+    assert (await watched.get("/prompts?limit=0")).status == 400
+
+
+async def test_reload_is_202_then_409_while_one_runs(watched: TestClient) -> None:
+    first, second = await asyncio.gather(
+        watched.post("/admin/sync/reload"), watched.post("/admin/sync/reload")
+    )
+    assert sorted([first.status, second.status]) == [202, 409]
+    refused = first if first.status == 409 else second
+    assert_error(await refused.json(), "conflict")
+
+
+async def test_admin_sync_needs_an_admin_token(watched: TestClient) -> None:
+    reader = await watched.get("/admin/sync", headers=bearer(READER_TOKEN))
+    assert reader.status == 403
+    nobody = await watched.get("/admin/sync", headers={"Authorization": ""})
+    assert nobody.status == 401
+    assert (await watched.post("/admin/sync/reload", headers=bearer(READER_TOKEN))).status == 403
+
+
+async def test_admin_sync_without_documents_dirs_is_404(client: TestClient) -> None:
+    resp = await client.get("/admin/sync")
+    assert resp.status == 404
+    assert_error(await resp.json(), "not_found")
+
+
+async def test_start_up_reconciles_a_tree_changed_while_stopped(
+    make_client: Any, root: Path, db_url: DatabaseURL
+) -> None:
+    first = await make_client(documents_dirs=str(root), documents_debounce_ms=DEBOUNCE_MS)
+    await eventually(lambda: _has(first, "Summarize"))
+    await first.close()
+    write(root, "personas/alice.json", persona("Alicia"))
+    (root / "personas" / "bob.json").unlink()
+    write(root, "personas/dave.json", persona("Dave"))
+    second = await make_client(documents_dirs=str(root), documents_debounce_ms=DEBOUNCE_MS)
+
+    async def reconciled() -> bool:
+        return await names(second) == ["Alicia", "Dave", "Summarize"]
+
+    await eventually(reconciled)
+
+
+async def test_shutdown_flushes_a_change_still_in_the_debounce_window(
+    make_client: Any, root: Path, db_url: DatabaseURL
+) -> None:
+    client = await make_client(documents_dirs=str(root), documents_debounce_ms=5_000)
+    await eventually(lambda: _has(client, "Summarize"))
+    write(root, "personas/erin.json", persona("Erin"))
+    await client.close()  # as SIGTERM does: the watcher stops, then one last sync
+    assert sql(db_url, "SELECT name FROM documents WHERE file_path = 'personas/erin.json'") == [
+        ("Erin",)
+    ]
+
+
+def test_a_documents_dir_that_does_not_exist_is_a_configuration_error(tmp_path: Path) -> None:
+    from service.config import Config
+
+    with pytest.raises(ConfigError, match="not a directory"):
+        Config.from_sources({"documents_dirs": str(tmp_path / "nope")}, env={})
