@@ -289,3 +289,77 @@ def test_the_shipped_examples_all_parse() -> None:
     kinds = [d.type for d in files.documents.values()]
     assert kinds.count(DocumentType.PERSONA) >= 19
     assert kinds.count(DocumentType.PROMPT_TEMPLATE) >= 2
+
+
+# ---- search and JSON-field filters -----------------------------------------------------------
+
+
+async def searchable_client(make_client: Any, root: Path) -> TestClient:
+    from service.keys import DB_KEY
+
+    client = await make_client()
+    write(root, "personas/dba.json", persona("Database Admin", model="gpt-4o", topic="indexes"))
+    write(root, "personas/sre.json", persona("Site Reliability", model="gpt-4o-mini"))
+    write(root, "personas/writer.json", persona("Tech Writer", model="gpt-4o", topic="docs"))
+    await reconcile(client.app[DB_KEY], [root], actor="test")
+    return client
+
+
+async def test_full_text_search_matches_every_word_best_first(make_client: Any, root: Path) -> None:
+    client = await searchable_client(make_client, root)
+    found = await (await client.get("/documents?q=indexes")).json()
+    assert [d["name"] for d in found["items"]] == ["Database Admin"] and found["next"] is None
+    both = await (await client.get("/documents?q=gpt Summarize")).json()
+    assert [d["name"] for d in both["items"]] == ["Summarize"]  # the prompt names gpt-4o
+    none = await (await client.get("/documents?q=indexes docs")).json()
+    assert none["items"] == []  # no document has both words
+    prompt = await (await client.get("/documents?q=summarize%20words&type=prompt_template")).json()
+    assert [d["name"] for d in prompt["items"]] == ["Summarize"]
+    by_name = await (await client.get("/documents?q=reliability")).json()
+    assert [d["name"] for d in by_name["items"]] == ["Site Reliability"]
+    # The index follows updates and deletes.
+    from service.keys import DB_KEY
+
+    write(root, "personas/dba.json", persona("Database Admin", topic="vacuum"))
+    (root / "personas" / "writer.json").unlink()
+    await reconcile(client.app[DB_KEY], [root], actor="test")
+    assert (await (await client.get("/documents?q=indexes")).json())["items"] == []
+    vacuum = await (await client.get("/documents?q=vacuum")).json()
+    assert [d["name"] for d in vacuum["items"]] == ["Database Admin"]
+    assert (await (await client.get("/documents?q=docs")).json())["items"] == []
+    # Words only: FTS syntax in the query is taken literally, never an error.
+    odd = await client.get('/documents?q=NEAR(" OR *')
+    assert odd.status == 200
+
+
+async def test_json_field_filters(make_client: Any, root: Path) -> None:
+    client = await searchable_client(make_client, root)
+    four = await (await client.get("/documents?field.model=gpt-4o")).json()
+    assert [d["name"] for d in four["items"]] == ["Database Admin", "Tech Writer"]
+    both = await (await client.get("/documents?field.model=gpt-4o&field.topic=docs")).json()
+    assert [d["name"] for d in both["items"]] == ["Tech Writer"]
+    searched = await (await client.get("/documents?q=gpt&field.model=gpt-4o-mini")).json()
+    assert [d["name"] for d in searched["items"]] == ["Site Reliability"]
+    nested = await (await client.get("/documents?field.metadata.model.api=chat")).json()
+    assert [d["name"] for d in nested["items"]] == ["Summarize"]
+
+
+@pytest.mark.parametrize(
+    "query",
+    [
+        "field.=x",
+        "field.a-b=x",
+        "field.a..b=x",
+        "field.a%27)--=x",
+        "field.model=",
+        "field_filters=x",
+        "q=",
+        "q=%21%21%21",
+        "q=x&cursor=eyJhZnRlciI6IFsiYSIsICJiIl19",
+        "field.a=1&field.b=1&field.c=1&field.d=1&field.e=1&field.f=1",
+    ],
+)
+async def test_bad_search_and_filter_queries_are_400(client: TestClient, query: str) -> None:
+    resp = await client.get(f"/documents?{query}")
+    assert resp.status == 400, query
+    assert_error(await resp.json(), "invalid_parameter")

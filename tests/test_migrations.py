@@ -36,6 +36,7 @@ TABLES_BY_MIGRATION = {
     },
     "0004_assigned_ids": set(),  # identity columns on PostgreSQL; nothing new on SQLite
     "0005_documents": {"documents"},
+    "0006_documents_search": {"documents_fts"},  # SQLite; PostgreSQL: a column and a function
 }
 
 

@@ -24,12 +24,16 @@ _KIND_LIST, _NAME = KindListQuerySchema(), DocumentNameSchema()
 
 async def list_documents(request: web.Request) -> web.Response:
     q = load_query(_LIST, request)
+    db = request.app[DB_KEY]
+    filters = {"kind": q["type"], "name": q["name"], "fields": q["field_filters"]}
+    if q["q"]:
+        found = await documents_repo.search(db, q["q"], limit=q["limit"], **filters)
+        return json_response({"items": found, "limit": q["limit"], "next": None})
     items, position = await documents_repo.list_page(
-        request.app[DB_KEY],
+        db,
         limit=q["limit"],
-        kind=q["type"],
-        name=q["name"],
         after=tuple(q["cursor"]) if q["cursor"] else None,  # type: ignore[arg-type]
+        **filters,
     )
     next_cursor = encode_cursor(list(position)) if position else None
     return json_response({"items": items, "limit": q["limit"], "next": next_cursor})

@@ -24,6 +24,7 @@ from typing import Any, TypeVar
 
 from service.db.coalescing import BatchedLookup, CommitCache, FetchMany, SingleFlight
 from service.db.errors import DatabaseError, DatabaseUnavailable
+from service.db.search import PerBackend
 from service.db.url import DatabaseURL
 from service.db.work import Work
 
@@ -128,6 +129,11 @@ class Database(ABC):
     @abstractmethod
     async def fetchall(self, sql: str, params: Params = ()) -> list[Row]:
         """Rows of one read query (``?`` placeholders), as tuples."""
+
+    async def fetch_per_backend(self, query: PerBackend) -> list[Row]:
+        """Rows of a query written once per backend (full-text search: service/db/search.py)."""
+        sql, params = query.for_backend(self.backend)
+        return await self.fetchall(sql, params)
 
     async def fetchone(self, sql: str, params: Params = ()) -> Row | None:
         rows = await self.fetchall(sql, params)

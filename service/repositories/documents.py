@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
@@ -9,6 +10,7 @@ from typing import Any
 import orjson
 
 from service.db import Database, Work, execute_many, query
+from service.db.search import ranked_matches
 from service.domain.documents import ParsedDocument
 from service.repositories.sql import Where
 
@@ -24,6 +26,7 @@ COLUMNS = (
     "updated_at",
 )
 _SELECT = ", ".join(COLUMNS)
+JSON_PATH = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,63}(\.[A-Za-z_][A-Za-z0-9_]{0,63}){0,3}")
 
 
 @dataclass(frozen=True, slots=True)
@@ -92,16 +95,29 @@ def delete_many(ids: Iterable[str]) -> Work[int]:
     return (yield from execute_many("DELETE FROM documents WHERE id = ?", params))
 
 
+def _json_field(path: str) -> str:
+    """``json_extract(document, '$.a.b')`` (SQLite built-in, a function of migration 0006 on
+    PostgreSQL). The path is inlined, so that the expression indexes of 0006 apply: it must be
+    validated (dotted identifiers only) before it gets here."""
+    if not JSON_PATH.fullmatch(path):
+        raise ValueError(f"not a JSON field path: {path!r}")
+    return f"json_extract(document, '$.{path}')"
+
+
 async def list_page(
     db: Database,
     *,
     limit: int,
     kind: str | None = None,
     name: str | None = None,
+    fields: dict[str, str] | None = None,
     after: tuple[str, str] | None = None,
 ) -> tuple[list[dict[str, Any]], tuple[str, str] | None]:
-    """Documents ordered by (name, id), keyset-paged; the position to continue after."""
+    """Documents ordered by (name, id), keyset-paged; the position to continue after.
+    ``fields``: JSON field path -> the string it must equal."""
     where = Where().equal("type", kind).equal("name", name)
+    for path, value in (fields or {}).items():
+        where.add(f"{_json_field(path)} = ?", value)
     if after is not None:
         where.add("(name > ? OR (name = ? AND id > ?))", after[0], after[0], after[1])
     sql = f"SELECT {_SELECT} FROM documents{where.sql()} ORDER BY name, id LIMIT ?"
@@ -109,6 +125,25 @@ async def list_page(
     items = [decode(r) for r in rows[:limit]]
     more = len(rows) > limit
     return items, ((items[-1]["name"], items[-1]["id"]) if more else None)
+
+
+async def search(
+    db: Database,
+    text: str,
+    *,
+    limit: int,
+    kind: str | None = None,
+    name: str | None = None,
+    fields: dict[str, str] | None = None,
+) -> list[dict[str, Any]]:
+    """The best ``limit`` documents matching every word of ``text`` (name and content)."""
+    where = Where().equal("t.type", kind).equal("t.name", name)
+    for path, value in (fields or {}).items():
+        where.add(f"{_json_field(path).replace('document', 't.document', 1)} = ?", value)
+    query = ranked_matches(
+        "documents", COLUMNS, text, conditions=where.conditions, params=where.params, limit=limit
+    )
+    return [decode(r) for r in await db.fetch_per_backend(query)]
 
 
 async def get(db: Database, document_id: str) -> dict[str, Any] | None:
