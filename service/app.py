@@ -26,6 +26,7 @@ from service.errors import error_middleware
 from service.keys import (
     CONFIG_KEY,
     DB_KEY,
+    DOCUMENT_FILES_KEY,
     DOCUMENTS_KEY,
     METRICS_KEY,
     RUN_CONTEXT_KEY,
@@ -76,11 +77,13 @@ async def _documents_ctx(app: web.Application) -> AsyncIterator[None]:
     """Sync and watch the documents roots, when there are any (docs/documents.md)."""
     config = app[CONFIG_KEY]
     if not config.document_roots:
-        app[DOCUMENTS_KEY] = None
+        app[DOCUMENTS_KEY] = app[DOCUMENT_FILES_KEY] = None
         yield
         return
+    from service.document_files import FileView
     from service.document_watcher import DocumentWatcher
 
+    app[DOCUMENT_FILES_KEY] = FileView(config.document_roots, max_bytes=config.documents_max_bytes)
     watcher = DocumentWatcher(
         app[DB_KEY],
         config.document_roots,

@@ -152,6 +152,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     sync.add_argument("--dry-run", action="store_true", help="say what would change, write nothing")
     sync.add_argument("--json", action="store_true", help="print the report as JSON")
+    verify = docs.add_parser(
+        "verify", help="exit 1 and list the differences if table and files differ"
+    )
+    _add_common(verify)
+    verify.add_argument("--dir", dest="dirs", action="append", type=Path, required=True)
+    verify.add_argument("--json", action="store_true", help="print the report as JSON")
 
     doctor = sub.add_parser("doctor", help="check a database (read-only)")
     _add_common(doctor)
@@ -478,23 +484,40 @@ def _import(config: Config, args: argparse.Namespace) -> int:
 
 
 def _documents_sync(config: Config, args: argparse.Namespace) -> int:
+    report = _documents_report(config, args, dry_run=args.dry_run)
+    if report is None:
+        return 2
+    return 0 if not report.errors else 1
+
+
+def _documents_verify(config: Config, args: argparse.Namespace) -> int:
+    """The comparison of ``sync --dry-run``: any difference or bad file is exit 1."""
+    report = _documents_report(config, args, dry_run=True)
+    if report is None:
+        return 2
+    differs = report.added or report.updated or report.deleted or report.errors
+    return 1 if differs else 0
+
+
+def _documents_report(config: Config, args: argparse.Namespace, *, dry_run: bool) -> Any:
+    """Reconcile (or compare, with ``dry_run``) and print the report; None for a bad --dir."""
     missing = [str(d) for d in args.dirs if not d.is_dir()]
     if missing:
         print(f"bobgen: error: not a directory: {', '.join(missing)}", file=sys.stderr)
-        return 2
-    report = asyncio.run(_documents_sync_async(config, args.dirs, args.dry_run))
+        return None
+    report = asyncio.run(_documents_sync_async(config, args.dirs, dry_run))
     if args.json:
         print(json.dumps(report.to_dict(), indent=2))
-    else:
-        verb = "would change" if report.dry_run else "changed"
-        counts = ", ".join(f"{n} {k}" for k, n in report.counts().items())
-        print(f"documents {verb}: {counts} ({report.seconds:.2f}s)")
-        for kind in ("added", "updated", "deleted"):
-            for path in getattr(report, kind):
-                print(f"  {kind:<8} {path}")
-        for error in report.errors:
-            print(f"  error    {error.file}: {error.reason}")
-    return 0 if not report.errors else 1
+        return report
+    verb = "would change" if report.dry_run else "changed"
+    counts = ", ".join(f"{n} {k}" for k, n in report.counts().items())
+    print(f"documents {verb}: {counts} ({report.seconds:.2f}s)")
+    for kind in ("added", "updated", "deleted"):
+        for path in getattr(report, kind):
+            print(f"  {kind:<8} {path}")
+    for error in report.errors:
+        print(f"  error    {error.file}: {error.reason}")
+    return report
 
 
 async def _documents_sync_async(config: Config, dirs: list[Path], dry_run: bool) -> Any:
@@ -527,6 +550,7 @@ COMMANDS: dict[str, Callable[[Config, argparse.Namespace], int]] = {
     "token revoke": _token_revoke,
     "import": _import,
     "documents sync": _documents_sync,
+    "documents verify": _documents_verify,
     "doctor": _doctor,
 }
 

@@ -11,6 +11,7 @@ from service.db import Database
 from service.runs import RunContext
 
 if TYPE_CHECKING:  # keys carry no weight: handlers need not import seeding or prometheus
+    from service.document_files import FileView
     from service.document_watcher import DocumentWatcher
     from service.metrics import Metrics
     from service.seeding import Seeder
@@ -22,3 +23,4 @@ METRICS_KEY: web.AppKey[Metrics] = web.AppKey("metrics")
 STARTED_KEY = web.AppKey("started_monotonic", float)
 RUN_CONTEXT_KEY = web.AppKey("run_context", RunContext)
 DOCUMENTS_KEY: web.AppKey[DocumentWatcher | None] = web.AppKey("documents")
+DOCUMENT_FILES_KEY: web.AppKey[FileView | None] = web.AppKey("document_files")

@@ -262,3 +262,45 @@ def test_a_documents_dir_that_does_not_exist_is_a_configuration_error(tmp_path: 
 
     with pytest.raises(ConfigError, match="not a directory"):
         Config.from_sources({"documents_dirs": str(tmp_path / "nope")}, env={})
+
+
+async def test_reads_fall_back_to_the_files_when_the_database_is_unavailable(
+    watched: TestClient, root: Path
+) -> None:
+    from service.keys import DB_KEY
+
+    listed = await (await watched.get("/documents")).json()
+    assert "X-BobGen-Source" not in (await watched.get("/documents")).headers
+    await watched.app[DB_KEY].close()  # the database is gone for this app
+    write(root, "personas/zoe.json", persona("Zoe", model="gpt-4o"))  # only the files know
+
+    resp = await watched.get("/documents")
+    assert resp.status == 200 and resp.headers["X-BobGen-Source"] == "files"
+    items = (await resp.json())["items"]
+    assert [d["name"] for d in items] == ["Alice", "Bob", "Summarize", "Zoe"]
+    assert {k: v for k, v in items[0].items() if k not in ("created_at", "updated_at")} == {
+        k: v for k, v in listed["items"][0].items() if k not in ("created_at", "updated_at")
+    }  # the same shape and content as from the database
+    one = await watched.get(f"/documents/{items[1]['id']}")
+    assert one.headers["X-BobGen-Source"] == "files" and (await one.json())["name"] == "Bob"
+    persona_resp = await watched.get("/personas/Zoe")
+    assert persona_resp.headers["X-BobGen-Source"] == "files"
+    assert await persona_resp.json() == {"name": "Zoe", "model": "gpt-4o"}
+    page = await (await watched.get("/personas?limit=2")).json()
+    assert [p["name"] for p in page["items"]] == ["Alice", "Bob"] and page["next"]
+    rest = await (await watched.get(f"/personas?cursor={page['next']}")).json()
+    assert [p["name"] for p in rest["items"]] == ["Zoe"]
+    searched = await (await watched.get("/documents?q=summarize&type=prompt_template")).json()
+    assert [d["name"] for d in searched["items"]] == ["Summarize"]
+    filtered = await (await watched.get("/documents?field.model=gpt-4o")).json()
+    assert [d["name"] for d in filtered["items"]] == ["Zoe"]
+    assert (await watched.get("/personas/Nobody")).status == 404
+
+
+async def test_without_documents_dirs_an_unavailable_database_is_503(client: TestClient) -> None:
+    from service.keys import DB_KEY
+
+    await client.app[DB_KEY].close()
+    resp = await client.get("/documents")
+    assert resp.status == 503
+    assert resp.headers["Retry-After"]

@@ -363,3 +363,18 @@ async def test_bad_search_and_filter_queries_are_400(client: TestClient, query: 
     resp = await client.get(f"/documents?{query}")
     assert resp.status == 400, query
     assert_error(await resp.json(), "invalid_parameter")
+
+
+def test_documents_verify_cli(db_url: DatabaseURL, root: Path) -> None:
+    db = cli_db(db_url)
+    differs = run_cli("documents", "verify", "--dir", str(root), "--db", db)
+    assert differs.returncode == 1 and "would change: 3 added" in differs.stdout
+    assert run_cli("documents", "sync", "--dir", str(root), "--db", db).returncode == 0
+    same = run_cli("documents", "verify", "--dir", str(root), "--json", "--db", db)
+    assert same.returncode == 0 and json.loads(same.stdout)["counts"]["unchanged"] == 3
+    write(root, "personas/bob.json", persona("Bobby"))
+    changed = run_cli("documents", "verify", "--dir", str(root), "--db", db)
+    assert changed.returncode == 1 and "updated  personas/bob.json" in changed.stdout
+    assert sql(db_url, "SELECT name FROM documents WHERE file_path = 'personas/bob.json'") == [
+        ("Bob",)
+    ]  # verify never writes

@@ -2,13 +2,18 @@
 
 from __future__ import annotations
 
+import logging
+from typing import Any
+
 from aiohttp import web
 
 from service.api.requests import load_match, load_query
+from service.db import DatabaseUnavailable
+from service.document_files import SOURCE_HEADER, select
 from service.domain.documents import DocumentType
 from service.errors import NotFound
 from service.jsonutil import json_response
-from service.keys import DB_KEY
+from service.keys import DB_KEY, DOCUMENT_FILES_KEY
 from service.repositories import documents as documents_repo
 from service.schemas.common import encode_cursor
 from service.schemas.documents import (
@@ -18,57 +23,99 @@ from service.schemas.documents import (
     KindListQuerySchema,
 )
 
+log = logging.getLogger(__name__)
+
 _LIST, _ID = DocumentListQuerySchema(), DocumentIdSchema()
 _KIND_LIST, _NAME = KindListQuerySchema(), DocumentNameSchema()
 
 
+def _page(items: list[dict[str, Any]], limit: int, position: Any, **headers: str) -> web.Response:
+    next_cursor = encode_cursor(list(position)) if position else None
+    body = {"items": items, "limit": limit, "next": next_cursor}
+    return json_response(body, headers=headers or None)
+
+
+async def _files(request: web.Request, exc: DatabaseUnavailable) -> list[dict[str, Any]]:
+    """The documents as the files hold them, when the database is unavailable and there are
+    files to fall back on (otherwise the database error stands: 503)."""
+    view = request.app[DOCUMENT_FILES_KEY]
+    if view is None:
+        raise exc
+    log.warning("documents served from the files: %s", exc)
+    return await view.documents()
+
+
 async def list_documents(request: web.Request) -> web.Response:
     q = load_query(_LIST, request)
-    db = request.app[DB_KEY]
+    after = tuple(q["cursor"]) if q["cursor"] else None
     filters = {"kind": q["type"], "name": q["name"], "fields": q["field_filters"]}
-    if q["q"]:
-        found = await documents_repo.search(db, q["q"], limit=q["limit"], **filters)
-        return json_response({"items": found, "limit": q["limit"], "next": None})
-    items, position = await documents_repo.list_page(
-        db,
-        limit=q["limit"],
-        after=tuple(q["cursor"]) if q["cursor"] else None,  # type: ignore[arg-type]
-        **filters,
-    )
-    next_cursor = encode_cursor(list(position)) if position else None
-    return json_response({"items": items, "limit": q["limit"], "next": next_cursor})
+    db = request.app[DB_KEY]
+    try:
+        if q["q"]:
+            found = await documents_repo.search(db, q["q"], limit=q["limit"], **filters)
+            return _page(found, q["limit"], None)
+        items, position = await documents_repo.list_page(
+            db,
+            limit=q["limit"],
+            after=after,  # type: ignore[arg-type]
+            **filters,
+        )
+    except DatabaseUnavailable as exc:
+        rows = await _files(request, exc)
+        items, position = select(
+            rows,
+            limit=q["limit"],
+            text=q["q"],
+            after=after,  # type: ignore[arg-type]
+            **filters,
+        )
+        return _page(items, q["limit"], position, **SOURCE_HEADER)
+    return _page(items, q["limit"], position)
 
 
 async def get_document(request: web.Request) -> web.Response:
     document_id = load_match(_ID, request)["id"]
-    found = await documents_repo.get(request.app[DB_KEY], document_id)
+    headers: dict[str, str] = {}
+    try:
+        found = await documents_repo.get(request.app[DB_KEY], document_id)
+    except DatabaseUnavailable as exc:
+        rows = await _files(request, exc)
+        found, headers = next((r for r in rows if r["id"] == document_id), None), SOURCE_HEADER
     if found is None:
         raise NotFound(f"no document {document_id}")
-    return json_response(found)
-
-
-# ---- the service-shaped reads of the old file-based services: the file's JSON as it was ----
+    return json_response(found, headers=headers or None)
 
 
 async def _list_kind(request: web.Request, kind: DocumentType) -> web.Response:
     q = load_query(_KIND_LIST, request)
-    items, position = await documents_repo.list_page(
-        request.app[DB_KEY],
-        limit=q["limit"],
-        kind=str(kind),
-        after=tuple(q["cursor"]) if q["cursor"] else None,  # type: ignore[arg-type]
-    )
-    next_cursor = encode_cursor(list(position)) if position else None
-    body = {"items": [d["document"] for d in items], "limit": q["limit"], "next": next_cursor}
-    return json_response(body)
+    after = tuple(q["cursor"]) if q["cursor"] else None
+    headers: dict[str, str] = {}
+    try:
+        items, position = await documents_repo.list_page(
+            request.app[DB_KEY],
+            limit=q["limit"],
+            kind=str(kind),
+            after=after,  # type: ignore[arg-type]
+        )
+    except DatabaseUnavailable as exc:
+        rows = await _files(request, exc)
+        items, position = select(rows, limit=q["limit"], kind=str(kind), after=after)  # type: ignore[arg-type]
+        headers = SOURCE_HEADER
+    return _page([d["document"] for d in items], q["limit"], position, **headers)
 
 
 async def _get_kind(request: web.Request, kind: DocumentType) -> web.Response:
     name = load_match(_NAME, request)["name"]
-    found = await documents_repo.get_by_name(request.app[DB_KEY], str(kind), name)
+    headers: dict[str, str] = {}
+    try:
+        found = await documents_repo.get_by_name(request.app[DB_KEY], str(kind), name)
+    except DatabaseUnavailable as exc:
+        rows = await _files(request, exc)
+        matches, _ = select(rows, limit=1, kind=str(kind), name=name)
+        found, headers = (matches[0] if matches else None), SOURCE_HEADER
     if found is None:
         raise NotFound(f"no {kind} named {name!r}")
-    return json_response(found["document"])
+    return json_response(found["document"], headers=headers or None)
 
 
 async def list_personas(request: web.Request) -> web.Response:
