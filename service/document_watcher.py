@@ -90,6 +90,7 @@ class DocumentWatcher:
         self.status = SyncStatus()
         self.on_lag: Callable[[float], None] = lambda seconds: None  # the metrics histogram
         self._stop = asyncio.Event()
+        self._subscribed = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self._full_lock = asyncio.Lock()
         self._reload: asyncio.Task[SyncReport] | None = None
@@ -119,15 +120,29 @@ class DocumentWatcher:
         self.status.state = SyncState.STOPPED
 
     async def _run(self) -> None:
+        """Subscribe to changes first, then reconcile, then apply the changes as they come.
+
+        In that order, a file changed while the initial reconcile runs is not lost: its event
+        waits in the queue (it was: a change landing between the scan and the subscription
+        stayed invisible until the next full sync).
+        """
+        batches: asyncio.Queue[set[str] | None] = asyncio.Queue()
+        watching = asyncio.create_task(self._watch(batches), name="document-watch")
         try:
+            await self._subscribed.wait()
             await self._with_retries("full", self.full_sync)
             self.status.state = SyncState.WATCHING
-            await self._watch()
+            while (paths := await batches.get()) is not None:
+                await self._apply_batch(paths)
+            await watching
         except asyncio.CancelledError:
             raise
         except Exception:
             self.status.state = SyncState.FAILED
             log.exception("documents: the watcher failed")
+        finally:
+            watching.cancel()
+            await asyncio.gather(watching, return_exceptions=True)
 
     # ---- full reconcile ----------------------------------------------------------------------
 
@@ -160,29 +175,47 @@ class DocumentWatcher:
 
     # ---- watching ----------------------------------------------------------------------------
 
-    async def _watch(self) -> None:
+    async def _watch(self, batches: asyncio.Queue[set[str] | None]) -> None:
+        """Queue the document paths of each debounced batch of changes; None at the end."""
         step = min(50, self.debounce_ms)
-        async for changes in awatch(
+        changes_seen = awatch(
             *self.roots,
             debounce=self.debounce_ms,
             step=step,
             stop_event=self._stop,
             watch_filter=None,
             recursive=True,
-        ):
-            seen = time.monotonic()
-            paths = self._relevant(changes)
-            if not paths:
-                continue
-            self.status.pending = len(paths)
-            try:
-                await self._with_retries("change", lambda p=paths: self._apply(p))
-                self.on_lag(time.monotonic() - seen)
-            except DatabaseUnavailable as exc:
-                # Not lost: the next full sync (reload, restart, or the one at stop) has it.
-                log.warning("documents: %d change(s) not applied: %s", len(paths), exc)
-            finally:
-                self.status.pending = 0
+        )
+        try:
+            # The first step creates the OS watch and then waits in a thread for changes:
+            # give it that first step before the reconcile reads the files.
+            pending = asyncio.ensure_future(changes_seen.__anext__())
+            await asyncio.sleep(0.05)
+            self._subscribed.set()
+            while True:
+                try:
+                    changes = await pending
+                except StopAsyncIteration:
+                    return
+                paths = self._relevant(changes)
+                if paths:
+                    batches.put_nowait(paths)
+                pending = asyncio.ensure_future(changes_seen.__anext__())
+        finally:
+            self._subscribed.set()
+            batches.put_nowait(None)
+
+    async def _apply_batch(self, paths: set[str]) -> None:
+        seen = time.monotonic()
+        self.status.pending = len(paths)
+        try:
+            await self._with_retries("change", lambda: self._apply(paths))
+            self.on_lag(time.monotonic() - seen)
+        except DatabaseUnavailable as exc:
+            # Not lost: the next full sync (reload, restart, or the one at stop) has it.
+            log.warning("documents: %d change(s) not applied: %s", len(paths), exc)
+        finally:
+            self.status.pending = 0
 
     def _relevant(self, changes: set[tuple[Change, str]]) -> set[str]:
         """Relative paths of document files among the changes (temp files, other folders and

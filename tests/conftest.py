@@ -28,6 +28,13 @@ from tests.backends import BACKENDS, PgCluster, plant_tokens
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
 
+@pytest.fixture(autouse=True)
+def _work_in_tmp_path(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Each test runs in its own folder: files a server writes relative to its working
+    directory (a PostgreSQL database's initial admin token file) stay out of the checkout."""
+    monkeypatch.chdir(tmp_path)
+
+
 @pytest.fixture
 def db_path(tmp_path: Path) -> Path:
     return tmp_path / "data" / "bobgen.db"

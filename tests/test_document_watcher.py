@@ -304,3 +304,11 @@ async def test_without_documents_dirs_an_unavailable_database_is_503(client: Tes
     resp = await client.get("/documents")
     assert resp.status == 503
     assert resp.headers["Retry-After"]
+
+
+async def test_a_change_during_the_initial_sync_is_not_lost(make_client: Any, root: Path) -> None:
+    for i in range(200):  # enough files that the initial sync takes a while
+        write(root, f"personas/extra-{i:03d}.json", persona(f"Extra {i:03d}"))
+    client = await make_client(documents_dirs=str(root), documents_debounce_ms=DEBOUNCE_MS)
+    write(root, "personas/alice.json", persona("Alice Early"))  # while it reconciles
+    await eventually(lambda: _has(client, "Alice Early"))
