@@ -1,0 +1,110 @@
+"""What every command shares: the audit actor, opening the database, progress output."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import dataclasses
+import getpass
+import logging
+import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+from service.config import PROJECT_ROOT, Config
+from service.db import Database, DatabaseUnavailable, connect
+from service.runs import RunContext, current_git_sha
+
+log = logging.getLogger("service")
+
+
+def cli_actor() -> str:
+    """How operator actions appear in the audit log."""
+    try:
+        return f"cli:{getpass.getuser()}"
+    except (OSError, KeyError):
+        return "cli:unknown"
+
+
+def add_common(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--db",
+        help="a SQLite file, or postgresql://user@host:port/dbname "
+        "(BOBGEN_DB; default data/bobgen.db)",
+    )
+    p.add_argument("--migrations-dir", help="yoyo migrations folder (BOBGEN_MIGRATIONS_DIR)")
+    p.add_argument("--log-level", help="DEBUG, INFO, WARNING, ERROR (BOBGEN_LOG_LEVEL)")
+
+
+@asynccontextmanager
+async def open_database(config: Config, *, migrate: bool) -> AsyncIterator[Database]:
+    """Open the database for a CLI command, migrating it first if asked (one open either way)."""
+    if migrate:
+        applied = await apply_or_rollback(config, "apply")
+    else:
+        require_initialized(config)
+    # One reader and a small pool: a command does one thing at a time.
+    options = dataclasses.replace(config.database_options(), read_connections=1, pool_size=2)
+    db = connect(config.db, options)
+    await db.open()
+    try:
+        if migrate:
+            await after_migrations(config, db, applied, "apply")
+        yield db
+    finally:
+        await db.close()
+
+
+def require_initialized(config: Config) -> None:
+    """A SQLite file that does not exist is not created by a read-only command."""
+    path = config.db.path
+    if path is not None and not path.exists():
+        raise DatabaseUnavailable(f"not initialized yet: {path} does not exist")
+
+
+def run_context(config: Config) -> RunContext:
+    return RunContext(current_git_sha(PROJECT_ROOT), config.config_hash())
+
+
+class ProgressBar:
+    """A one-line text progress bar; silent when the stream is not a terminal."""
+
+    WIDTH = 40
+
+    def __init__(self, stream: Any):
+        self.stream = stream
+        self.tty = stream.isatty()
+        self._last = 0.0
+
+    def update(self, done: int, total: int) -> None:
+        now = time.monotonic()
+        if not self.tty or (now - self._last < 0.1 and done < total):
+            return
+        self._last = now
+        frac = done / total if total else 1.0
+        filled = int(frac * self.WIDTH)
+        self.stream.write(f"\r[{'#' * filled}{'.' * (self.WIDTH - filled)}] {done}/{total}")
+        self.stream.flush()
+
+    def finish(self) -> None:
+        if self.tty:
+            self.stream.write("\n")
+            self.stream.flush()
+
+
+async def apply_or_rollback(config: Config, direction: str, steps: int = 1) -> list[str]:
+    """yoyo is synchronous: run it in a thread."""
+    from service.db.migrations import apply_migrations, rollback_migrations
+
+    if direction == "apply":
+        return await asyncio.to_thread(apply_migrations, config.db, config.migrations_dir)
+    return await asyncio.to_thread(rollback_migrations, config.db, config.migrations_dir, steps)
+
+
+async def after_migrations(config: Config, db: Database, ids: list[str], direction: str) -> None:
+    from service.lifecycle import after_migrations
+
+    await after_migrations(
+        db, ids, direction=direction, actor=cli_actor(), context=run_context(config)
+    )
