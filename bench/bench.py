@@ -31,10 +31,10 @@ import aiohttp
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from service.auth import Scope  # noqa: E402
 from service.config import DEFAULT_MIGRATIONS_DIR  # noqa: E402
 from service.db.migrations import apply_migrations  # noqa: E402
 from service.db.sqlite import SqliteDatabase  # noqa: E402
+from service.domain.auth import Scope  # noqa: E402
 from service.schemas.common import encode_cursor  # noqa: E402
 from service.seeding import Seeder  # noqa: E402
 from service.tokens import create_token  # noqa: E402

@@ -30,10 +30,10 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
 
 from bench import free_port, rss_mib, wait_up  # noqa: E402
-from service.auth import ALL_SCOPES  # noqa: E402
 from service.config import DEFAULT_MIGRATIONS_DIR  # noqa: E402
 from service.db.migrations import apply_migrations  # noqa: E402
 from service.db.sqlite import SqliteDatabase  # noqa: E402
+from service.domain.auth import ALL_SCOPES  # noqa: E402
 from service.schemas.common import encode_cursor  # noqa: E402
 from service.tokens import create_token  # noqa: E402
 

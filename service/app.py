@@ -22,6 +22,7 @@ from service.config import PROJECT_ROOT, Config
 from service.db import connect
 from service.db.maintenance import quick_check
 from service.db.migrations import apply_migrations
+from service.domain.runs import RunContext, current_git_sha
 from service.errors import error_middleware
 from service.keys import (
     CONFIG_KEY,
@@ -35,7 +36,6 @@ from service.keys import (
 )
 from service.lifecycle import after_migrations
 from service.metrics import Metrics
-from service.runs import RunContext, current_git_sha
 from service.seeding import Seeder
 from service.tokens import ensure_initial_admin_token
 

@@ -16,9 +16,9 @@ from aiohttp import web
 from marshmallow import ValidationError
 
 from service.db import DatabaseBusy, DatabaseUnavailable, DiskFull
+from service.domain.statemachine import InvalidTransition
 from service.jsonutil import json_response
 from service.repositories.versioned import VersionMismatch
-from service.statemachine import InvalidTransition
 
 log = logging.getLogger(__name__)
 

@@ -17,12 +17,12 @@ from marshmallow import Schema, ValidationError, fields, validate
 
 from service.audit import AuditedWrite, audited_write
 from service.db import Database, Work, execute
-from service.projects import InvalidGraph, NodeStatus, RunStatus, validate_graph
+from service.domain.projects import InvalidGraph, NodeStatus, RunStatus, validate_graph
+from service.domain.runs import RunContext, StepStatus, new_run_id
 from service.repositories import projects as projects_repo
 from service.repositories import runs as runs_repo
 from service.repositories import versioned
 from service.repositories.versioned import Table
-from service.runs import RunContext, StepStatus, new_run_id
 from service.schemas import projects as s
 from service.timeutil import utc_iso
 

@@ -8,7 +8,7 @@ from aiohttp import web
 
 from service.config import Config
 from service.db import Database
-from service.runs import RunContext
+from service.domain.runs import RunContext
 
 if TYPE_CHECKING:  # keys carry no weight: handlers need not import seeding or prometheus
     from service.document_files import FileView

@@ -5,8 +5,8 @@ from __future__ import annotations
 from service import __version__
 from service.audit import AuditedWrite, audited_write
 from service.db import Database, Work, execute
+from service.domain.runs import RunContext, StepStatus, new_run_id
 from service.repositories import runs as runs_repo
-from service.runs import RunContext, StepStatus, new_run_id
 from service.timeutil import utc_now
 
 

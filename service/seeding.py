@@ -25,9 +25,9 @@ from service.db import (
     returning,
     sync_identity,
 )
+from service.domain.runs import RunContext, StepStatus, new_run_id
 from service.repositories import runs as runs_repo
 from service.repositories import status as status_repo
-from service.runs import RunContext, StepStatus, new_run_id
 
 log = logging.getLogger(__name__)
 

@@ -7,7 +7,8 @@ import os
 from pathlib import Path
 
 from service.audit import SYSTEM_ACTOR, AuditedWrite, audited_write
-from service.auth import (
+from service.db import Database, DatabaseURL, Work, lock_for_inserts
+from service.domain.auth import (
     ALL_SCOPES,
     InvalidScopes,
     Scope,
@@ -15,7 +16,6 @@ from service.auth import (
     generate_token,
     hash_token,
 )
-from service.db import Database, DatabaseURL, Work, lock_for_inserts
 from service.repositories import tokens as tokens_repo
 from service.repositories.tokens import TokenRecord
 

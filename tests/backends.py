@@ -24,10 +24,10 @@ from urllib.parse import urlsplit, urlunsplit
 import psycopg
 import pytest
 
-from service.auth import hash_token
 from service.config import DEFAULT_MIGRATIONS_DIR
 from service.db import DatabaseURL
 from service.db.migrations import apply_migrations
+from service.domain.auth import hash_token
 
 BACKENDS = ("sqlite", "postgresql")
 # For a test about SQLite itself (its file, pragmas, locks): say why where it is used.

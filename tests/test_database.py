@@ -7,7 +7,6 @@ from pathlib import Path
 import pytest
 
 from service.audit import AuditedWrite, audited, audited_write
-from service.auth import Scope
 from service.config import DEFAULT_MIGRATIONS_DIR
 from service.db import (
     Database,
@@ -24,6 +23,7 @@ from service.db import (
 )
 from service.db.migrations import apply_migrations
 from service.db.sqlite import SqliteDatabase
+from service.domain.auth import Scope
 from service.tokens import issue_token
 from tests.backends import sqlite_only
 

@@ -6,8 +6,8 @@ from typing import Any
 import pytest
 
 from service.db import Database, DatabaseURL
+from service.domain.runs import RunContext
 from service.importer import DumpUnreadable, import_dump
-from service.runs import RunContext
 from tests.backends import cli_db, sql
 from tests.conftest import REPO_ROOT
 from tests.helpers import run_cli

@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 from aiohttp.test_utils import TestClient
 
-from service.auth import hash_token
 from service.db import DatabaseURL
+from service.domain.auth import hash_token
 from tests.backends import cli_db, sql, sqlite_only, wipe
 from tests.helpers import ALL_MIGRATIONS, VALID, run_cli
 

@@ -4,9 +4,9 @@ import pytest
 from aiohttp.test_utils import TestClient
 
 from service.audit import AuditedWrite, UnauditedWrite, audited_write
-from service.auth import InvalidScopes, Scope
 from service.config import Config
 from service.db import DatabaseURL, ForeignKeyViolation, Work, execute
+from service.domain.auth import InvalidScopes, Scope
 from service.keys import DB_KEY, RUN_CONTEXT_KEY
 from tests.backends import sql, wipe
 from tests.conftest import WRITER_TOKEN, wait_for_seed

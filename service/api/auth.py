@@ -15,9 +15,9 @@ from dataclasses import dataclass
 
 from aiohttp import web
 
-from service.auth import Scope, hash_token, hashes_match
 from service.db import Database
 from service.db.coalescing import BatchedLookup
+from service.domain.auth import Scope, hash_token, hashes_match
 from service.errors import ApiError, Handler
 from service.keys import CONFIG_KEY, DB_KEY
 from service.repositories import tokens as tokens_repo

@@ -12,10 +12,10 @@ from service.api.requests import load_json, load_match, load_query
 from service.api.resources import Resource, ResourceHandlers, insert_new, not_found
 from service.audit import AuditedWrite
 from service.db import Work
+from service.domain.projects import InvalidGraph, validate_graph
 from service.errors import Conflict, UnprocessableEntity
 from service.jsonutil import json_response
 from service.keys import DB_KEY
-from service.projects import InvalidGraph, validate_graph
 from service.repositories import projects as projects_repo
 from service.repositories import versioned
 from service.repositories.projects import (

@@ -10,12 +10,12 @@ from service.api.common import write
 from service.api.requests import load_json, load_match, load_query
 from service.audit import AuditedWrite
 from service.db import Work
+from service.domain.runs import new_run_id
 from service.errors import NotFound
 from service.jsonutil import json_response
 from service.keys import DB_KEY
 from service.repositories import audit as audit_repo
 from service.repositories import runs as runs_repo
-from service.runs import new_run_id
 from service.schemas.common import encode_cursor
 from service.schemas.runs import (
     AuditQuerySchema,

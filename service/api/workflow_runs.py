@@ -11,10 +11,10 @@ from service.api.etag import etag
 from service.api.requests import load_json, load_match, load_query
 from service.audit import AuditedWrite
 from service.db import UniqueViolation, Work
+from service.domain.projects import RunStatus
 from service.errors import Conflict, NotFound
 from service.jsonutil import json_response
 from service.keys import DB_KEY
-from service.projects import RunStatus
 from service.repositories import projects as projects_repo
 from service.repositories import versioned
 from service.repositories.projects import WORKFLOW_RUNS, WORKFLOWS

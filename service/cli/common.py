@@ -14,7 +14,7 @@ from typing import Any
 
 from service.config import PROJECT_ROOT, Config
 from service.db import Database, DatabaseUnavailable, connect
-from service.runs import RunContext, current_git_sha
+from service.domain.runs import RunContext, current_git_sha
 
 log = logging.getLogger("service")
 

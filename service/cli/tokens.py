@@ -16,7 +16,7 @@ from service.config import Config
 
 
 def token_create(config: Config, args: argparse.Namespace) -> int:
-    from service.auth import InvalidScopes, parse_scopes
+    from service.domain.auth import InvalidScopes, parse_scopes
     from service.tokens import create_token
 
     try:

@@ -7,7 +7,7 @@ from typing import Any
 import orjson
 
 from service.db import Database, Work, execute, execute_many, query
-from service.projects import (
+from service.domain.projects import (
     FINISHED_RUN,
     PRIORITY_BY_RANK,
     PRIORITY_RANK,

@@ -7,9 +7,9 @@ from typing import Any
 import orjson
 
 from service.db import Database, Work, query, query_one
+from service.domain.runs import TERMINAL_STATUSES, TRANSITIONS, StepStatus, run_status
+from service.domain.statemachine import check_transition
 from service.repositories.sql import Where
-from service.runs import TERMINAL_STATUSES, TRANSITIONS, StepStatus, run_status
-from service.statemachine import check_transition
 
 RUN_COLUMNS = ("run_id", "created_at", "args_json", "git_sha", "config_hash")
 STEP_COLUMNS = ("step_id", "run_id", "name", "started_at", "finished_at", "status", "stats_json")

@@ -6,8 +6,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from service.auth import Scope, format_scopes, parse_scopes
 from service.db import Database, Work, execute, notify, query, query_one
+from service.domain.auth import Scope, format_scopes, parse_scopes
 
 TOKENS_CHANNEL = "auth_tokens"  # notified by every commit that revokes a token
 

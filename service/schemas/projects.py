@@ -6,7 +6,7 @@ from typing import Any
 
 from marshmallow import Schema, ValidationError, fields, validate, validates_schema
 
-from service.projects import ContextType, IdeaStatus, NodeStatus, Priority
+from service.domain.projects import ContextType, IdeaStatus, NodeStatus, Priority
 from service.schemas.common import Cursor, limit_field
 
 ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,63}$"

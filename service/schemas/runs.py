@@ -6,7 +6,7 @@ from typing import Any
 
 from marshmallow import Schema, fields, validate, validates_schema
 
-from service.runs import INITIAL_STATUSES, StepStatus
+from service.domain.runs import INITIAL_STATUSES, StepStatus
 from service.schemas.common import Cursor, limit_field
 
 HEX_SHA = validate.Regexp(r"^[0-9a-f]{7,64}$", error="Must be 7 to 64 lowercase hex digits.")

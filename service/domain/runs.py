@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from enum import StrEnum
 from pathlib import Path
 
-from service.statemachine import final_states
+from service.domain.statemachine import final_states
 
 log = logging.getLogger(__name__)
 

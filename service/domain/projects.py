@@ -6,7 +6,7 @@ from collections.abc import Mapping
 from enum import StrEnum
 from typing import Any
 
-from service.statemachine import check_transition
+from service.domain.statemachine import check_transition
 
 
 class IdeaStatus(StrEnum):
@@ -144,7 +144,7 @@ def apply_node_change(
     """The node after ``changes`` and the changes its run must take, as pure data.
 
     Updates ``nodes[index]`` in place (so the run status is derived from the new states).
-    Raises :class:`~service.statemachine.InvalidTransition` for a move the machine forbids.
+    Raises :class:`~service.domain.statemachine.InvalidTransition` for a move the machine forbids.
     """
     node = nodes[index]
     current = NodeStatus(node["status"])
