@@ -13,6 +13,7 @@ import asyncio
 import time
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
+from functools import partial
 from pathlib import Path, PurePosixPath
 from typing import Any
 
@@ -183,15 +184,17 @@ async def apply(db: Database, todo: Plan, *, actor: str) -> None:
     for start in range(0, max(len(upserts), len(deletes)), WRITE_BATCH):
         batch = upserts[start : start + WRITE_BATCH]
         gone = deletes[start : start + WRITE_BATCH]
+        await audited_write(db, actor, partial(_write_batch, batch=batch, gone=gone))
 
-        def work(w: AuditedWrite, batch=batch, gone=gone) -> Work[None]:  # type: ignore[no-untyped-def]
-            yield from documents_repo.upsert_many(batch, w.now)
-            yield from documents_repo.delete_many(doc_id for _, doc_id in gone)
-            w.audit(
-                "documents.synced",
-                scope="documents",
-                message=f"{len(batch)} written, {len(gone)} deleted",
-                data={"written": [d.file_path for d in batch], "deleted": [p for p, _ in gone]},
-            )
 
-        await audited_write(db, actor, work)
+def _write_batch(
+    w: AuditedWrite, *, batch: list[ParsedDocument], gone: list[tuple[str, str]]
+) -> Work[None]:
+    yield from documents_repo.upsert_many(batch, w.now)
+    yield from documents_repo.delete_many(doc_id for _, doc_id in gone)
+    w.audit(
+        "documents.synced",
+        scope="documents",
+        message=f"{len(batch)} written, {len(gone)} deleted",
+        data={"written": [d.file_path for d in batch], "deleted": [p for p, _ in gone]},
+    )

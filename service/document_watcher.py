@@ -187,10 +187,11 @@ class DocumentWatcher:
             recursive=True,
         )
         try:
-            # The first step creates the OS watch and then waits in a thread for changes:
-            # give it that first step before the reconcile reads the files.
+            # The generator's first step creates the OS watch synchronously, then waits in a
+            # thread for changes: one turn of the loop runs that step, and the watch exists
+            # before the reconcile reads the files.
             pending = asyncio.ensure_future(changes_seen.__anext__())
-            await asyncio.sleep(0.05)
+            await asyncio.sleep(0)
             self._subscribed.set()
             while True:
                 try:

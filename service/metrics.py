@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Iterator
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
 from prometheus_client import (
@@ -23,9 +23,11 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
 
 from service.db import Database
-from service.document_watcher import DocumentWatcher
 from service.errors import Handler
 from service.seeding import Seeder, SeedState
+
+if TYPE_CHECKING:
+    from service.document_watcher import DocumentWatcher
 
 # The *_created series double the output and no dashboard of ours reads them.
 disable_created_metrics()

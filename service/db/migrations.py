@@ -7,7 +7,6 @@ once cannot both decide to apply the same migration.
 from __future__ import annotations
 
 import logging
-import re
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -17,7 +16,7 @@ from yoyo import get_backend, read_migrations
 from yoyo.backends import DatabaseBackend
 from yoyo.exceptions import LockTimeout
 
-from service.db.url import DatabaseURL
+from service.db.url import DatabaseURL, redact_text
 
 log = logging.getLogger(__name__)
 
@@ -123,6 +122,4 @@ def _redact(exc: BaseException) -> str:
     """The first line of a driver's message. libpq may echo the connection string, so
     anything that looks like a password is masked."""
     text = str(exc).strip()
-    first = text.splitlines()[0] if text else type(exc).__name__
-    first = re.sub(r"password=\S+", "password=***", first)
-    return re.sub(r"//([^:/@\s]*):[^@\s]*@", r"//\1:***@", first)
+    return redact_text(text.splitlines()[0] if text else type(exc).__name__)

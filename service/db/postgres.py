@@ -71,9 +71,14 @@ def to_dollar_params(sql: str) -> str:
     return "".join(out)
 
 
-def _returns_rows(sql: str) -> bool:
-    head = sql.lstrip()[:6].upper()
-    return head in ("SELECT", "WITH") or head.startswith("VALUES") or " RETURNING " in sql.upper()
+@lru_cache(maxsize=2048)
+def _prepared(sql: str) -> tuple[str, bool]:
+    """``sql`` with ``$n`` placeholders, and whether it returns rows (fetch, else execute for
+    the row count): worked out once per SQL text, not per statement run."""
+    upper = sql.upper()
+    head = upper.lstrip()[:6]
+    returns_rows = head in ("SELECT", "WITH") or head.startswith("VALUES") or " RETURNING " in upper
+    return to_dollar_params(sql), returns_rows
 
 
 def _rowcount(status: str) -> int:
@@ -369,12 +374,12 @@ async def _drive(conn: asyncpg.Connection, work: Work[T], channels: list[str] | 
             step = Statement("SELECT pg_notify(?, ?)", (NOTIFY_CHANNEL, step.channel))
         if step.only not in (None, POSTGRESQL):
             return Result()
-        sql = to_dollar_params(step.sql)
+        sql, returns_rows = _prepared(step.sql)
         try:
             if step.many:
                 await conn.executemany(sql, step.params)  # type: ignore[arg-type]
                 return Result([], -1)
-            if _returns_rows(step.sql):
+            if returns_rows:
                 rows = await conn.fetch(sql, *step.params)  # type: ignore[misc]
                 return Result([tuple(r) for r in rows], len(rows))
             status = await conn.execute(sql, *step.params)  # type: ignore[misc]

@@ -129,12 +129,19 @@ class DatabaseURL:
         return self.redacted
 
 
+def redact_text(text: str) -> str:
+    """``text`` (a driver's message, say) with anything shaped like a password masked: the
+    password of a ``//user:password@`` URL and a libpq ``password=`` setting."""
+    text = re.sub(r"password=\S+", "password=***", text)
+    return re.sub(r"//([^:/@\s]*):[^@\s]*@", r"//\1:***@", text)
+
+
 def _redact(text: str) -> str:
     """The URL with its password replaced by ``***`` (user, host, port and database kept)."""
     try:
         parts = urlsplit(text)
     except ValueError:
-        return re.sub(r"//([^:/@]*):[^@]*@", r"//\1:***@", text)
+        return redact_text(text)
     if parts.password is None:
         return text
     user = quote(unquote(parts.username or ""), safe="")

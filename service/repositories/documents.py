@@ -95,13 +95,13 @@ def delete_many(ids: Iterable[str]) -> Work[int]:
     return (yield from execute_many("DELETE FROM documents WHERE id = ?", params))
 
 
-def _json_field(path: str) -> str:
+def _json_field(path: str, column: str = "document") -> str:
     """``json_extract(document, '$.a.b')`` (SQLite built-in, a function of migration 0006 on
     PostgreSQL). The path is inlined, so that the expression indexes of 0006 apply: it must be
     validated (dotted identifiers only) before it gets here."""
     if not JSON_PATH.fullmatch(path):
         raise ValueError(f"not a JSON field path: {path!r}")
-    return f"json_extract(document, '$.{path}')"
+    return f"json_extract({column}, '$.{path}')"
 
 
 async def list_page(
@@ -139,7 +139,7 @@ async def search(
     """The best ``limit`` documents matching every word of ``text`` (name and content)."""
     where = Where().equal("t.type", kind).equal("t.name", name)
     for path, value in (fields or {}).items():
-        where.add(f"{_json_field(path).replace('document', 't.document', 1)} = ?", value)
+        where.add(f"{_json_field(path, 't.document')} = ?", value)
     query = ranked_matches(
         "documents", COLUMNS, text, conditions=where.conditions, params=where.params, limit=limit
     )
