@@ -11,7 +11,8 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
+from contextlib import aclosing
 from dataclasses import asdict, dataclass, field
 from functools import partial
 from pathlib import Path, PurePosixPath
@@ -51,6 +52,13 @@ class SyncReport:
     seconds: float = 0.0
     dry_run: bool = False
 
+    def record(self, todo: Plan, errors: list[SyncError]) -> None:
+        self.added += [d.file_path for d in todo.added]
+        self.updated += [d.file_path for d in todo.updated]
+        self.deleted += list(todo.deleted)
+        self.unchanged += todo.unchanged
+        self.errors += errors
+
     def counts(self) -> dict[str, int]:
         return {
             "added": len(self.added),
@@ -75,19 +83,27 @@ class Scan:
     errors: list[SyncError] = field(default_factory=list)
 
 
-def scan(
-    roots: Sequence[Path],
-    *,
-    only: set[str] | None = None,
-    max_bytes: int = DEFAULT_MAX_FILE_BYTES,
-) -> Scan:
-    """Read and parse the document files under ``roots`` (blocking: run it in a thread):
-    all of them, or those at the relative paths ``only`` (what a watcher saw change).
+@dataclass(frozen=True, slots=True)
+class DocumentFile:
+    """A document file found under a root: ``key`` is its path relative to that root."""
+
+    root: Path
+    path: Path
+    key: str
+
+
+def find_files(
+    roots: Sequence[Path], *, only: set[str] | None = None
+) -> tuple[list[DocumentFile], list[SyncError]]:
+    """The document files under ``roots`` (blocking): all of them, or those at the relative
+    paths ``only`` (what a watcher saw change).
 
     With several roots, the first root that has a relative path wins; the same path under a
     later root is reported as an error (it would need the same id).
     """
-    result = Scan()
+    found: list[DocumentFile] = []
+    errors: list[SyncError] = []
+    seen: set[str] = set()
     for root in roots:
         if only is None:
             candidates = [
@@ -102,25 +118,49 @@ def scan(
             relative = relative_to_root(path, root)
             if relative is None or document_type(relative) is None or not path.is_file():
                 continue
-            _read(result, root, path, str(relative), max_bytes)
+            key = str(relative)
+            if key in seen:
+                reason = "the same path exists under an earlier root, which wins"
+                errors.append(SyncError(key, str(root), reason))
+                continue
+            seen.add(key)
+            found.append(DocumentFile(root, path, key))
+    return found, errors
+
+
+def read_files(files: Sequence[DocumentFile], max_bytes: int = DEFAULT_MAX_FILE_BYTES) -> Scan:
+    """Read and parse ``files`` (blocking: run it in a thread)."""
+    result = Scan()
+    for file in files:
+        try:
+            stat = file.path.stat()
+            if stat.st_size > max_bytes:
+                raise DocumentError(
+                    f"larger than the {max_bytes}-byte limit ({stat.st_size} bytes)"
+                )
+            result.documents[file.key] = parse(
+                PurePosixPath(file.key),
+                file.path.read_bytes(),
+                stat.st_mtime_ns,
+                max_bytes=max_bytes,
+            )
+        except (DocumentError, OSError) as exc:
+            result.failed.add(file.key)
+            result.errors.append(SyncError(file.key, str(file.root), str(exc)))
     return result
 
 
-def _read(result: Scan, root: Path, path: Path, key: str, max_bytes: int) -> None:
-    if key in result.documents or key in result.failed:
-        reason = "the same path exists under an earlier root, which wins"
-        result.errors.append(SyncError(key, str(root), reason))
-        return
-    try:
-        stat = path.stat()
-        if stat.st_size > max_bytes:
-            raise DocumentError(f"larger than the {max_bytes}-byte limit ({stat.st_size} bytes)")
-        result.documents[key] = parse(
-            PurePosixPath(key), path.read_bytes(), stat.st_mtime_ns, max_bytes=max_bytes
-        )
-    except (DocumentError, OSError) as exc:
-        result.failed.add(key)
-        result.errors.append(SyncError(key, str(root), str(exc)))
+def scan(
+    roots: Sequence[Path],
+    *,
+    only: set[str] | None = None,
+    max_bytes: int = DEFAULT_MAX_FILE_BYTES,
+) -> Scan:
+    """:func:`find_files` and :func:`read_files` in one (blocking: run it in a thread)."""
+    found, errors = find_files(roots, only=only)
+    result = read_files(found, max_bytes)
+    result.errors[:0] = errors
+    return result
 
 
 @dataclass(slots=True)
@@ -158,23 +198,51 @@ async def reconcile(
     dry_run: bool = False,
     max_bytes: int = DEFAULT_MAX_FILE_BYTES,
 ) -> SyncReport:
-    """One full sync of the table with the files under ``roots``."""
+    """One full sync of the table with the files under ``roots``.
+
+    Files are read and written WRITE_BATCH at a time, the next batch read while this one is
+    written, so the disk and the database work at once; what vanished is deleted at the end.
+    """
     started = time.perf_counter()
-    files = await asyncio.to_thread(scan, roots, max_bytes=max_bytes)
+    found, errors = await asyncio.to_thread(find_files, roots)
     stored = await db.read(documents_repo.states())
-    todo = plan(files, stored)
-    report = SyncReport(
-        added=[d.file_path for d in todo.added],
-        updated=[d.file_path for d in todo.updated],
-        deleted=sorted(todo.deleted),
-        unchanged=todo.unchanged,
-        errors=files.errors,
-        dry_run=dry_run,
-    )
+    report = SyncReport(errors=errors, dry_run=dry_run)
+    async with aclosing(_read_ahead(found, max_bytes)) as batches:
+        async for files in batches:
+            keys = files.documents.keys() | files.failed
+            todo = plan(files, {key: stored[key] for key in keys if key in stored})
+            report.record(todo, files.errors)
+            if not dry_run:
+                await apply(db, todo, actor=actor)
+    listed = {file.key for file in found}
+    vanished = Plan(deleted={path: s.id for path, s in stored.items() if path not in listed})
+    report.record(vanished, [])
+    report.deleted.sort()
     if not dry_run:
-        await apply(db, todo, actor=actor)
+        await apply(db, vanished, actor=actor)
     report.seconds = round(time.perf_counter() - started, 4)
     return report
+
+
+async def _read_ahead(files: list[DocumentFile], max_bytes: int) -> AsyncIterator[Scan]:
+    """``files`` read WRITE_BATCH at a time in a thread, the next batch while the caller
+    writes this one (PostgreSQL works in its own process, SQLite on the writer thread)."""
+
+    def read_later(start: int) -> asyncio.Future[Scan] | None:
+        if start >= len(files):
+            return None
+        batch = files[start : start + WRITE_BATCH]
+        return asyncio.ensure_future(asyncio.to_thread(read_files, batch, max_bytes))
+
+    reading = read_later(0)
+    try:
+        for start in range(WRITE_BATCH, len(files) + WRITE_BATCH, WRITE_BATCH):
+            assert reading is not None
+            current, reading = reading, read_later(start)
+            yield await current
+    finally:
+        if reading is not None:
+            reading.cancel()  # its thread finishes on its own; nothing waits for it
 
 
 async def apply(db: Database, todo: Plan, *, actor: str) -> None:

@@ -74,6 +74,58 @@ async def count(db: Database, table: str = "status") -> int:
     return int(row[0])
 
 
+INSERT_WITH_ID = (
+    "INSERT INTO status (id, uptime, version, latency, error_rate, created_at, updated_at) "
+    "VALUES (?, ?, ?, ?, ?, ?, ?)"
+)
+
+
+def status_row(i: int, version: str = "v") -> tuple[object, ...]:
+    """A status row with id 1,000,000 + ``i`` (clear of the ids the database assigns)."""
+    return (
+        1_000_000 + i,
+        99.5,
+        version,
+        1.5,
+        0.01,
+        "2026-01-01T00:00:00.000Z",
+        "2026-01-01T00:00:00.000Z",
+    )
+
+
+async def test_a_batch_writes_every_row_and_counts_them(db: Database) -> None:
+    assert (
+        await db.write(execute_many(INSERT_WITH_ID, [status_row(i) for i in range(1, 301)])) == 300
+    )
+    assert await db.write(execute_many(INSERT_ONE, [()] * 3)) == 3  # constants among the values
+    assert await db.write(execute_many(INSERT_WITH_ID, [])) == 0
+    assert await count(db) == 303
+    assert await db.fetchone("SELECT uptime, version FROM status WHERE id = 1000300") == (99.5, "v")
+
+
+async def test_a_batch_with_a_taken_key_writes_nothing(db: Database) -> None:
+    await db.write(execute(INSERT_WITH_ID, status_row(5)))
+    with pytest.raises(UniqueViolation):
+        await db.write(execute_many(INSERT_WITH_ID, [status_row(i) for i in range(1, 10)]))
+    assert await count(db) == 1
+
+
+async def test_an_upsert_batch_naming_a_key_twice_keeps_the_last_row(db: Database) -> None:
+    upsert = f"{INSERT_WITH_ID} ON CONFLICT (id) DO UPDATE SET version = excluded.version"
+
+    def unit() -> Work[int]:
+        yield from execute_many(
+            upsert, [status_row(1, "a"), status_row(2, "b"), status_row(1, "c")]
+        )
+        return (yield from execute(INSERT_ONE))  # the transaction goes on
+
+    assert await db.write(unit()) == 1
+    assert await db.fetchall("SELECT id, version FROM status WHERE version <> 'v' ORDER BY id") == [
+        (1_000_001, "c"),
+        (1_000_002, "b"),
+    ]
+
+
 async def test_unit_commits_or_rolls_back_whole(db: Database) -> None:
     await db.write(execute(INSERT_ONE))
     with pytest.raises(RuntimeError, match="boom"):
