@@ -25,6 +25,7 @@ from service.db.migrations import apply_migrations
 from service.domain.runs import RunContext, current_git_sha
 from service.errors import error_middleware
 from service.keys import (
+    CLOCK_KEY,
     CONFIG_KEY,
     DB_KEY,
     DOCUMENT_FILES_KEY,
@@ -37,6 +38,7 @@ from service.keys import (
 from service.lifecycle import after_migrations
 from service.metrics import Metrics
 from service.seeding import Seeder
+from service.timeutil import Clock
 from service.tokens import ensure_initial_admin_token
 
 log = logging.getLogger(__name__)
@@ -112,7 +114,8 @@ async def _seeder_ctx(app: web.Application) -> AsyncIterator[None]:
         await seeder.stop(timeout=config.shutdown_timeout_s)
 
 
-def create_app(config: Config) -> web.Application:
+def create_app(config: Config, *, clock: Clock | None = None) -> web.Application:
+    """The app for ``config``; ``clock`` tells the time that leases expire by (tests move it)."""
     metrics = Metrics()
     app = web.Application(
         client_max_size=config.max_body_bytes,
@@ -123,6 +126,7 @@ def create_app(config: Config) -> web.Application:
         ],
     )
     app[CONFIG_KEY] = config
+    app[CLOCK_KEY] = clock or Clock()
     app[METRICS_KEY] = metrics
     app[STARTED_KEY] = time.monotonic()
     app[RUN_CONTEXT_KEY] = RunContext(current_git_sha(PROJECT_ROOT), config.config_hash())

@@ -16,6 +16,7 @@ from aiohttp import web
 from marshmallow import ValidationError
 
 from service.db import DatabaseBusy, DatabaseUnavailable, DiskFull
+from service.domain.debug import Refused
 from service.domain.statemachine import InvalidTransition
 from service.jsonutil import json_response
 from service.repositories.versioned import VersionMismatch
@@ -90,6 +91,10 @@ def from_domain(exc: Exception) -> ApiError | None:
     if isinstance(exc, InvalidTransition):
         details = {"from": exc.current, "to": exc.requested, "allowed": exc.allowed}
         return Conflict(str(exc), code="invalid_transition", details=details)
+    if isinstance(exc, Refused):
+        error = ApiError(exc.message, details=exc.details, code=exc.code)
+        error.status = exc.status
+        return error
     return None
 
 
@@ -146,7 +151,7 @@ def _error_for(request: web.Request, error: BaseException) -> web.StreamResponse
         return resp
     except ValidationError as exc:
         return error_response(400, "validation_failed", "request failed validation", exc.messages)
-    except (VersionMismatch, InvalidTransition) as exc:
+    except (VersionMismatch, InvalidTransition, Refused) as exc:
         api_error = from_domain(exc)
         assert api_error is not None
         resp = error_response(

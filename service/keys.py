@@ -9,6 +9,7 @@ from aiohttp import web
 from service.config import Config
 from service.db import Database
 from service.domain.runs import RunContext
+from service.timeutil import Clock
 
 if TYPE_CHECKING:  # keys carry no weight: handlers need not import seeding or prometheus
     from service.document_files import FileView
@@ -24,3 +25,4 @@ STARTED_KEY = web.AppKey("started_monotonic", float)
 RUN_CONTEXT_KEY = web.AppKey("run_context", RunContext)
 DOCUMENTS_KEY: web.AppKey[DocumentWatcher | None] = web.AppKey("documents")
 DOCUMENT_FILES_KEY: web.AppKey[FileView | None] = web.AppKey("document_files")
+CLOCK_KEY = web.AppKey("clock", Clock)

@@ -23,6 +23,7 @@ from service.config import DEFAULT_MIGRATIONS_DIR, Config
 from service.db import Database, DatabaseOptions, DatabaseURL, connect
 from service.db.migrations import apply_migrations
 from service.keys import SEEDER_KEY
+from service.timeutil import Clock
 from tests.backends import BACKENDS, PgCluster, plant_tokens
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -127,9 +128,12 @@ async def make_client(
 ):
     """Build an app on the test database; the client sends the admin token unless told not to."""
 
-    async def factory(*, token: str | None = ADMIN_TOKEN, **overrides: Any) -> TestClient:
+    async def factory(
+        *, token: str | None = ADMIN_TOKEN, clock: Clock | None = None, **overrides: Any
+    ) -> TestClient:
         headers = bearer(token) if token else {}
-        return await aiohttp_client(create_app(make_config(**overrides)), headers=headers)
+        app = create_app(make_config(**overrides), clock=clock)
+        return await aiohttp_client(app, headers=headers)
 
     return factory
 

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import subprocess
 import sys
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from service.config import DEFAULT_MIGRATIONS_DIR
+from service.timeutil import Clock
 
 BOBGEN = [sys.executable, "-m", "service"]
 
@@ -41,3 +43,16 @@ def assert_error(body: dict[str, Any], code: str) -> dict[str, Any]:
     assert isinstance(body["error"]["message"], str)
     assert body["error"]["message"]
     return body["error"]["details"]
+
+
+class ManualClock(Clock):
+    """A clock that moves only when told: lease expiry without sleeping."""
+
+    def __init__(self, start: datetime | None = None) -> None:
+        self.moment = start or datetime(2026, 11, 26, 12, 0, tzinfo=UTC)
+
+    def now(self) -> datetime:
+        return self.moment
+
+    def advance(self, seconds: float) -> None:
+        self.moment += timedelta(seconds=seconds)

@@ -37,6 +37,15 @@ TABLES_BY_MIGRATION = {
     "0004_assigned_ids": set(),  # identity columns on PostgreSQL; nothing new on SQLite
     "0005_documents": {"documents"},
     "0006_documents_search": {"documents_fts"},  # SQLite; PostgreSQL: a column and a function
+    "0007_debug_metadata": {
+        "repositories",
+        "worktrees",
+        "sessions",
+        "commands",
+        "command_logs",
+        "artifacts",
+        "debugger_state",
+    },
 }
 
 

@@ -6,7 +6,9 @@ from aiohttp import web
 
 from service.api import admin, documents, health, runs, status
 from service.api.projects import setup_project_routes
+from service.api.sessions import setup_session_routes
 from service.api.workflow_runs import setup_workflow_run_routes
+from service.api.worktrees import setup_worktree_routes
 
 
 def setup_routes(app: web.Application) -> None:
@@ -33,3 +35,5 @@ def setup_routes(app: web.Application) -> None:
     app.router.add_get("/prompts/{name}", documents.get_prompt)
     setup_project_routes(app)
     setup_workflow_run_routes(app)
+    setup_worktree_routes(app)
+    setup_session_routes(app)

@@ -25,7 +25,7 @@ from collections.abc import Awaitable, Callable, Generator, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
-from service.db.url import POSTGRESQL
+from service.db.url import POSTGRESQL, SQLITE
 
 T = TypeVar("T")
 Row = tuple[Any, ...]
@@ -176,6 +176,22 @@ def lock_for_inserts(table: str) -> Work[None]:
     on PostgreSQL two such units could otherwise read the same maximum. Reads are not blocked.
     """
     yield Statement(f"LOCK TABLE {table} IN SHARE ROW EXCLUSIVE MODE", only=POSTGRESQL)
+
+
+def query_for_update(
+    sql: str, params: Sequence[Any] = (), *, skip_locked: bool = False
+) -> Work[list[Row]]:
+    """Rows of a SELECT that this transaction is about to change.
+
+    On PostgreSQL they are locked (``FOR UPDATE``) until the transaction ends, so two
+    transactions cannot both act on what they read; with ``skip_locked`` a row another
+    transaction holds is passed over instead of waited for (how concurrent reservers each get a
+    different free row). On SQLite the writer lock already makes the transaction the only one.
+    """
+    clause = " FOR UPDATE SKIP LOCKED" if skip_locked else " FOR UPDATE"
+    locked = yield Statement(sql + clause, params, only=POSTGRESQL)
+    plain = yield Statement(sql, params, only=SQLITE)
+    return locked.rows or plain.rows
 
 
 def sync_identity(table: str, column: str = "id") -> Work[None]:

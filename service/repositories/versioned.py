@@ -35,15 +35,19 @@ class Table:
     to_db: Mapping[str, Callable[[Any], Any]] = field(default_factory=dict)
     from_db: Mapping[str, Callable[[Any], Any]] = field(default_factory=dict)
     sortable: frozenset[str] = frozenset({"created_at"})
-    scoped: bool = True  # rows belong to a project (False only for projects themselves)
+    scoped: bool = True  # rows belong to a project (False for projects, debug metadata)
+    id_column: str = "id"  # the key (debugger_state: session_id)
+    sql_names: Mapping[str, str] = field(default_factory=dict)  # e.g. user -> "user" (quoted)
 
     def key(self, project_id: str | None, row_id: str) -> tuple[str, list[Any]]:
         """WHERE clause and parameters that address one row (inside its project)."""
         if self.scoped:
-            return "project_id = ? AND id = ?", [project_id, row_id]
-        return "id = ?", [row_id]
+            return f"project_id = ? AND {self.id_column} = ?", [project_id, row_id]
+        return f"{self.id_column} = ?", [row_id]
 
     def db_column(self, column: str) -> str:
+        if column in self.sql_names:
+            return self.sql_names[column]
         return f"{column}_json" if column in self.json_columns else column
 
     @property
@@ -169,8 +173,11 @@ async def list_page(
     sort: Sort = Sort(),
     after: Sequence[Any] | None = None,
     filters: Mapping[str, Any] | None = None,
+    at_least: Mapping[str, Any] | None = None,
 ) -> tuple[list[dict[str, Any]], list[Any] | None]:
     """One page ordered by (sort column, id), continuing after the keyset position ``after``.
+    ``filters``: column -> the value it must equal; ``at_least``: column -> its lower bound
+    (absent or None values do not filter).
 
     Returns the rows and the position to continue after, or None on the last page. Row-value
     comparisons keep the range on the (project_id, column, id) indexes; both SQLite and
@@ -182,7 +189,10 @@ async def list_page(
     if table.scoped:
         where.add("project_id = ?", project_id)
     for column, value in (filters or {}).items():
-        where.equal(column, table.encode(column, value))
+        where.equal(table.db_column(column), table.encode(column, value))
+    for column, value in (at_least or {}).items():
+        if value is not None:
+            where.add(f"{table.db_column(column)} >= ?", table.encode(column, value))
     op, direction = (">", "ASC") if not sort.descending else ("<", "DESC")
     if after is not None:
         where.add(f"({sort.column}, id) {op} (?, ?)", table.encode(sort.column, after[0]), after[1])

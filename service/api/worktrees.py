@@ -1,0 +1,292 @@
+"""Repositories and their worktrees: CRUD, reserve, renew, release (docs/debug-metadata.md)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from aiohttp import web
+
+from service.api.common import new_id, write
+from service.api.etag import etag, if_match
+from service.api.requests import load_json, load_match, load_query
+from service.audit import AuditedWrite
+from service.db import UniqueViolation, Work
+from service.domain.debug import WORKTREE_TRANSITIONS, Missing, Refused, WorktreeState
+from service.domain.statemachine import check_transition
+from service.jsonutil import json_response
+from service.keys import CLOCK_KEY, DB_KEY
+from service.repositories import debug as repo
+from service.repositories import versioned
+from service.repositories.versioned import Sort, Table
+from service.schemas import debug as schemas
+from service.schemas.common import encode_cursor
+
+_REPOSITORY_PATH, _WORKTREE_PATH = schemas.RepositoryPath(), schemas.WorktreePath()
+_REPOSITORY_CREATE, _REPOSITORY_UPDATE = schemas.RepositoryCreate(), schemas.RepositoryUpdate()
+_REPOSITORY_LIST = schemas.RepositoryListQuery()
+_WORKTREE_CREATE, _WORKTREE_UPDATE = schemas.WorktreeCreate(), schemas.WorktreeUpdate()
+_WORKTREE_LIST = schemas.WorktreeListQuery()
+_RESERVE, _RENEW, _RELEASE = schemas.Reserve(), schemas.Renew(), schemas.Release()
+
+
+def audit(w: AuditedWrite, event: str, message: str, **data: Any) -> None:
+    w.audit(event, scope="debug", message=message, data=data)
+
+
+def insert_row(
+    w: AuditedWrite, table: Table, kind: str, values: dict[str, Any]
+) -> Work[dict[str, Any]]:
+    """Insert with a new id (unless given): a taken id or unique name is 409."""
+    values = {**values, "id": values.get("id") or new_id()}
+    try:
+        row = yield from versioned.insert(table, values)
+    except UniqueViolation:
+        raise Refused(
+            "already_exists", f"a {kind} with this id or name exists already", {"id": values["id"]}
+        ) from None
+    assert row is not None
+    audit(w, f"{kind}.created", f"{kind} {row['id']} created", id=row["id"])
+    return row
+
+
+async def page(
+    request: web.Request,
+    table: Table,
+    q: dict[str, Any],
+    filters: dict[str, Any] | None = None,
+    at_least: dict[str, Any] | None = None,
+) -> web.Response:
+    """One keyset page of ``table`` as ``{"items", "limit", "next"}`` (see
+    :func:`versioned.list_page` for ``filters`` and ``at_least``)."""
+    items, position = await versioned.list_page(
+        request.app[DB_KEY],
+        table,
+        None,
+        limit=q["limit"],
+        sort=Sort.parse(q["sort"]),
+        after=q["cursor"],
+        filters=filters,
+        at_least=at_least,
+    )
+    next_cursor = encode_cursor(position) if position else None
+    return json_response({"items": items, "limit": q["limit"], "next": next_cursor})
+
+
+# ---- repositories -------------------------------------------------------------------------
+
+
+async def create_repository(request: web.Request) -> web.Response:
+    body = await load_json(_REPOSITORY_CREATE, request)
+
+    def work(w: AuditedWrite) -> Work[dict[str, Any]]:
+        values = {**body, "created_at": w.now, "updated_at": w.now, "version": 1}
+        return (yield from insert_row(w, repo.REPOSITORIES, "repository", values))
+
+    row = await write(request, work)
+    headers = {"Location": f"/repositories/{row['id']}", **etag(row["version"])}
+    return json_response(row, status=201, headers=headers)
+
+
+async def list_repositories(request: web.Request) -> web.Response:
+    return await page(request, repo.REPOSITORIES, load_query(_REPOSITORY_LIST, request))
+
+
+async def get_repository(request: web.Request) -> web.Response:
+    repository_id = load_match(_REPOSITORY_PATH, request)["repository_id"]
+    row = await request.app[DB_KEY].read(
+        repo.require(repo.REPOSITORIES, "repository", repository_id)
+    )
+    return json_response(row, headers=etag(row["version"]))
+
+
+async def update_repository(request: web.Request) -> web.Response:
+    repository_id = load_match(_REPOSITORY_PATH, request)["repository_id"]
+    expected = if_match(request, required=True)
+    changes = await load_json(_REPOSITORY_UPDATE, request)
+
+    def work(w: AuditedWrite) -> Work[dict[str, Any]]:
+        try:
+            row = yield from versioned.update(
+                repo.REPOSITORIES,
+                None,
+                repository_id,
+                changes,
+                expected_version=expected,
+                now=w.now,
+            )
+        except UniqueViolation:
+            raise Refused("already_exists", "a repository with this name exists already") from None
+        if row is None:
+            raise Missing("repository", repository_id)
+        audit(w, "repository.updated", f"repository {repository_id} updated", id=repository_id)
+        return row
+
+    row = await write(request, work)
+    return json_response(row, headers=etag(row["version"]))
+
+
+async def delete_repository(request: web.Request) -> web.Response:
+    repository_id = load_match(_REPOSITORY_PATH, request)["repository_id"]
+    expected = if_match(request, required=False)
+
+    def work(w: AuditedWrite) -> Work[None]:
+        yield from repo.delete_repository(repository_id, expected_version=expected)
+        audit(w, "repository.deleted", f"repository {repository_id} deleted", id=repository_id)
+
+    await write(request, work)
+    return web.Response(status=204)
+
+
+# ---- worktrees ----------------------------------------------------------------------------
+
+
+async def create_worktree(request: web.Request) -> web.Response:
+    repository_id = load_match(_REPOSITORY_PATH, request)["repository_id"]
+    body = await load_json(_WORKTREE_CREATE, request)
+
+    def work(w: AuditedWrite) -> Work[dict[str, Any]]:
+        yield from repo.require(repo.REPOSITORIES, "repository", repository_id)
+        values = {
+            **body,
+            "repository_id": repository_id,
+            "state": WorktreeState.FREE.value,
+            "created_at": w.now,
+            "updated_at": w.now,
+            "version": 1,
+        }
+        return (yield from insert_row(w, repo.WORKTREES, "worktree", values))
+
+    row = await write(request, work)
+    location = f"/repositories/{repository_id}/worktrees/{row['id']}"
+    return json_response(row, status=201, headers={"Location": location, **etag(row["version"])})
+
+
+async def list_worktrees(request: web.Request) -> web.Response:
+    repository_id = load_match(_REPOSITORY_PATH, request)["repository_id"]
+    q = load_query(_WORKTREE_LIST, request)
+    await request.app[DB_KEY].read(repo.require(repo.REPOSITORIES, "repository", repository_id))
+    state = q["state"] and q["state"].value
+    return await page(request, repo.WORKTREES, q, {"repository_id": repository_id, "state": state})
+
+
+async def get_worktree(request: web.Request) -> web.Response:
+    path = load_match(_WORKTREE_PATH, request)
+    row = await request.app[DB_KEY].read(repo.worktree_in(**path))
+    return json_response(row, headers=etag(row["version"]))
+
+
+async def update_worktree(request: web.Request) -> web.Response:
+    path = load_match(_WORKTREE_PATH, request)
+    expected = if_match(request, required=True)
+    changes = await load_json(_WORKTREE_UPDATE, request)
+
+    def work(w: AuditedWrite) -> Work[dict[str, Any]]:
+        current = yield from repo.worktree_in(**path)
+        if "state" in changes:
+            state = changes["state"]
+            check_transition(WORKTREE_TRANSITIONS, WorktreeState(current["state"]), state)
+            changes["state"] = state.value
+        row = yield from versioned.update(
+            repo.WORKTREES, None, path["worktree_id"], changes, expected_version=expected, now=w.now
+        )
+        assert row is not None
+        audit(w, "worktree.updated", f"worktree {row['id']} updated", id=row["id"])
+        return row
+
+    row = await write(request, work)
+    return json_response(row, headers=etag(row["version"]))
+
+
+async def delete_worktree(request: web.Request) -> web.Response:
+    path = load_match(_WORKTREE_PATH, request)
+
+    def work(w: AuditedWrite) -> Work[None]:
+        yield from repo.delete_worktree(**path)
+        audit(w, "worktree.deleted", f"worktree {path['worktree_id']} deleted", **path)
+
+    await write(request, work)
+    return web.Response(status=204)
+
+
+async def reserve_worktree(request: web.Request) -> web.Response:
+    repository_id = load_match(_REPOSITORY_PATH, request)["repository_id"]
+    body = await load_json(_RESERVE, request)
+    clock = request.app[CLOCK_KEY]
+
+    def work(w: AuditedWrite) -> Work[dict[str, Any]]:
+        yield from repo.require(repo.REPOSITORIES, "repository", repository_id)
+        got = yield from repo.reserve(
+            repository_id,
+            body["session_id"],
+            branch=body["branch"],
+            clock_now=clock.iso(),
+            lease_until=clock.iso(body["lease_s"]),
+            now=w.now,
+        )
+        wt = got.worktree
+        if got.reclaimed_from is not None:
+            audit(
+                w,
+                "worktree.reclaimed",
+                f"worktree {wt['id']} reclaimed from session {got.reclaimed_from}",
+                id=wt["id"],
+                from_session=got.reclaimed_from,
+                lease_expired_at=got.expired_at,
+            )
+        message = f"worktree {wt['id']} reserved by session {body['session_id']}"
+        audit(w, "worktree.reserved", message, id=wt["id"], session_id=body["session_id"])
+        return wt
+
+    row = await write(request, work)
+    location = f"/repositories/{repository_id}/worktrees/{row['id']}"
+    return json_response(row, status=201, headers={"Location": location, **etag(row["version"])})
+
+
+async def renew_worktree(request: web.Request) -> web.Response:
+    path = load_match(_WORKTREE_PATH, request)
+    body = await load_json(_RENEW, request)
+    lease_until = request.app[CLOCK_KEY].iso(body["lease_s"])
+
+    def work(w: AuditedWrite) -> Work[dict[str, Any]]:
+        row = yield from repo.renew(
+            **path, session_id=body["session_id"], lease_until=lease_until, now=w.now
+        )
+        audit(
+            w, "worktree.renewed", f"worktree {row['id']} renewed", id=row["id"], until=lease_until
+        )
+        return row
+
+    row = await write(request, work)
+    return json_response(row, headers=etag(row["version"]))
+
+
+async def release_worktree(request: web.Request) -> web.Response:
+    path = load_match(_WORKTREE_PATH, request)
+    session_id = (await load_json(_RELEASE, request))["session_id"]
+
+    def work(w: AuditedWrite) -> Work[dict[str, Any]]:
+        row = yield from repo.release(**path, session_id=session_id, now=w.now)
+        message = f"worktree {row['id']} released by session {session_id}"
+        audit(w, "worktree.released", message, id=row["id"], session_id=session_id)
+        return row
+
+    row = await write(request, work)
+    return json_response(row, headers=etag(row["version"]))
+
+
+def setup_worktree_routes(app: web.Application) -> None:
+    r = app.router
+    r.add_post("/repositories", create_repository)
+    r.add_get("/repositories", list_repositories)
+    r.add_get("/repositories/{repository_id}", get_repository)
+    r.add_patch("/repositories/{repository_id}", update_repository)
+    r.add_delete("/repositories/{repository_id}", delete_repository)
+    r.add_post("/repositories/{repository_id}/worktrees", create_worktree)
+    r.add_get("/repositories/{repository_id}/worktrees", list_worktrees)
+    r.add_post("/repositories/{repository_id}/worktrees/reserve", reserve_worktree)
+    base = "/repositories/{repository_id}/worktrees/{worktree_id}"
+    r.add_get(base, get_worktree)
+    r.add_patch(base, update_worktree)
+    r.add_delete(base, delete_worktree)
+    r.add_post(f"{base}/renew", renew_worktree)
+    r.add_post(f"{base}/release", release_worktree)
