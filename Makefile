@@ -27,9 +27,11 @@ run: $(VENV)/.installed
 	mkdir -p $(dir $(DB))
 	$(BIN)/bobgen serve --host $(HOST) --port $(PORT) --db $(DB) --documents-dir seeds/documents
 
+# mypy: strict for service/db and service/repositories, its defaults elsewhere (pyproject.toml).
 lint: $(VENV)/.installed-test
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
+	$(BIN)/mypy
 
 format: $(VENV)/.installed-test
 	$(BIN)/ruff format .

@@ -6,6 +6,7 @@ import dataclasses
 import hashlib
 import json
 import os
+import sys
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -17,7 +18,18 @@ from service.db.url import DatabaseURL, InvalidDatabaseURL
 ENV_PREFIX = "BOBGEN_"
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_DB = DatabaseURL.sqlite(Path("data/bobgen.db"))
-DEFAULT_MIGRATIONS_DIR = PROJECT_ROOT / "migrations"
+
+
+def _migrations_dir() -> Path:
+    """The checkout's migrations/ (run from source or an editable install), else the copy an
+    installed wheel carries under ``<prefix>/share/bobgen/migrations`` (pyproject.toml)."""
+    checkout = PROJECT_ROOT / "migrations"
+    if checkout.is_dir():
+        return checkout
+    return Path(sys.prefix) / "share" / "bobgen" / "migrations"
+
+
+DEFAULT_MIGRATIONS_DIR = _migrations_dir()
 
 
 class ConfigError(ValueError):

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncGenerator, Sequence
 from contextlib import aclosing
 from dataclasses import asdict, dataclass, field
 from functools import partial
@@ -224,7 +224,7 @@ async def reconcile(
     return report
 
 
-async def _read_ahead(files: list[DocumentFile], max_bytes: int) -> AsyncIterator[Scan]:
+async def _read_ahead(files: list[DocumentFile], max_bytes: int) -> AsyncGenerator[Scan, None]:
     """``files`` read WRITE_BATCH at a time in a thread, the next batch while the caller
     writes this one (PostgreSQL works in its own process, SQLite on the writer thread)."""
 

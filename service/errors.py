@@ -13,6 +13,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 from aiohttp import web
+from aiohttp.typedefs import Middleware
 from marshmallow import ValidationError
 
 from service.db import DatabaseBusy, DatabaseUnavailable, DiskFull
@@ -125,7 +126,7 @@ class HandlerTimeout(ApiError):
     headers = {"Retry-After": "1"}
 
 
-def error_middleware(*, request_timeout_s: float = 60.0) -> Handler:  # type: ignore[type-arg]
+def error_middleware(*, request_timeout_s: float = 60.0) -> Middleware:
     """One JSON error shape for every failure, and a time limit on every handler."""
 
     @web.middleware

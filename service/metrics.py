@@ -8,10 +8,11 @@ label value.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
+from aiohttp.typedefs import Middleware
 from prometheus_client import (
     CollectorRegistry,
     Counter,
@@ -30,7 +31,7 @@ if TYPE_CHECKING:
     from service.document_watcher import DocumentWatcher
 
 # The *_created series double the output and no dashboard of ours reads them.
-disable_created_metrics()
+disable_created_metrics()  # type: ignore[no-untyped-call]  # untyped in prometheus-client
 
 UNMATCHED_ROUTE = "__unmatched__"
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
@@ -72,7 +73,7 @@ class Metrics:
     def render(self) -> bytes:
         return generate_latest(self.registry)
 
-    def middleware(self) -> Callable[[web.Request, Handler], object]:
+    def middleware(self) -> Middleware:
         requests, latency = self.requests, self.latency
         # labels() takes a lock and re-validates its arguments on every call: keep the children.
         counters: dict[tuple[str, str, int], Any] = {}

@@ -310,7 +310,7 @@ class Seeder:
         p.state = SeedState.STOPPED if p.rows < target else SeedState.COMPLETE
         if p.run_id is not None:
             await self._finish_run(p, actor)
-        elapsed = p.finished_at - p.started_at
+        elapsed = p.finished_at - (p.started_at or p.finished_at)
         log.info(
             "seed %s: %d/%d rows (%d new) in %.2fs", p.state, p.rows, target, p.inserted, elapsed
         )

@@ -14,6 +14,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from aiohttp import web
+from aiohttp.typedefs import Middleware
 
 from service.db import Database
 from service.db.coalescing import BatchedLookup
@@ -54,7 +55,8 @@ PRINCIPAL_KEY = web.RequestKey("principal", Principal)
 
 
 def principal(request: web.Request) -> Principal:
-    return request.get(PRINCIPAL_KEY, ANONYMOUS)
+    found: Principal = request.get(PRINCIPAL_KEY, ANONYMOUS)
+    return found
 
 
 def required_scope(request: web.Request, *, auth_reads: bool) -> Scope | None:
@@ -142,7 +144,7 @@ class _Toucher:
             log.warning("could not record last use of token %d", token_id, exc_info=True)
 
 
-def auth_middleware() -> Handler:  # type: ignore[type-arg]
+def auth_middleware() -> Middleware:
     toucher = _Toucher()
 
     @web.middleware

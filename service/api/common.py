@@ -30,7 +30,7 @@ def new_id() -> str:
 
 async def project_path(request: web.Request) -> str:
     """The project id of the URL, which must exist (404 otherwise)."""
-    project_id = load_match(_PROJECT_PATH, request)["project_id"]
+    project_id: str = load_match(_PROJECT_PATH, request)["project_id"]
     if not await request.app[DB_KEY].read(project_exists(project_id)):
         raise project_not_found(project_id)
     return project_id

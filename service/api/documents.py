@@ -57,7 +57,7 @@ async def list_documents(request: web.Request) -> web.Response:
         items, position = await documents_repo.list_page(
             db,
             limit=q["limit"],
-            after=after,  # type: ignore[arg-type]
+            after=after,
             **filters,
         )
     except DatabaseUnavailable as exc:
@@ -66,7 +66,7 @@ async def list_documents(request: web.Request) -> web.Response:
             rows,
             limit=q["limit"],
             text=q["q"],
-            after=after,  # type: ignore[arg-type]
+            after=after,
             **filters,
         )
         return _page(items, q["limit"], position, **SOURCE_HEADER)
@@ -95,11 +95,11 @@ async def _list_kind(request: web.Request, kind: DocumentType) -> web.Response:
             request.app[DB_KEY],
             limit=q["limit"],
             kind=str(kind),
-            after=after,  # type: ignore[arg-type]
+            after=after,
         )
     except DatabaseUnavailable as exc:
         rows = await _files(request, exc)
-        items, position = select(rows, limit=q["limit"], kind=str(kind), after=after)  # type: ignore[arg-type]
+        items, position = select(rows, limit=q["limit"], kind=str(kind), after=after)
         headers = SOURCE_HEADER
     return _page([d["document"] for d in items], q["limit"], position, **headers)
 

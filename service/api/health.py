@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from typing import Any
 
 from aiohttp import web
 
@@ -16,7 +17,7 @@ from service.seeding import SeedState
 
 async def health(request: web.Request) -> web.Response:
     app = request.app
-    body = {
+    body: dict[str, Any] = {
         "status": "ok",
         "db": "ok",
         "uptime_s": round(time.monotonic() - app[STARTED_KEY], 3),

@@ -64,7 +64,8 @@ def _load_query(schema: Schema, request: web.Request) -> dict[str, Any]:
             "query parameters may appear once", details={k: ["Repeated."] for k in repeated}
         )
     try:
-        return schema.load(dict(query))
+        loaded: dict[str, Any] = schema.load(dict(query))
+        return loaded
     except ValidationError as exc:
         raise InvalidParameter("invalid query parameters", details=exc.messages) from None
 
@@ -72,7 +73,8 @@ def _load_query(schema: Schema, request: web.Request) -> dict[str, Any]:
 def load_match(schema: Schema, request: web.Request) -> dict[str, Any]:
     """Validate path parameters (``/things/{id}``)."""
     try:
-        return schema.load(dict(request.match_info))
+        loaded: dict[str, Any] = schema.load(dict(request.match_info))
+        return loaded
     except ValidationError as exc:
         raise InvalidParameter("invalid path parameter", details=exc.messages) from None
 
@@ -103,7 +105,8 @@ async def load_json(schema: Schema, request: web.Request) -> dict[str, Any]:
     if not isinstance(data, dict):
         raise InvalidBody("body must be a JSON object")
     try:
-        return schema.load(data)
+        body: dict[str, Any] = schema.load(data)
+        return body
     except ValidationError as exc:
         raise InvalidBody(
             "request body failed validation", details=exc.messages, code="validation_failed"

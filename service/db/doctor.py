@@ -10,7 +10,9 @@ from __future__ import annotations
 import asyncio
 import shutil
 import sqlite3
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -113,13 +115,14 @@ def _checks(
         )
     ]
     # A damaged file can fail any later read: report that check as failed, go on with the rest.
-    for name, check in (
-        ("migrations", lambda: _migrations(conn, migrations_dir)),
-        ("schema_version", lambda: _schema_version(conn, migrations_dir)),
-        ("wal", lambda: _wal(conn)),
-        ("foreign_keys", lambda: _foreign_keys(conn)),
-        ("yoyo_lock", lambda: _yoyo_lock(conn)),
-    ):
+    later: list[tuple[str, Callable[[], Check]]] = [
+        ("migrations", partial(_migrations, conn, migrations_dir)),
+        ("schema_version", partial(_schema_version, conn, migrations_dir)),
+        ("wal", partial(_wal, conn)),
+        ("foreign_keys", partial(_foreign_keys, conn)),
+        ("yoyo_lock", partial(_yoyo_lock, conn)),
+    ]
+    for name, check in later:
         try:
             checks.append(check())
         except sqlite3.DatabaseError as exc:

@@ -11,6 +11,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from yoyo import get_backend, read_migrations
 from yoyo.backends import DatabaseBackend
@@ -70,7 +71,7 @@ def _locked_backend(target: Target, lock_timeout_s: float) -> Iterator[DatabaseB
         backend.connection.close()
 
 
-def _read(migrations_dir: Path):  # type: ignore[no-untyped-def]
+def _read(migrations_dir: Path) -> Any:  # yoyo's MigrationList (yoyo is untyped)
     if not Path(migrations_dir).is_dir():
         raise MigrationError(f"migrations directory not found: {migrations_dir}")
     return read_migrations(str(migrations_dir))

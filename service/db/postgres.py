@@ -400,7 +400,7 @@ class PostgresDatabase(Database):
     # ---- cross-process coordination ----------------------------------------------------------
 
     @asynccontextmanager
-    async def exclusive(self, name: str) -> AsyncIterator[bool]:  # type: ignore[override]
+    async def exclusive(self, name: str) -> AsyncIterator[bool]:
         """Hold a session advisory lock named ``name`` while the block runs, if it is free.
 
         Yields False (without waiting) when another session holds it. The lock lives as long
@@ -440,9 +440,9 @@ async def _drive(conn: asyncpg.Connection, work: Work[T], channels: list[str] | 
                 rows = cast(Iterable[Sequence[Any]], step.params)
                 return Result([], await _execute_many(conn, sql, rows))
             if returns_rows:
-                rows = await conn.fetch(sql, *step.params)  # type: ignore[misc]
+                rows = await conn.fetch(sql, *step.params)
                 return Result([tuple(r) for r in rows], len(rows))
-            status = await conn.execute(sql, *step.params)  # type: ignore[misc]
+            status = await conn.execute(sql, *step.params)
             return Result([], _rowcount(status))
         except Exception as exc:
             raise translate(exc) from exc

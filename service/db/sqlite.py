@@ -19,7 +19,7 @@ from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from functools import partial
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 
 import aiosqlite
 
@@ -156,7 +156,8 @@ class SqliteDatabase(Database):
         unit that raises rolls back alone, and its exception is raised here. (One writer:
         SQLite never reports a serialization failure, so nothing is retried.)
         """
-        return await self._writer.submit(work() if callable(work) else work)
+        result: T = await self._writer.submit(work() if callable(work) else work)
+        return result
 
     @property
     def writer_stats(self) -> WriterStats:
@@ -230,7 +231,7 @@ class SqliteDatabase(Database):
         self.reads_started += 1
         conn = await self._readers.borrow()
         try:
-            return await conn.execute_fetchall(sql, params)  # type: ignore[return-value]
+            return cast(list[Row], await conn.execute_fetchall(sql, params))
         except sqlite3.Error as exc:
             raise translate(exc) from exc
         finally:
@@ -249,10 +250,10 @@ class SqliteDatabase(Database):
                 if statement.only not in (None, SQLITE):
                     return Result()
                 try:
-                    rows = await conn.execute_fetchall(statement.sql, statement.params)  # type: ignore[arg-type]
+                    rows = await conn.execute_fetchall(statement.sql, statement.params)
                 except sqlite3.Error as exc:
                     raise translate(exc) from exc
-                return Result(list(rows), -1)
+                return Result(cast(list[Row], list(rows)), -1)
 
             return await drive_async(work, run)
 
@@ -299,7 +300,7 @@ class SqliteDatabase(Database):
             except (sqlite3.Error, DatabaseUnavailable) as exc:
                 log.warning("background checkpoint failed: %s", exc)
 
-    def file_sizes(self) -> dict[str, int] | None:
+    def file_sizes(self) -> dict[str, int]:
         """Sizes of the database file and its WAL, read from the filesystem (no DB round trip)."""
         sizes = {}
         for suffix, name in (("", "db"), ("-wal", "wal")):

@@ -20,9 +20,9 @@ import queue
 import sqlite3
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 from service.db.database import WriterStats
 from service.db.errors import DatabaseClosed, DatabaseUnavailable
@@ -270,9 +270,9 @@ def _drive(conn: sqlite3.Connection, work: Work[Any], channels: list[str]) -> An
             return Result()
         try:
             if step.many:
-                cursor = conn.executemany(step.sql, step.params)  # type: ignore[arg-type]
+                cursor = conn.executemany(step.sql, step.params)
                 return Result([], cursor.rowcount)
-            cursor = conn.execute(step.sql, step.params)  # type: ignore[arg-type]
+            cursor = conn.execute(step.sql, cast(Sequence[Any], step.params))
             return Result(cursor.fetchall(), cursor.rowcount)
         except sqlite3.Error as exc:
             raise translate(exc) from exc

@@ -120,6 +120,13 @@ class ReadOnlyViolation(RuntimeError):
     """A unit run as a read tried to notify or to executemany: use ``Database.write``."""
 
 
+def _advance(work: Work[T], send: Result | None, throw: Exception | None) -> Step:
+    """The unit's next step: after an error (thrown in), a result, or at the start."""
+    if throw is not None:
+        return work.throw(throw)
+    return next(work) if send is None else work.send(send)
+
+
 def drive(work: Work[T], run: Callable[[Step], Result]) -> T:
     """Run ``work`` to its end, ``run`` doing each step (a backend's statement runner).
 
@@ -131,9 +138,10 @@ def drive(work: Work[T], run: Callable[[Step], Result]) -> T:
     throw: Exception | None = None
     while True:
         try:
-            step = work.throw(throw) if throw is not None else work.send(send)  # type: ignore[arg-type]
+            step = _advance(work, send, throw)
         except StopIteration as stop:
-            return stop.value  # type: ignore[no-any-return]
+            result: T = stop.value
+            return result
         send, throw = None, None
         try:
             send = run(step)
@@ -147,9 +155,10 @@ async def drive_async(work: Work[T], run: Callable[[Step], Awaitable[Result]]) -
     throw: Exception | None = None
     while True:
         try:
-            step = work.throw(throw) if throw is not None else work.send(send)  # type: ignore[arg-type]
+            step = _advance(work, send, throw)
         except StopIteration as stop:
-            return stop.value  # type: ignore[no-any-return]
+            result: T = stop.value
+            return result
         send, throw = None, None
         try:
             send = await run(step)

@@ -64,7 +64,8 @@ async def list_page(
     """One page ordered by id: keyset (``after_id``) when given, else ``offset``."""
     key = ("status.list_page", limit, tuple(columns), after_id, offset, version)
     fetch = partial(_fetch_page, db, limit, tuple(columns), after_id, offset, version)
-    return await db.shared_reads.run(key, fetch)
+    page: Page = await db.shared_reads.run(key, fetch)
+    return page
 
 
 async def _fetch_page(
@@ -101,6 +102,7 @@ async def count(db: Database, *, version: str | None = None) -> int:
     and the API never deletes status rows; other processes' inserts and operators' deletes
     are what ``max_age_s`` bounds).
     """
+    counted: int
     counted, _ = await db.derived.get(
         ("status.count", version),
         partial(_count, db, version),

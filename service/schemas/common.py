@@ -19,7 +19,7 @@ def _is_id(value: Any) -> bool:
     return type(value) is int and value >= 0
 
 
-class Cursor(fields.Field):
+class Cursor(fields.Field[Any]):
     """An opaque keyset cursor: URL-safe base64 of ``{"after": <position>}``.
 
     Opaque so clients cannot grow to depend on its content, and so the encoding can change.
@@ -47,7 +47,7 @@ def encode_cursor(after: Any) -> str:
     return base64.urlsafe_b64encode(orjson.dumps({"after": after})).rstrip(b"=").decode()
 
 
-class FieldList(fields.Field):
+class FieldList(fields.Field[list[str]]):
     """A comma-separated list of names, each of which must be in ``choices``."""
 
     def __init__(self, choices: tuple[str, ...], **kwargs: Any):

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from marshmallow import Schema, fields, validate, validates_schema
+from marshmallow import Schema, ValidationError, fields, validate, validates_schema
 
 from service.domain.runs import INITIAL_STATUSES, StepStatus
 from service.schemas.common import Cursor, limit_field
@@ -17,7 +17,7 @@ MAX_JSON_KEYS = 100
 
 def _small_object(value: dict[str, Any]) -> None:
     if len(value) > MAX_JSON_KEYS:
-        raise validate.ValidationError(f"At most {MAX_JSON_KEYS} keys.")
+        raise ValidationError(f"At most {MAX_JSON_KEYS} keys.")
 
 
 def _is_run_position(value: Any) -> bool:
@@ -64,7 +64,7 @@ class StepUpdateSchema(Schema):
     @validates_schema
     def _something_to_change(self, data: dict[str, Any], **kwargs: Any) -> None:
         if data.get("status") is None and data.get("stats") is None:
-            raise validate.ValidationError("Give a status, stats, or both.", "_schema")
+            raise ValidationError("Give a status, stats, or both.", "_schema")
 
 
 class AuditQuerySchema(Schema):

@@ -1,0 +1,91 @@
+"""The pytest plugin that consumers use (service.testing), run as a consumer would: in a
+separate pytest process that finds it through its ``pytest11`` entry point."""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+
+from tests.conftest import REPO_ROOT
+
+GUIDE = REPO_ROOT / "docs" / "testing-with-bobgen.md"
+
+
+def guide_files() -> dict[str, str]:
+    """The files of the guide's complete example: a line naming the file in backticks, then
+    its fenced code block."""
+    text = GUIDE.read_text()
+    found = re.findall(r"`([\w.]+\.(?:py|ini))`[^\n]*:\n\n```\w+\n(.*?)```", text, re.S)
+    return dict(found)
+
+
+CONSUMER_TESTS = """
+async def test_a_runner_reserves_a_worktree(bobgen_client):
+    repo = await (await bobgen_client.post("/repositories", json={"name": "r", "url": "u"})).json()
+    await bobgen_client.post(f"/repositories/{repo['id']}/worktrees", json={"path": "/w/1"})
+    body = {"repository_id": repo["id"]}
+    session = await (await bobgen_client.post("/sessions", json=body)).json()
+    resp = await bobgen_client.post(
+        f"/repositories/{repo['id']}/worktrees/reserve",
+        json={"session_id": session["id"], "lease_s": 60},
+    )
+    assert resp.status == 201
+    assert (await resp.json())["reserved_by"] == session["id"]
+
+
+async def test_each_test_gets_a_fresh_database(bobgen_client):
+    assert (await (await bobgen_client.get("/repositories")).json())["items"] == []
+
+
+async def test_tokens_with_fewer_rights(bobgen, bobgen_admin_token):
+    assert bobgen.client.session.headers["Authorization"] == f"Bearer {bobgen_admin_token}"
+    reader = await bobgen.make_token("read")
+    headers = {"Authorization": f"Bearer {reader}"}
+    body = {"name": "r", "url": "u"}
+    resp = await bobgen.client.post("/repositories", json=body, headers=headers)
+    assert resp.status == 403
+"""
+
+
+def test_consumers_get_a_real_bobgen_per_test(pytester: pytest.Pytester) -> None:
+    pytester.makeini(
+        "[pytest]\nasyncio_mode = auto\nasyncio_default_fixture_loop_scope = function\n"
+    )
+    pytester.makepyfile(test_consumer=CONSUMER_TESTS)
+    result = pytester.runpytest_subprocess("-p", "no:cacheprovider")
+    result.assert_outcomes(passed=3)
+
+
+def test_overriding_the_config_fixture_changes_the_app(pytester: pytest.Pytester) -> None:
+    pytester.makeini(
+        "[pytest]\nasyncio_mode = auto\nasyncio_default_fixture_loop_scope = function\n"
+    )
+    pytester.makeconftest(
+        """
+import dataclasses
+import pytest
+
+@pytest.fixture
+def bobgen_config(bobgen_config):
+    return dataclasses.replace(bobgen_config, auth_reads=True)
+"""
+    )
+    pytester.makepyfile(
+        test_reads="""
+async def test_reads_need_a_token(bobgen_client):
+    resp = await bobgen_client.get("/repositories", headers={"Authorization": ""})
+    assert resp.status == 401
+"""
+    )
+    result = pytester.runpytest_subprocess("-p", "no:cacheprovider")
+    result.assert_outcomes(passed=1)
+
+
+def test_the_guide_example_passes_as_written(pytester: pytest.Pytester) -> None:
+    files = guide_files()
+    assert set(files) == {"pytest.ini", "runner.py", "test_runner.py"}
+    for name, content in files.items():
+        (pytester.path / name).write_text(content)
+    result = pytester.runpytest_subprocess("-p", "no:cacheprovider")
+    result.assert_outcomes(passed=3)
