@@ -214,7 +214,6 @@ async def reserve_worktree(request: web.Request) -> web.Response:
     clock = request.app[CLOCK_KEY]
 
     def work(w: AuditedWrite) -> Work[dict[str, Any]]:
-        yield from repo.require(repo.REPOSITORIES, "repository", repository_id)
         got = yield from repo.reserve(
             repository_id,
             body["session_id"],

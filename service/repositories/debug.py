@@ -189,6 +189,7 @@ def reserve(
     different worktree (PostgreSQL: SKIP LOCKED) or :class:`Refused` ``no_free_worktree``."""
     owner, state, holding = yield from _lock_session(session_id)
     if owner != repository_id:
+        yield from require(REPOSITORIES, "repository", repository_id)
         raise Refused(
             "wrong_repository",
             f"session {session_id} belongs to repository {owner}",
@@ -273,29 +274,31 @@ def renew(
     return WORKTREES.decode_row(rows[0])
 
 
-def _free(worktree_id: str, session_id: str, now: str) -> Work[int]:
-    return (
-        yield from execute(
-            "UPDATE worktrees SET state = ?, reserved_by = NULL, lease_expires_at = NULL, "
-            "updated_at = ?, version = version + 1 WHERE id = ? AND state = ? AND reserved_by = ?",
-            (WorktreeState.FREE.value, now, worktree_id, WorktreeState.RESERVED.value, session_id),
-        )
+def _free(worktree_id: str, session_id: str, now: str) -> Work[dict[str, Any] | None]:
+    """Free the worktree if ``session_id`` holds it: the freed row, else None."""
+    rows = yield from query(
+        "UPDATE worktrees SET state = ?, reserved_by = NULL, lease_expires_at = NULL, "
+        "updated_at = ?, version = version + 1 WHERE id = ? AND state = ? AND reserved_by = ? "
+        f"RETURNING {WORKTREES.select}",
+        (WorktreeState.FREE.value, now, worktree_id, WorktreeState.RESERVED.value, session_id),
     )
+    return WORKTREES.decode_row(rows[0]) if rows else None
 
 
 def release(
     repository_id: str, worktree_id: str, session_id: str, *, now: str
 ) -> Work[dict[str, Any]]:
     yield from _lock_session(session_id)
-    worktree = yield from worktree_in(repository_id, worktree_id)
-    if not (yield from _free(worktree_id, session_id, now)):
-        raise _not_holder(worktree, session_id)
+    freed = yield from _free(worktree_id, session_id, now)
+    if freed is None or freed["repository_id"] != repository_id:
+        # Not freed, or freed in another repository than the URL says: undo by raising.
+        raise _not_holder((yield from worktree_in(repository_id, worktree_id)), session_id)
     yield from execute(
         "UPDATE sessions SET worktree_id = NULL, version = version + 1 "
         "WHERE id = ? AND worktree_id = ?",
         (session_id, worktree_id),
     )
-    return (yield from worktree_in(repository_id, worktree_id))
+    return freed
 
 
 def delete_worktree(repository_id: str, worktree_id: str) -> Work[None]:
