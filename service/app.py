@@ -17,9 +17,10 @@ from aiohttp import web
 from service import __version__
 from service.api import setup_routes
 from service.api.auth import TOKEN_CACHE_KEY, TokenCache, auth_middleware
+from service.api.conventions import conventions_middleware, request_id_middleware
 from service.audit import SYSTEM_ACTOR
 from service.config import PROJECT_ROOT, Config
-from service.db import connect
+from service.db import DatabaseUnavailable, connect
 from service.db.maintenance import quick_check
 from service.db.migrations import apply_migrations
 from service.domain.runs import RunContext, current_git_sha
@@ -30,10 +31,12 @@ from service.keys import (
     DB_KEY,
     DOCUMENT_FILES_KEY,
     DOCUMENTS_KEY,
+    LIFECYCLE_KEY,
     METRICS_KEY,
     RUN_CONTEXT_KEY,
     SEEDER_KEY,
     STARTED_KEY,
+    Lifecycle,
 )
 from service.lifecycle import after_migrations
 from service.metrics import Metrics
@@ -65,6 +68,7 @@ async def _database_ctx(app: web.Application) -> AsyncIterator[None]:
     background = [
         asyncio.create_task(run()) for run in db.background_tasks(config.checkpoint_interval_s)
     ]
+    background.append(asyncio.create_task(_watch_database(app), name="database-probe"))
     try:
         yield
     finally:
@@ -73,6 +77,22 @@ async def _database_ctx(app: web.Application) -> AsyncIterator[None]:
         await asyncio.gather(*background, return_exceptions=True)
         await db.close()
         log.info("database closed")
+
+
+async def _watch_database(app: web.Application, interval_s: float = 5.0) -> None:
+    """Keep ``bobgen_db_up`` current between scrapes (collectors cannot await a query)."""
+    lifecycle, db = app[LIFECYCLE_KEY], app[DB_KEY]
+    while True:
+        try:
+            await db.check("SELECT 1", timeout=2.0)
+            lifecycle.db_up = True
+        except DatabaseUnavailable:
+            lifecycle.db_up = False
+        await asyncio.sleep(interval_s)
+
+
+async def _stopping(app: web.Application) -> None:
+    app[LIFECYCLE_KEY].stopping = True  # /readyz says 503 from here on
 
 
 async def _documents_ctx(app: web.Application) -> AsyncIterator[None]:
@@ -120,8 +140,10 @@ def create_app(config: Config, *, clock: Clock | None = None) -> web.Application
     app = web.Application(
         client_max_size=config.max_body_bytes,
         middlewares=[
+            request_id_middleware(),
             metrics.middleware(),
             error_middleware(request_timeout_s=config.request_timeout_s),
+            conventions_middleware(),
             auth_middleware(),
         ],
     )
@@ -130,6 +152,9 @@ def create_app(config: Config, *, clock: Clock | None = None) -> web.Application
     app[METRICS_KEY] = metrics
     app[STARTED_KEY] = time.monotonic()
     app[RUN_CONTEXT_KEY] = RunContext(current_git_sha(PROJECT_ROOT), config.config_hash())
+    app[LIFECYCLE_KEY] = lifecycle = Lifecycle()
+    metrics.register_process(__version__, app[RUN_CONTEXT_KEY].git_sha, lifecycle)
+    app.on_shutdown.append(_stopping)
     app.cleanup_ctx.extend([_database_ctx, _documents_ctx, _seeder_ctx])
     setup_routes(app)
     log.debug("created app version %s", __version__)

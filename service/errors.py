@@ -21,6 +21,7 @@ from service.domain.debug import Refused
 from service.domain.statemachine import InvalidTransition
 from service.jsonutil import json_response
 from service.repositories.versioned import VersionMismatch
+from service.requestcontext import REQUEST_ID_KEY
 
 log = logging.getLogger(__name__)
 
@@ -99,9 +100,13 @@ def from_domain(exc: Exception) -> ApiError | None:
     return None
 
 
-def error_response(status: int, code: str, message: str, details: Any = None) -> web.Response:
-    body = {"error": {"code": code, "message": message, "details": details or {}}}
-    return json_response(body, status=status, lenient=True)
+def error_response(
+    status: int, code: str, message: str, details: Any = None, request_id: str | None = None
+) -> web.Response:
+    error = {"code": code, "message": message, "details": details or {}}
+    if request_id is not None:
+        error["request_id"] = request_id  # to quote when reporting a problem
+    return json_response({"error": error}, status=status, lenient=True)
 
 
 # aiohttp raises these for routing and protocol problems; give them stable codes.
@@ -143,34 +148,42 @@ def error_middleware(*, request_timeout_s: float = 60.0) -> Middleware:
     return errors
 
 
+def _respond(
+    request: web.Request, status: int, code: str, message: str, details: Any = None
+) -> web.Response:
+    return error_response(status, code, message, details, request.get(REQUEST_ID_KEY))
+
+
 def _error_for(request: web.Request, error: BaseException) -> web.StreamResponse:
     try:
         raise error
     except ApiError as exc:
-        resp = error_response(exc.status, exc.code, exc.message, exc.details)
+        resp = _respond(request, exc.status, exc.code, exc.message, exc.details)
         resp.headers.update(exc.headers)
         return resp
     except ValidationError as exc:
-        return error_response(400, "validation_failed", "request failed validation", exc.messages)
+        return _respond(
+            request, 400, "validation_failed", "request failed validation", exc.messages
+        )
     except (VersionMismatch, InvalidTransition, Refused) as exc:
         api_error = from_domain(exc)
         assert api_error is not None
-        resp = error_response(
-            api_error.status, api_error.code, api_error.message, api_error.details
+        resp = _respond(
+            request, api_error.status, api_error.code, api_error.message, api_error.details
         )
         resp.headers.update(api_error.headers)
         return resp
     except DiskFull as exc:
         # 507: the request was fine and nothing was committed; retry once space is freed.
         log.error("disk full on %s %s: %s", request.method, request.path, exc)
-        resp = error_response(507, "insufficient_storage", str(exc))
+        resp = _respond(request, 507, "insufficient_storage", str(exc))
         resp.headers["Retry-After"] = "5"
         return resp
     except DatabaseUnavailable as exc:
         # Transient by nature (an external lock holder, a restart): tell clients to retry.
         code = "database_busy" if isinstance(exc, DatabaseBusy) else "database_unavailable"
         log.warning("%s on %s %s: %s", code, request.method, request.path, exc)
-        resp = error_response(503, code, str(exc))
+        resp = _respond(request, 503, code, str(exc))
         resp.headers["Retry-After"] = "1"
         return resp
     except web.HTTPException as exc:
@@ -180,7 +193,7 @@ def _error_for(request: web.Request, error: BaseException) -> web.StreamResponse
         if exc.status == 405 and isinstance(exc, web.HTTPMethodNotAllowed):
             details = {"allowed_methods": sorted(exc.allowed_methods)}
         code = _HTTP_CODES.get(exc.status, "http_error")
-        resp = error_response(exc.status, code, exc.reason, details)
+        resp = _respond(request, exc.status, code, exc.reason, details)
         for name in ("Allow", "Retry-After"):
             if name in exc.headers:
                 resp.headers[name] = exc.headers[name]
@@ -188,4 +201,4 @@ def _error_for(request: web.Request, error: BaseException) -> web.StreamResponse
     except Exception:
         # Never leak internals: log the traceback, give the client an opaque error.
         log.exception("unhandled error on %s %s", request.method, request.path)
-        return error_response(500, "internal_error", "internal server error")
+        return _respond(request, 500, "internal_error", "internal server error")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from aiohttp import web
@@ -26,3 +27,14 @@ RUN_CONTEXT_KEY = web.AppKey("run_context", RunContext)
 DOCUMENTS_KEY: web.AppKey[DocumentWatcher | None] = web.AppKey("documents")
 DOCUMENT_FILES_KEY: web.AppKey[FileView | None] = web.AppKey("document_files")
 CLOCK_KEY = web.AppKey("clock", Clock)
+
+
+@dataclass(slots=True)
+class Lifecycle:
+    """What probes report: set by the app's start-up and shutdown, read per request."""
+
+    stopping: bool = False
+    db_up: bool = True  # the last database check (probe loop or /readyz) succeeded
+
+
+LIFECYCLE_KEY = web.AppKey("lifecycle", Lifecycle)

@@ -16,7 +16,11 @@ from aiohttp.typedefs import Middleware
 from prometheus_client import (
     CollectorRegistry,
     Counter,
+    Gauge,
+    GCCollector,
     Histogram,
+    PlatformCollector,
+    ProcessCollector,
     disable_created_metrics,
     generate_latest,
 )
@@ -29,6 +33,7 @@ from service.seeding import Seeder, SeedState
 
 if TYPE_CHECKING:
     from service.document_watcher import DocumentWatcher
+    from service.keys import Lifecycle
 
 # The *_created series double the output and no dashboard of ours reads them.
 disable_created_metrics()  # type: ignore[no-untyped-call]  # untyped in prometheus-client
@@ -54,6 +59,25 @@ class Metrics:
             buckets=LATENCY_BUCKETS,
             registry=self.registry,
         )
+
+    def register_process(self, version: str, git_sha: str | None, lifecycle: Lifecycle) -> None:
+        """The process, platform and GC collectors, the build and whether the database answers."""
+        ProcessCollector(registry=self.registry)
+        PlatformCollector(registry=self.registry)
+        GCCollector(registry=self.registry)
+        build = Gauge(
+            "bobgen_build_info",
+            "The running build (always 1): version and git sha as labels.",
+            ("version", "git_sha"),
+            registry=self.registry,
+        )
+        build.labels(version, git_sha or "unknown").set(1)
+        up = Gauge(
+            "bobgen_db_up",
+            "1 when the database answered the last check (every 5 s and each /readyz), else 0.",
+            registry=self.registry,
+        )
+        up.set_function(lambda: 1.0 if lifecycle.db_up else 0.0)
 
     def register_documents(self, watcher: DocumentWatcher) -> None:
         """Document sync: events, errors, documents per type, and the change-to-row lag."""

@@ -38,7 +38,7 @@ def run_cli(*args: str, env: dict[str, str] | None = None) -> subprocess.Complet
 def assert_error(body: dict[str, Any], code: str) -> dict[str, Any]:
     """``body`` is the JSON error envelope with ``code``; returns its details."""
     assert set(body) == {"error"}
-    assert set(body["error"]) == {"code", "message", "details"}
+    assert set(body["error"]) - {"request_id"} == {"code", "message", "details"}
     assert body["error"]["code"] == code, body
     assert isinstance(body["error"]["message"], str)
     assert body["error"]["message"]

@@ -18,7 +18,7 @@ async def test_first_page_defaults(seeded_client: TestClient) -> None:
     assert resp.status == 200
     assert resp.content_type == "application/json"
     page = await resp.json()
-    assert set(page) == {"items", "limit", "offset", "total", "next"}
+    assert set(page) == {"items", "limit", "offset", "total", "next", "next_url"}
     assert (page["limit"], page["offset"], page["total"]) == (50, 0, 1000)
     assert [r["id"] for r in page["items"]] == list(range(1, 51))
     assert page["items"][0] == dict(zip(STATUS_FIELDS, seed_row(1), strict=True))

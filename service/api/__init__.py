@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from service.api import admin, documents, health, runs, status
+from service.api import admin, documents, health, probes, runs, status
 from service.api.projects import setup_project_routes
 from service.api.sessions import setup_session_routes
 from service.api.workflow_runs import setup_workflow_run_routes
@@ -12,6 +12,9 @@ from service.api.worktrees import setup_worktree_routes
 
 
 def setup_routes(app: web.Application) -> None:
+    app.router.add_get("/livez", probes.livez)
+    app.router.add_get("/readyz", probes.readyz)
+    app.router.add_get("/-/versions", probes.versions)
     app.router.add_get("/health", health.health)
     app.router.add_get("/metrics", health.metrics)
     app.router.add_get("/bobgen/status", status.list_statuses)

@@ -59,7 +59,12 @@ def principal(request: web.Request) -> Principal:
     return found
 
 
+OPEN_PATHS = frozenset({"/livez", "/readyz"})  # probes: orchestrators carry no tokens
+
+
 def required_scope(request: web.Request, *, auth_reads: bool) -> Scope | None:
+    if request.path in OPEN_PATHS:
+        return None
     if request.path == "/admin" or request.path.startswith("/admin/"):
         return Scope.ADMIN
     if request.method in MUTATING_METHODS:
@@ -150,7 +155,8 @@ def auth_middleware() -> Middleware:
     @web.middleware
     async def authenticate(request: web.Request, handler: Handler) -> web.StreamResponse:
         needed = required_scope(request, auth_reads=request.app[CONFIG_KEY].auth_reads)
-        if needed is None:
+        if needed is None or request.match_info.http_exception is not None:
+            # Routing first: an unknown path is 404 and a wrong method 405, token or not.
             return await handler(request)
         digest = hash_token(_bearer(request))
         record = await request.app[TOKEN_CACHE_KEY].find(digest)

@@ -7,6 +7,7 @@ from typing import Any
 
 from aiohttp import web
 
+from service.api.paging import page_response
 from service.api.requests import load_match, load_query
 from service.db import DatabaseUnavailable
 from service.document_files import SOURCE_HEADER, select
@@ -29,10 +30,15 @@ _LIST, _ID = DocumentListQuerySchema(), DocumentIdSchema()
 _KIND_LIST, _NAME = KindListQuerySchema(), DocumentNameSchema()
 
 
-def _page(items: list[dict[str, Any]], limit: int, position: Any, **headers: str) -> web.Response:
+def _page(
+    request: web.Request,
+    items: list[dict[str, Any]],
+    limit: int,
+    position: Any,
+    **headers: str,
+) -> web.Response:
     next_cursor = encode_cursor(list(position)) if position else None
-    body = {"items": items, "limit": limit, "next": next_cursor}
-    return json_response(body, headers=headers or None)
+    return page_response(request, items, limit, next_cursor, headers=headers or None)
 
 
 async def _files(request: web.Request, exc: DatabaseUnavailable) -> list[dict[str, Any]]:
@@ -53,7 +59,7 @@ async def list_documents(request: web.Request) -> web.Response:
     try:
         if q["q"]:
             found = await documents_repo.search(db, q["q"], limit=q["limit"], **filters)
-            return _page(found, q["limit"], None)
+            return _page(request, found, q["limit"], None)
         items, position = await documents_repo.list_page(
             db,
             limit=q["limit"],
@@ -69,8 +75,8 @@ async def list_documents(request: web.Request) -> web.Response:
             after=after,
             **filters,
         )
-        return _page(items, q["limit"], position, **SOURCE_HEADER)
-    return _page(items, q["limit"], position)
+        return _page(request, items, q["limit"], position, **SOURCE_HEADER)
+    return _page(request, items, q["limit"], position)
 
 
 async def get_document(request: web.Request) -> web.Response:
@@ -101,7 +107,7 @@ async def _list_kind(request: web.Request, kind: DocumentType) -> web.Response:
         rows = await _files(request, exc)
         items, position = select(rows, limit=q["limit"], kind=str(kind), after=after)
         headers = SOURCE_HEADER
-    return _page([d["document"] for d in items], q["limit"], position, **headers)
+    return _page(request, [d["document"] for d in items], q["limit"], position, **headers)
 
 
 async def _get_kind(request: web.Request, kind: DocumentType) -> web.Response:

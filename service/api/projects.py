@@ -8,6 +8,7 @@ from aiohttp import web
 
 from service.api.common import project_not_found, project_path, require_changes, write
 from service.api.etag import etag, if_match
+from service.api.paging import page_response
 from service.api.requests import load_json, load_match, load_query
 from service.api.resources import Resource, ResourceHandlers, insert_new, not_found
 from service.audit import AuditedWrite
@@ -114,7 +115,7 @@ async def list_projects(request: web.Request) -> web.Response:
         after=q["cursor"],
     )
     next_cursor = encode_cursor(position) if position else None
-    return json_response({"items": items, "limit": q["limit"], "next": next_cursor})
+    return page_response(request, items, q["limit"], next_cursor)
 
 
 async def get_project(request: web.Request) -> web.Response:

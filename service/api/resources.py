@@ -16,6 +16,7 @@ from marshmallow import Schema
 
 from service.api.common import new_id, project_path, require_changes, write
 from service.api.etag import etag, if_match
+from service.api.paging import page_response
 from service.api.requests import load_json, load_match, load_query
 from service.audit import AuditedWrite
 from service.db import ForeignKeyViolation, UniqueViolation, Work
@@ -118,7 +119,7 @@ class ResourceHandlers:
             filters={f: q[f] for f in self.res.filters},
         )
         next_cursor = encode_cursor(position) if position else None
-        return json_response({"items": items, "limit": q["limit"], "next": next_cursor})
+        return page_response(request, items, q["limit"], next_cursor)
 
     async def get(self, request: web.Request) -> web.Response:
         path = load_match(_ITEM_PATH, request)

@@ -7,6 +7,7 @@ from typing import Any
 from aiohttp import web
 
 from service.api.common import write
+from service.api.paging import page_response
 from service.api.requests import load_json, load_match, load_query
 from service.audit import AuditedWrite
 from service.db import Work
@@ -63,7 +64,7 @@ async def list_runs(request: web.Request) -> web.Response:
         config_hash=q["config_hash"],
     )
     next_cursor = encode_cursor(list(next_position)) if next_position else None
-    return json_response({"items": items, "limit": q["limit"], "next": next_cursor})
+    return page_response(request, items, q["limit"], next_cursor)
 
 
 async def get_run(request: web.Request) -> web.Response:
@@ -129,4 +130,4 @@ async def list_audit(request: web.Request) -> web.Response:
         since=utc_iso(q["since"]) if q["since"] else None,
     )
     next_cursor = encode_cursor(next_id) if next_id is not None else None
-    return json_response({"items": items, "limit": q["limit"], "next": next_cursor})
+    return page_response(request, items, q["limit"], next_cursor)

@@ -7,6 +7,7 @@ from typing import Any
 from aiohttp import web
 
 from service.api.common import write
+from service.api.paging import page_response
 from service.api.requests import load_json, load_match, load_query
 from service.audit import AuditedWrite
 from service.db import Work
@@ -40,15 +41,12 @@ async def list_statuses(request: web.Request) -> web.Response:
         offset=q["offset"] or 0,
         version=q["version"],
     )
-    return json_response(
-        {
-            "items": page.items,
-            "limit": q["limit"],
-            "offset": None if q["cursor"] is not None else q["offset"] or 0,
-            "total": await status_repo.count(db, version=q["version"]),
-            "next": None if page.next_after_id is None else encode_cursor(page.next_after_id),
-        }
-    )
+    extra = {
+        "offset": None if q["cursor"] is not None else q["offset"] or 0,
+        "total": await status_repo.count(db, version=q["version"]),
+    }
+    cursor = None if page.next_after_id is None else encode_cursor(page.next_after_id)
+    return page_response(request, page.items, q["limit"], cursor, extra=extra)
 
 
 async def get_status(request: web.Request) -> web.Response:

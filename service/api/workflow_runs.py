@@ -8,6 +8,7 @@ from aiohttp import web
 
 from service.api.common import new_id, project_path, write
 from service.api.etag import etag
+from service.api.paging import page_response
 from service.api.requests import load_json, load_match, load_query
 from service.audit import AuditedWrite
 from service.db import UniqueViolation, Work
@@ -77,7 +78,7 @@ async def list_workflow_runs(request: web.Request) -> web.Response:
         filters={"status": q["status"]},
     )
     next_cursor = encode_cursor(position) if position else None
-    return json_response({"items": items, "limit": q["limit"], "next": next_cursor})
+    return page_response(request, items, q["limit"], next_cursor)
 
 
 async def get_workflow_run(request: web.Request) -> web.Response:

@@ -8,6 +8,7 @@ from aiohttp import web
 
 from service.api.common import new_id, write
 from service.api.etag import etag, if_match
+from service.api.paging import page_response
 from service.api.requests import load_json, load_match, load_query
 from service.audit import AuditedWrite
 from service.db import UniqueViolation, Work
@@ -69,7 +70,7 @@ async def page(
         at_least=at_least,
     )
     next_cursor = encode_cursor(position) if position else None
-    return json_response({"items": items, "limit": q["limit"], "next": next_cursor})
+    return page_response(request, items, q["limit"], next_cursor)
 
 
 # ---- repositories -------------------------------------------------------------------------

@@ -163,6 +163,10 @@ class Database(ABC):
         """A maintenance statement that must not run in a transaction (``VACUUM``)."""
         raise NotImplementedError(f"{self.backend} runs maintenance through its own tools")
 
+    @abstractmethod
+    async def engine_version(self) -> str:
+        """The database engine and its version (``SQLite 3.40.1``, ``PostgreSQL 15.19``)."""
+
     async def check(self, sql: str = "SELECT 1", timeout: float = 2.0) -> Row | None:
         """Run a query for a health check and turn any failure into :class:`DatabaseUnavailable`."""
         try:

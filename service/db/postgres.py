@@ -397,6 +397,10 @@ class PostgresDatabase(Database):
             except (TimeoutError, OSError, asyncpg.PostgresError, asyncpg.InterfaceError):
                 conn.terminate()
 
+    async def engine_version(self) -> str:
+        row = await self.fetchone("SHOW server_version")
+        return f"PostgreSQL {row[0] if row else 'unknown'}"
+
     # ---- cross-process coordination ----------------------------------------------------------
 
     @asynccontextmanager

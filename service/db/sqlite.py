@@ -263,6 +263,9 @@ class SqliteDatabase(Database):
         )
         return bool(rows)
 
+    async def engine_version(self) -> str:
+        return f"SQLite {sqlite3.sqlite_version}"
+
     async def check(self, sql: str = "SELECT 1", timeout: float = 2.0) -> Row | None:
         try:
             return await super().check(sql, timeout)

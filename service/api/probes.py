@@ -1,0 +1,55 @@
+"""Probes for orchestrators and a versions page for people: cheap, and open even under
+``--auth-reads`` (an orchestrator carries no token)."""
+
+from __future__ import annotations
+
+import platform
+
+import aiohttp
+from aiohttp import web
+
+from service import __version__
+from service.db import DatabaseUnavailable
+from service.jsonutil import json_response
+from service.keys import DB_KEY, LIFECYCLE_KEY, RUN_CONTEXT_KEY
+
+
+async def livez(request: web.Request) -> web.Response:
+    """The process is up and its event loop answers; no database access."""
+    return json_response({"status": "alive"})
+
+
+async def readyz(request: web.Request) -> web.Response:
+    """Ready for traffic: migrated (the app only serves once they ran), the database answers
+    ``SELECT 1``, and not shutting down. 503 with the reason otherwise."""
+    lifecycle = request.app[LIFECYCLE_KEY]
+    if lifecycle.stopping:
+        return _not_ready("shutting down")
+    try:
+        await request.app[DB_KEY].check("SELECT 1", timeout=1.0)
+    except DatabaseUnavailable as exc:
+        lifecycle.db_up = False
+        return _not_ready(f"database unavailable: {exc}")
+    lifecycle.db_up = True
+    return json_response({"status": "ready"})
+
+
+def _not_ready(reason: str) -> web.Response:
+    body = {"status": "not_ready", "reason": reason}
+    return json_response(body, status=503, headers={"Retry-After": "1"})
+
+
+async def versions(request: web.Request) -> web.Response:
+    try:
+        database = await request.app[DB_KEY].engine_version()
+    except DatabaseUnavailable:
+        database = "unavailable"
+    return json_response(
+        {
+            "bobgen": __version__,
+            "python": platform.python_version(),
+            "aiohttp": aiohttp.__version__,
+            "database": database,
+            "git_sha": request.app[RUN_CONTEXT_KEY].git_sha,
+        }
+    )
