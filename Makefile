@@ -6,7 +6,7 @@ HOST   ?= 127.0.0.1
 PORT   ?= 8080
 DB     ?= data/bobgen.db
 
-.PHONY: run test lint format bench soak install clean
+.PHONY: run test lint format bench soak install clean contract
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -21,7 +21,9 @@ $(VENV)/.installed-test: $(VENV)/.installed pyproject.toml
 	$(BIN)/python -m pip install --quiet -e '.[test]'
 	touch $@
 
+# data/ too: yoyo.ini points there, so `yoyo apply` works on a fresh clone.
 install: $(VENV)/.installed
+	mkdir -p data
 
 run: $(VENV)/.installed
 	mkdir -p $(dir $(DB))
@@ -40,6 +42,10 @@ format: $(VENV)/.installed-test
 # pytest exits 5 when it collected nothing; that is not a failure of the code under test.
 test: lint
 	$(BIN)/python -m pytest $(PYTEST_ARGS); rc=$$?; [ $$rc -eq 5 ] && exit 0; exit $$rc
+
+# schemathesis against a live server from /openapi.json, both backends, bounded (~1 minute).
+contract: $(VENV)/.installed-test
+	$(BIN)/python tests/contract.py
 
 # make bench: SQLite against its baselines; make bench MODE=postgresql: SQLite vs PostgreSQL
 # with one and two instances (needs PostgreSQL on 127.0.0.1:5432 and wrk).

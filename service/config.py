@@ -46,6 +46,7 @@ class Config:
     seed_rows: int = 100_000
     seed_batch_size: int = 5_000
     log_level: str = "INFO"
+    log_format: str = "text"  # or json (service/logs.py)
     read_connections: int = 2
     busy_timeout_ms: int = 5_000
     max_body_bytes: int = 64 * 1024
@@ -117,6 +118,8 @@ class Config:
             raise ConfigError(f"documents_max_bytes must be >= 1, got {self.documents_max_bytes}")
         if self.max_body_bytes < 1:
             raise ConfigError(f"max_body_bytes must be >= 1, got {self.max_body_bytes}")
+        if self.log_format not in ("text", "json"):
+            raise ConfigError(f"log_format must be text or json, got {self.log_format!r}")
         if self.log_level.upper() not in {"DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"}:
             raise ConfigError(f"unknown log level {self.log_level!r}")
 

@@ -1,6 +1,7 @@
 """The console script end to end: real processes, real signals, real sockets."""
 
 import asyncio
+import json
 import os
 import signal
 import sqlite3
@@ -131,4 +132,52 @@ def test_port_in_use_is_a_clean_error(db_path: Path) -> None:
         port = taken.getsockname()[1]
         result = run_cli("serve", "--db", str(db_path), "--port", str(port), "--seed-rows", "0")
     assert result.returncode == 1
-    assert "bobgen: error:" in result.stderr and "Traceback" not in result.stderr
+    assert f"bobgen: error: [Errno 98] cannot listen on 127.0.0.1:{port}" in result.stderr
+    assert "Traceback" not in result.stderr
+    assert "serving on" not in result.stderr
+    assert not db_path.exists()  # refused before migrating or making a token
+
+
+@pytest.mark.slow
+async def test_json_logs_and_the_serving_line_after_the_bind(db_path: Path) -> None:
+    port = free_port()
+    proc = await asyncio.create_subprocess_exec(
+        *BOBGEN,
+        "serve",
+        "--port",
+        str(port),
+        "--db",
+        str(db_path),
+        "--seed-rows",
+        "0",
+        "--log-format",
+        "json",
+        "--access-log",
+        stderr=asyncio.subprocess.PIPE,
+    )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        async with aiohttp.ClientSession() as session:
+            await wait_healthy(session, url, proc)
+            headers = {"X-Request-ID": "json-log-1"}
+            async with session.get(url + "/bobgen/status/12345", headers=headers) as resp:
+                assert resp.status == 404
+            proc.send_signal(signal.SIGTERM)
+            async with asyncio.timeout(30):
+                _, err = await proc.communicate()
+    finally:
+        if proc.returncode is None:
+            proc.kill()
+            await proc.wait()
+    lines = [json.loads(line) for line in err.decode().splitlines() if line.strip()]
+    assert all({"time", "level", "logger", "message"} <= set(line) for line in lines)
+    serving = [i for i, line in enumerate(lines) if "serving on" in line["message"]]
+    migrated = [i for i, line in enumerate(lines) if "migration" in line["message"]]
+    assert serving
+    assert migrated
+    assert serving[0] > migrated[0]  # logged once listening, after start-up
+    [access] = [line for line in lines if line.get("request_id") == "json-log-1"]
+    assert access["method"] == "GET"
+    assert access["route"] == "/bobgen/status/{id}"
+    assert access["status"] == 404
+    assert access["duration_ms"] >= 0

@@ -135,3 +135,20 @@ async def test_metrics_carry_process_build_and_database_figures(client: TestClie
         assert f"\n{name}" in text, name
     assert 'bobgen_build_info{git_sha="' in text
     assert "\nbobgen_db_up 1.0" in text
+
+
+async def test_nul_characters_are_refused_alike_on_both_backends(client: TestClient) -> None:
+    body = await client.post("/projects", json={"name": "a\x00b"})
+    assert body.status == 400
+    refused = await body.json()
+    assert_error(refused, "validation_failed")
+    assert "NUL" in refused["error"]["message"]
+    query = await client.get("/documents?name=a%00b")
+    assert query.status == 400
+    assert_error(await query.json(), "invalid_parameter")
+    path = await client.get("/personas/a%00b")
+    assert path.status == 400
+    literal = await client.post("/projects", json={"name": "backslash \\u0000 is text"})
+    assert literal.status == 201
+    assert (await literal.json())["name"] == "backslash \\u0000 is text"
+    assert (await client.get("/projects")).status == 200

@@ -5,6 +5,7 @@ from __future__ import annotations
 from aiohttp import web
 
 from service.api import admin, documents, health, probes, runs, status
+from service.api.openapi import setup_openapi
 from service.api.projects import setup_project_routes
 from service.api.sessions import setup_session_routes
 from service.api.workflow_runs import setup_workflow_run_routes
@@ -40,3 +41,4 @@ def setup_routes(app: web.Application) -> None:
     setup_workflow_run_routes(app)
     setup_worktree_routes(app)
     setup_session_routes(app)
+    setup_openapi(app)  # last: it documents every route above

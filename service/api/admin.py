@@ -5,6 +5,7 @@ from __future__ import annotations
 from aiohttp import web
 
 from service.api.auth import principal
+from service.api.openapi import operation
 from service.api.requests import load_json
 from service.document_watcher import DocumentWatcher, ReloadRunning
 from service.errors import Conflict, NotFound
@@ -16,6 +17,11 @@ from service.seeding import SeedAlreadyRunning
 _SEED = SeedRequestSchema()
 
 
+@operation(
+    "Start seeding the status table in the background (202; 409 while one runs)",
+    body=_SEED,
+    status=202,
+)
 async def start_seed(request: web.Request) -> web.Response:
     body = await load_json(_SEED, request)
     seeder = request.app[SEEDER_KEY]
@@ -28,6 +34,7 @@ async def start_seed(request: web.Request) -> web.Response:
     )
 
 
+@operation("Seed progress")
 async def seed_progress(request: web.Request) -> web.Response:
     return json_response({"seed": request.app[SEEDER_KEY].progress.public()})
 
@@ -39,10 +46,12 @@ def _watcher(request: web.Request) -> DocumentWatcher:
     return watcher
 
 
+@operation("Document sync status: watcher state, last full sync, errors")
 async def sync_status(request: web.Request) -> web.Response:
     return json_response(await _watcher(request).describe())
 
 
+@operation("Rescan the document files in the background (202; 409 while one runs)", status=202)
 async def sync_reload(request: web.Request) -> web.Response:
     watcher = _watcher(request)
     try:

@@ -7,6 +7,7 @@ from typing import Any
 
 from aiohttp import web
 
+from service.api.openapi import operation
 from service.api.paging import page_response
 from service.api.requests import load_match, load_query
 from service.db import DatabaseUnavailable
@@ -51,6 +52,11 @@ async def _files(request: web.Request, exc: DatabaseUnavailable) -> list[dict[st
     return await view.documents()
 
 
+@operation(
+    "Documents: filters, JSON-field filters (field.<path>=), full-text q",
+    query=_LIST,
+    returns="page",
+)
 async def list_documents(request: web.Request) -> web.Response:
     q = load_query(_LIST, request)
     after = tuple(q["cursor"]) if q["cursor"] else None
@@ -79,6 +85,7 @@ async def list_documents(request: web.Request) -> web.Response:
     return _page(request, items, q["limit"], position)
 
 
+@operation("One document", path=_ID)
 async def get_document(request: web.Request) -> web.Response:
     document_id = load_match(_ID, request)["id"]
     headers: dict[str, str] = {}
@@ -124,17 +131,21 @@ async def _get_kind(request: web.Request, kind: DocumentType) -> web.Response:
     return json_response(found["document"], headers=headers or None)
 
 
+@operation("Personas as their files have them", query=_KIND_LIST, returns="page")
 async def list_personas(request: web.Request) -> web.Response:
     return await _list_kind(request, DocumentType.PERSONA)
 
 
+@operation("One persona by name", path=_NAME)
 async def get_persona(request: web.Request) -> web.Response:
     return await _get_kind(request, DocumentType.PERSONA)
 
 
+@operation("Prompt templates as their files have them", query=_KIND_LIST, returns="page")
 async def list_prompts(request: web.Request) -> web.Response:
     return await _list_kind(request, DocumentType.PROMPT_TEMPLATE)
 
 
+@operation("One prompt template by name", path=_NAME)
 async def get_prompt(request: web.Request) -> web.Response:
     return await _get_kind(request, DocumentType.PROMPT_TEMPLATE)

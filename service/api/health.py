@@ -8,6 +8,7 @@ from typing import Any
 from aiohttp import web
 
 from service import __version__
+from service.api.openapi import operation
 from service.db import DatabaseUnavailable
 from service.jsonutil import json_response
 from service.keys import DB_KEY, DOCUMENTS_KEY, METRICS_KEY, SEEDER_KEY, STARTED_KEY
@@ -15,6 +16,7 @@ from service.metrics import CONTENT_TYPE
 from service.seeding import SeedState
 
 
+@operation("Health for people: database, seed and document sync state")
 async def health(request: web.Request) -> web.Response:
     app = request.app
     body: dict[str, Any] = {
@@ -46,6 +48,7 @@ async def health(request: web.Request) -> web.Response:
     return json_response(body)
 
 
+@operation("Prometheus metrics (text exposition format)", returns="text")
 async def metrics(request: web.Request) -> web.Response:
     # Content-Type with its parameters must go through headers: aiohttp's content_type=
     # argument rejects a value that carries a charset.

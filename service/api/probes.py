@@ -9,16 +9,21 @@ import aiohttp
 from aiohttp import web
 
 from service import __version__
+from service.api.openapi import operation
 from service.db import DatabaseUnavailable
 from service.jsonutil import json_response
 from service.keys import DB_KEY, LIFECYCLE_KEY, RUN_CONTEXT_KEY
 
 
+@operation("Liveness: the process answers (no database access)", open=True)
 async def livez(request: web.Request) -> web.Response:
     """The process is up and its event loop answers; no database access."""
     return json_response({"status": "alive"})
 
 
+@operation(
+    "Readiness: migrated, the database answers, not shutting down (503 otherwise)", open=True
+)
 async def readyz(request: web.Request) -> web.Response:
     """Ready for traffic: migrated (the app only serves once they ran), the database answers
     ``SELECT 1``, and not shutting down. 503 with the reason otherwise."""
@@ -39,6 +44,7 @@ def _not_ready(reason: str) -> web.Response:
     return json_response(body, status=503, headers={"Retry-After": "1"})
 
 
+@operation("Versions of BobGen, Python, aiohttp and the database; the git sha")
 async def versions(request: web.Request) -> web.Response:
     try:
         database = await request.app[DB_KEY].engine_version()

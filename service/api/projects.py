@@ -8,6 +8,7 @@ from aiohttp import web
 
 from service.api.common import project_not_found, project_path, require_changes, write
 from service.api.etag import etag, if_match
+from service.api.openapi import operation
 from service.api.paging import page_response
 from service.api.requests import load_json, load_match, load_query
 from service.api.resources import Resource, ResourceHandlers, insert_new, not_found
@@ -86,6 +87,7 @@ _PROJECT_PATH, _ITEM_PATH, _DELETE = s.ProjectPath(), s.ItemPath(), s.DeleteQuer
 # ---- projects (not scoped to anything, so not the generic handlers) ----------------------
 
 
+@operation("Create a project", body=PROJECT.create, status=201)
 async def create_project(request: web.Request) -> web.Response:
     values = await load_json(PROJECT.create, request)
 
@@ -104,6 +106,7 @@ async def create_project(request: web.Request) -> web.Response:
     return json_response(row, status=201, headers=headers)
 
 
+@operation("Projects", query=PROJECT.list_query, returns="page")
 async def list_projects(request: web.Request) -> web.Response:
     q = load_query(PROJECT.list_query, request)
     items, position = await versioned.list_page(
@@ -118,6 +121,7 @@ async def list_projects(request: web.Request) -> web.Response:
     return page_response(request, items, q["limit"], next_cursor)
 
 
+@operation("One project", path=_PROJECT_PATH)
 async def get_project(request: web.Request) -> web.Response:
     project_id = load_match(_PROJECT_PATH, request)["project_id"]
     row = await request.app[DB_KEY].read(versioned.get(PROJECTS, None, project_id))
@@ -126,6 +130,7 @@ async def get_project(request: web.Request) -> web.Response:
     return json_response(row, headers=etag(row["version"]))
 
 
+@operation("Change a project", path=_PROJECT_PATH, body=PROJECT.update, if_match="required")
 async def update_project(request: web.Request) -> web.Response:
     project_id = load_match(_PROJECT_PATH, request)["project_id"]
     expected = if_match(request, required=True)
@@ -149,6 +154,14 @@ async def update_project(request: web.Request) -> web.Response:
     return json_response(row, headers=etag(row["version"]))
 
 
+@operation(
+    "Delete a project (cascade=true: with its contents)",
+    path=_PROJECT_PATH,
+    query=_DELETE,
+    status=204,
+    returns="empty",
+    if_match="optional",
+)
 async def delete_project(request: web.Request) -> web.Response:
     project_id = load_match(_PROJECT_PATH, request)["project_id"]
     cascade = load_query(_DELETE, request)["cascade"]
@@ -177,17 +190,20 @@ async def delete_project(request: web.Request) -> web.Response:
 # ---- context extras ----------------------------------------------------------------------
 
 
+@operation("Token totals of a project's context items", path=_PROJECT_PATH)
 async def context_totals(request: web.Request) -> web.Response:
     project_id = await project_path(request)
     totals = await projects_repo.context_totals(request.app[DB_KEY], project_id)
     return json_response({"project_id": project_id, **totals})
 
 
+@operation("Pin a context item", path=_ITEM_PATH)
 async def pin_item(request: web.Request) -> web.Response:
     """``POST .../pin``: idempotent, so no If-Match needed."""
     return await _set_pinned(request, True)
 
 
+@operation("Unpin a context item", path=_ITEM_PATH)
 async def unpin_item(request: web.Request) -> web.Response:
     return await _set_pinned(request, False)
 

@@ -45,6 +45,21 @@ class _ValidatedQueries:
 _validated = _ValidatedQueries()
 
 
+NUL_MESSAGE = "text may not contain NUL characters (U+0000)"
+
+
+def _has_nul(value: Any) -> bool:
+    """Whether any string in a parsed JSON value contains U+0000 (PostgreSQL cannot store it,
+    so neither backend accepts it: the API behaves the same on both)."""
+    if isinstance(value, str):
+        return "\x00" in value
+    if isinstance(value, dict):
+        return any(_has_nul(k) or _has_nul(v) for k, v in value.items())
+    if isinstance(value, list):
+        return any(_has_nul(v) for v in value)
+    return False
+
+
 def load_query(schema: Schema, request: web.Request) -> dict[str, Any]:
     """Validate the query string; a repeated parameter is an error rather than a silent pick."""
     raw = request.query_string
@@ -58,6 +73,8 @@ def load_query(schema: Schema, request: web.Request) -> dict[str, Any]:
 
 def _load_query(schema: Schema, request: web.Request) -> dict[str, Any]:
     query = request.query
+    if any(_has_nul(k) or _has_nul(v) for k, v in query.items()):
+        raise InvalidParameter(NUL_MESSAGE)
     repeated = sorted({k for k in query if len(query.getall(k)) > 1})
     if repeated:
         raise InvalidParameter(
@@ -72,6 +89,8 @@ def _load_query(schema: Schema, request: web.Request) -> dict[str, Any]:
 
 def load_match(schema: Schema, request: web.Request) -> dict[str, Any]:
     """Validate path parameters (``/things/{id}``)."""
+    if any(_has_nul(v) for v in request.match_info.values()):
+        raise InvalidParameter(NUL_MESSAGE)
     try:
         loaded: dict[str, Any] = schema.load(dict(request.match_info))
         return loaded
@@ -104,6 +123,9 @@ async def load_json(schema: Schema, request: web.Request) -> dict[str, Any]:
         raise InvalidBody("body is not valid JSON", details={"reason": str(exc)}) from None
     if not isinstance(data, dict):
         raise InvalidBody("body must be a JSON object")
+    # JSON carries U+0000 only as an escape: look closer only when the bytes have one.
+    if b"\\u0000" in raw and _has_nul(data):
+        raise InvalidBody(NUL_MESSAGE, code="validation_failed")
     try:
         body: dict[str, Any] = schema.load(data)
         return body

@@ -7,6 +7,7 @@ from typing import Any
 from aiohttp import web
 
 from service.api.common import write
+from service.api.openapi import operation
 from service.api.paging import page_response
 from service.api.requests import load_json, load_match, load_query
 from service.audit import AuditedWrite
@@ -34,6 +35,7 @@ _STEP_CREATE, _STEP_PATH, _STEP_UPDATE = StepCreateSchema(), StepPathSchema(), S
 _AUDIT_QUERY = AuditQuerySchema()
 
 
+@operation("Create a run", body=_RUN_CREATE, status=201)
 async def create_run(request: web.Request) -> web.Response:
     body = await load_json(_RUN_CREATE, request)
 
@@ -52,6 +54,7 @@ async def create_run(request: web.Request) -> web.Response:
     return json_response(run, status=201, headers={"Location": f"/runs/{run['run_id']}"})
 
 
+@operation("Runs, newest first", query=_RUN_LIST, returns="page")
 async def list_runs(request: web.Request) -> web.Response:
     q = load_query(_RUN_LIST, request)
     since = utc_iso(q["since"]) if q["since"] else None
@@ -67,6 +70,7 @@ async def list_runs(request: web.Request) -> web.Response:
     return page_response(request, items, q["limit"], next_cursor)
 
 
+@operation("A run with its steps and derived status", path=_RUN_ID)
 async def get_run(request: web.Request) -> web.Response:
     run_id = load_match(_RUN_ID, request)["run_id"]
     run = await runs_repo.get_run(request.app[DB_KEY], run_id)
@@ -75,6 +79,7 @@ async def get_run(request: web.Request) -> web.Response:
     return json_response(run)
 
 
+@operation("Add a step to a run", path=_RUN_ID, body=_STEP_CREATE, status=201)
 async def create_step(request: web.Request) -> web.Response:
     run_id = load_match(_RUN_ID, request)["run_id"]
     body = await load_json(_STEP_CREATE, request)
@@ -97,6 +102,7 @@ async def create_step(request: web.Request) -> web.Response:
     return json_response(step, status=201, headers={"Location": location})
 
 
+@operation("Change a step (status transitions are checked)", path=_STEP_PATH, body=_STEP_UPDATE)
 async def update_step(request: web.Request) -> web.Response:
     path = load_match(_STEP_PATH, request)
     body = await load_json(_STEP_UPDATE, request)
@@ -118,6 +124,7 @@ async def update_step(request: web.Request) -> web.Response:
     return json_response(await write(request, work))
 
 
+@operation("The audit log, newest first", query=_AUDIT_QUERY, returns="page")
 async def list_audit(request: web.Request) -> web.Response:
     q = load_query(_AUDIT_QUERY, request)
     items, next_id = await audit_repo.list_page(

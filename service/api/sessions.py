@@ -9,6 +9,7 @@ from aiohttp import web
 from service.api.auth import principal
 from service.api.common import write
 from service.api.etag import etag, if_match
+from service.api.openapi import operation
 from service.api.requests import load_json, load_match, load_query
 from service.api.worktrees import audit, insert_row, page
 from service.audit import AuditedWrite
@@ -44,6 +45,7 @@ def _command_id(request: web.Request) -> str:
 # ---- sessions -----------------------------------------------------------------------------
 
 
+@operation("Start a session", body=_SESSION_CREATE, status=201)
 async def create_session(request: web.Request) -> web.Response:
     body = await load_json(_SESSION_CREATE, request)
     user = principal(request).user
@@ -67,6 +69,7 @@ async def create_session(request: web.Request) -> web.Response:
     return json_response(row, status=201, headers=headers)
 
 
+@operation("Sessions", query=_SESSION_LIST, returns="page")
 async def list_sessions(request: web.Request) -> web.Response:
     q = load_query(_SESSION_LIST, request)
     filters = {
@@ -78,12 +81,18 @@ async def list_sessions(request: web.Request) -> web.Response:
     return await page(request, repo.SESSIONS, q, filters, since)
 
 
+@operation("One session", path=_SESSION_PATH)
 async def get_session(request: web.Request) -> web.Response:
     work = repo.require(repo.SESSIONS, "session", _session_id(request))
     row = await request.app[DB_KEY].read(work)
     return json_response(row, headers=etag(row["version"]))
 
 
+@operation(
+    "End a session: releases its worktree, cancels running commands",
+    path=_SESSION_PATH,
+    body=_SESSION_END,
+)
 async def end_session(request: web.Request) -> web.Response:
     session_id = _session_id(request)
     state = (await load_json(_SESSION_END, request))["state"]
@@ -100,6 +109,12 @@ async def end_session(request: web.Request) -> web.Response:
 # ---- commands -----------------------------------------------------------------------------
 
 
+@operation(
+    "Record a command of a session (secrets in env redacted)",
+    path=_SESSION_PATH,
+    body=_COMMAND_CREATE,
+    status=201,
+)
 async def create_command(request: web.Request) -> web.Response:
     session_id = _session_id(request)
     body = await load_json(_COMMAND_CREATE, request)
@@ -122,6 +137,7 @@ async def create_command(request: web.Request) -> web.Response:
     return json_response(row, status=201, headers=headers)
 
 
+@operation("Commands of a session", path=_SESSION_PATH, query=_COMMAND_LIST, returns="page")
 async def list_commands(request: web.Request) -> web.Response:
     session_id = _session_id(request)
     q = load_query(_COMMAND_LIST, request)
@@ -130,6 +146,7 @@ async def list_commands(request: web.Request) -> web.Response:
     return await page(request, repo.COMMANDS, q, {"session_id": session_id, "state": state})
 
 
+@operation("One command", path=_COMMAND_PATH)
 async def get_command(request: web.Request) -> web.Response:
     row = await request.app[DB_KEY].read(
         repo.require(repo.COMMANDS, "command", _command_id(request))
@@ -137,6 +154,7 @@ async def get_command(request: web.Request) -> web.Response:
     return json_response(row, headers=etag(row["version"]))
 
 
+@operation("Finish or cancel a command", path=_COMMAND_PATH, body=_COMMAND_UPDATE)
 async def update_command(request: web.Request) -> web.Response:
     command_id = _command_id(request)
     body = await load_json(_COMMAND_UPDATE, request)
@@ -160,6 +178,9 @@ async def update_command(request: web.Request) -> web.Response:
     return json_response(row, headers=etag(row["version"]))
 
 
+@operation(
+    "Append log chunks (idempotent for retried batches)", path=_COMMAND_PATH, body=_LOG_APPEND
+)
 async def append_logs(request: web.Request) -> web.Response:
     command_id = _command_id(request)
     chunks = (await load_json(_LOG_APPEND, request))["chunks"]
@@ -193,6 +214,7 @@ def _check_log_sizes(chunks: list[dict[str, Any]]) -> None:
             raise PayloadTooLarge("a log chunk is too long", details=details)
 
 
+@operation("Log chunks after a seq, for tailing", path=_COMMAND_PATH, query=_LOG_QUERY)
 async def read_logs(request: web.Request) -> web.Response:
     command_id = _command_id(request)
     q = load_query(_LOG_QUERY, request)
@@ -205,6 +227,9 @@ async def read_logs(request: web.Request) -> web.Response:
 # ---- artifacts ----------------------------------------------------------------------------
 
 
+@operation(
+    "Record an artifact (metadata only)", path=_SESSION_PATH, body=_ARTIFACT_CREATE, status=201
+)
 async def create_artifact(request: web.Request) -> web.Response:
     session_id = _session_id(request)
     body = await load_json(_ARTIFACT_CREATE, request)
@@ -220,6 +245,7 @@ async def create_artifact(request: web.Request) -> web.Response:
     return json_response(row, status=201, headers={"Location": f"/artifacts/{row['id']}"})
 
 
+@operation("Artifacts of a session", path=_SESSION_PATH, query=_ARTIFACT_LIST, returns="page")
 async def list_artifacts(request: web.Request) -> web.Response:
     session_id = _session_id(request)
     q = load_query(_ARTIFACT_LIST, request)
@@ -228,12 +254,14 @@ async def list_artifacts(request: web.Request) -> web.Response:
     return await page(request, repo.ARTIFACTS, q, filters)
 
 
+@operation("One artifact", path=_ARTIFACT_PATH)
 async def get_artifact(request: web.Request) -> web.Response:
     artifact_id = load_match(_ARTIFACT_PATH, request)["artifact_id"]
     row = await request.app[DB_KEY].read(repo.require(repo.ARTIFACTS, "artifact", artifact_id))
     return json_response(row)
 
 
+@operation("Delete an artifact's record", path=_ARTIFACT_PATH, status=204, returns="empty")
 async def delete_artifact(request: web.Request) -> web.Response:
     artifact_id = load_match(_ARTIFACT_PATH, request)["artifact_id"]
 
@@ -251,6 +279,7 @@ async def delete_artifact(request: web.Request) -> web.Response:
 # ---- debugger state -----------------------------------------------------------------------
 
 
+@operation("The debugger state of a session (ETag = version)", path=_SESSION_PATH)
 async def get_debugger(request: web.Request) -> web.Response:
     row = await request.app[DB_KEY].read(
         repo.require(repo.DEBUGGER, "session", _session_id(request))
@@ -258,6 +287,9 @@ async def get_debugger(request: web.Request) -> web.Response:
     return json_response(row, headers=etag(row["version"]))
 
 
+@operation(
+    "Replace the debugger state", path=_SESSION_PATH, body=_DEBUGGER_PUT, if_match="required"
+)
 async def put_debugger(request: web.Request) -> web.Response:
     session_id = _session_id(request)
     expected = if_match(request, required=True)

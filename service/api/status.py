@@ -7,6 +7,7 @@ from typing import Any
 from aiohttp import web
 
 from service.api.common import write
+from service.api.openapi import operation
 from service.api.paging import page_response
 from service.api.requests import load_json, load_match, load_query
 from service.audit import AuditedWrite
@@ -30,6 +31,7 @@ _CREATE = StatusCreateSchema()
 _FIELDS_ONLY = StatusFieldsQuerySchema()
 
 
+@operation("A page of status records (offset or cursor)", query=_LIST_QUERY, returns="page")
 async def list_statuses(request: web.Request) -> web.Response:
     q = load_query(_LIST_QUERY, request)
     db = request.app[DB_KEY]
@@ -49,6 +51,7 @@ async def list_statuses(request: web.Request) -> web.Response:
     return page_response(request, page.items, q["limit"], cursor, extra=extra)
 
 
+@operation("One status record", path=_ID, query=_FIELDS_ONLY)
 async def get_status(request: web.Request) -> web.Response:
     status_id = load_match(_ID, request)["id"]
     columns = load_query(_FIELDS_ONLY, request)["columns"] or STATUS_FIELDS
@@ -58,6 +61,7 @@ async def get_status(request: web.Request) -> web.Response:
     return json_response(record)
 
 
+@operation("Create a status record", body=_CREATE, status=201)
 async def create_status(request: web.Request) -> web.Response:
     values = await load_json(_CREATE, request)
 

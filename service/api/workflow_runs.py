@@ -8,6 +8,7 @@ from aiohttp import web
 
 from service.api.common import new_id, project_path, write
 from service.api.etag import etag
+from service.api.openapi import operation
 from service.api.paging import page_response
 from service.api.requests import load_json, load_match, load_query
 from service.audit import AuditedWrite
@@ -27,6 +28,7 @@ _ITEM_PATH, _NODE_PATH = s.ItemPath(), s.NodePath()
 _CREATE, _LIST, _NODE_UPDATE = s.RunCreate(), s.RunListQuery(), s.NodeUpdate()
 
 
+@operation("Start a run of a workflow", path=_ITEM_PATH, body=_CREATE, status=201)
 async def start_run(request: web.Request) -> web.Response:
     path = load_match(_ITEM_PATH, request)  # item_id is the workflow
     body = await load_json(_CREATE, request)
@@ -65,6 +67,7 @@ async def start_run(request: web.Request) -> web.Response:
     return json_response(run, status=201, headers={"Location": location, **etag(run["version"])})
 
 
+@operation("Workflow runs of a project", path=s.ProjectPath(), query=_LIST, returns="page")
 async def list_workflow_runs(request: web.Request) -> web.Response:
     project_id = await project_path(request)
     q = load_query(_LIST, request)
@@ -81,6 +84,7 @@ async def list_workflow_runs(request: web.Request) -> web.Response:
     return page_response(request, items, q["limit"], next_cursor)
 
 
+@operation("A workflow run with its nodes", path=_ITEM_PATH)
 async def get_workflow_run(request: web.Request) -> web.Response:
     path = load_match(_ITEM_PATH, request)
 
@@ -96,6 +100,7 @@ async def get_workflow_run(request: web.Request) -> web.Response:
     return json_response(run, headers=etag(run["version"]))
 
 
+@operation("Change a node of a workflow run", path=_NODE_PATH, body=_NODE_UPDATE)
 async def update_node(request: web.Request) -> web.Response:
     path = load_match(_NODE_PATH, request)
     changes = await load_json(_NODE_UPDATE, request)

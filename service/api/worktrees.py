@@ -8,6 +8,7 @@ from aiohttp import web
 
 from service.api.common import new_id, write
 from service.api.etag import etag, if_match
+from service.api.openapi import operation
 from service.api.paging import page_response
 from service.api.requests import load_json, load_match, load_query
 from service.audit import AuditedWrite
@@ -76,6 +77,7 @@ async def page(
 # ---- repositories -------------------------------------------------------------------------
 
 
+@operation("Create a repository", body=_REPOSITORY_CREATE, status=201)
 async def create_repository(request: web.Request) -> web.Response:
     body = await load_json(_REPOSITORY_CREATE, request)
 
@@ -88,10 +90,12 @@ async def create_repository(request: web.Request) -> web.Response:
     return json_response(row, status=201, headers=headers)
 
 
+@operation("Repositories", query=_REPOSITORY_LIST, returns="page")
 async def list_repositories(request: web.Request) -> web.Response:
     return await page(request, repo.REPOSITORIES, load_query(_REPOSITORY_LIST, request))
 
 
+@operation("One repository", path=_REPOSITORY_PATH)
 async def get_repository(request: web.Request) -> web.Response:
     repository_id = load_match(_REPOSITORY_PATH, request)["repository_id"]
     row = await request.app[DB_KEY].read(
@@ -100,6 +104,9 @@ async def get_repository(request: web.Request) -> web.Response:
     return json_response(row, headers=etag(row["version"]))
 
 
+@operation(
+    "Change a repository", path=_REPOSITORY_PATH, body=_REPOSITORY_UPDATE, if_match="required"
+)
 async def update_repository(request: web.Request) -> web.Response:
     repository_id = load_match(_REPOSITORY_PATH, request)["repository_id"]
     expected = if_match(request, required=True)
@@ -126,6 +133,13 @@ async def update_repository(request: web.Request) -> web.Response:
     return json_response(row, headers=etag(row["version"]))
 
 
+@operation(
+    "Delete a repository and all under it (409 while a session is active)",
+    path=_REPOSITORY_PATH,
+    status=204,
+    returns="empty",
+    if_match="optional",
+)
 async def delete_repository(request: web.Request) -> web.Response:
     repository_id = load_match(_REPOSITORY_PATH, request)["repository_id"]
     expected = if_match(request, required=False)
@@ -141,6 +155,9 @@ async def delete_repository(request: web.Request) -> web.Response:
 # ---- worktrees ----------------------------------------------------------------------------
 
 
+@operation(
+    "Add a worktree to a repository", path=_REPOSITORY_PATH, body=_WORKTREE_CREATE, status=201
+)
 async def create_worktree(request: web.Request) -> web.Response:
     repository_id = load_match(_REPOSITORY_PATH, request)["repository_id"]
     body = await load_json(_WORKTREE_CREATE, request)
@@ -162,6 +179,7 @@ async def create_worktree(request: web.Request) -> web.Response:
     return json_response(row, status=201, headers={"Location": location, **etag(row["version"])})
 
 
+@operation("Worktrees of a repository", path=_REPOSITORY_PATH, query=_WORKTREE_LIST, returns="page")
 async def list_worktrees(request: web.Request) -> web.Response:
     repository_id = load_match(_REPOSITORY_PATH, request)["repository_id"]
     q = load_query(_WORKTREE_LIST, request)
@@ -170,12 +188,19 @@ async def list_worktrees(request: web.Request) -> web.Response:
     return await page(request, repo.WORKTREES, q, {"repository_id": repository_id, "state": state})
 
 
+@operation("One worktree", path=_WORKTREE_PATH)
 async def get_worktree(request: web.Request) -> web.Response:
     path = load_match(_WORKTREE_PATH, request)
     row = await request.app[DB_KEY].read(repo.worktree_in(**path))
     return json_response(row, headers=etag(row["version"]))
 
 
+@operation(
+    "Change a worktree's branch, retire it or put it back",
+    path=_WORKTREE_PATH,
+    body=_WORKTREE_UPDATE,
+    if_match="required",
+)
 async def update_worktree(request: web.Request) -> web.Response:
     path = load_match(_WORKTREE_PATH, request)
     expected = if_match(request, required=True)
@@ -198,6 +223,9 @@ async def update_worktree(request: web.Request) -> web.Response:
     return json_response(row, headers=etag(row["version"]))
 
 
+@operation(
+    "Delete a worktree (409 while reserved)", path=_WORKTREE_PATH, status=204, returns="empty"
+)
 async def delete_worktree(request: web.Request) -> web.Response:
     path = load_match(_WORKTREE_PATH, request)
 
@@ -209,6 +237,12 @@ async def delete_worktree(request: web.Request) -> web.Response:
     return web.Response(status=204)
 
 
+@operation(
+    "Reserve a free (or expired) worktree for a session, atomically",
+    path=_REPOSITORY_PATH,
+    body=_RESERVE,
+    status=201,
+)
 async def reserve_worktree(request: web.Request) -> web.Response:
     repository_id = load_match(_REPOSITORY_PATH, request)["repository_id"]
     body = await load_json(_RESERVE, request)
@@ -242,6 +276,7 @@ async def reserve_worktree(request: web.Request) -> web.Response:
     return json_response(row, status=201, headers={"Location": location, **etag(row["version"])})
 
 
+@operation("Extend the lease (holder only)", path=_WORKTREE_PATH, body=_RENEW)
 async def renew_worktree(request: web.Request) -> web.Response:
     path = load_match(_WORKTREE_PATH, request)
     body = await load_json(_RENEW, request)
@@ -260,6 +295,7 @@ async def renew_worktree(request: web.Request) -> web.Response:
     return json_response(row, headers=etag(row["version"]))
 
 
+@operation("Release the worktree (holder only)", path=_WORKTREE_PATH, body=_RELEASE)
 async def release_worktree(request: web.Request) -> web.Response:
     path = load_match(_WORKTREE_PATH, request)
     session_id = (await load_json(_RELEASE, request))["session_id"]

@@ -15,7 +15,7 @@ import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-from service import __version__
+from service import __version__, logs
 from service.cli import data as data_commands
 from service.cli import db as db_commands
 from service.cli import serve as serve_commands
@@ -158,11 +158,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ConfigError as exc:
         print(f"bobgen: configuration error: {exc}", file=sys.stderr)
         return 2
-    logging.basicConfig(
-        level=config.log_level.upper(),
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-        stream=sys.stderr,
-    )
+    logs.configure(config.log_level, config.log_format)
     if config.log_level.upper() != "DEBUG":
         logging.getLogger("yoyo").setLevel(logging.WARNING)  # one line per step is noise
     name = " ".join(

@@ -35,6 +35,9 @@ def add_common(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument("--migrations-dir", help="yoyo migrations folder (BOBGEN_MIGRATIONS_DIR)")
     p.add_argument("--log-level", help="DEBUG, INFO, WARNING, ERROR (BOBGEN_LOG_LEVEL)")
+    p.add_argument(
+        "--log-format", choices=("text", "json"), help="text (default) or json (BOBGEN_LOG_FORMAT)"
+    )
 
 
 @asynccontextmanager

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
+import socket
 import sys
 
 from service import __version__
@@ -23,25 +24,39 @@ def serve(config: Config, args: argparse.Namespace) -> int:
     from aiohttp import web
 
     from service.app import create_app
+    from service.logs import AccessLogger
 
-    log.info(
-        "bobgen %s serving on http://%s:%d with %s",
-        __version__,
-        config.host,
-        config.port,
-        config.db,
-    )
+    # Bind first: a busy port fails here, before anything migrates or makes a token.
+    sock = _listen(config.host, config.port)
+
+    def serving(_: str) -> None:  # run_app calls it once the app started and the site listens
+        host, port = sock.getsockname()[:2]
+        log.info("bobgen %s serving on http://%s:%d with %s", __version__, host, port, config.db)
+
     web.run_app(
         create_app(config),
-        host=config.host,
-        port=config.port,
+        sock=sock,
         shutdown_timeout=config.shutdown_timeout_s,
         access_log=logging.getLogger("aiohttp.access") if config.access_log else None,
-        print=None,
+        access_log_class=AccessLogger,
+        print=serving,
         backlog=1024,  # bursts of new connections wait in the kernel, not refused
         loop=_event_loop(),
     )
     return 0
+
+
+def _listen(host: str, port: int) -> socket.socket:
+    """A bound socket for ``host:port`` (IPv4 or IPv6), or OSError naming the address."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # not past a live listener
+    try:
+        sock.bind((host, port))
+    except OSError as exc:
+        sock.close()
+        raise OSError(exc.errno, f"cannot listen on {host}:{port}: {exc.strerror}") from None
+    return sock
 
 
 def _event_loop() -> asyncio.AbstractEventLoop:

@@ -103,7 +103,7 @@ class ContextCreate(Schema):
     name = fields.String(required=True, validate=validate.Length(min=1, max=300))
     type = fields.Enum(ContextType, by_value=True, required=True)
     tokens = fields.Integer(load_default=0, strict=True, validate=validate.Range(0, 2**31 - 1))
-    pinned = fields.Boolean(load_default=False)
+    pinned = fields.Boolean(load_default=False, truthy={True}, falsy={False})  # not 0/1
     canonical_document_id = fields.String(
         load_default=None, allow_none=True, validate=validate.Length(min=1, max=200)
     )
@@ -113,7 +113,7 @@ class ContextUpdate(Schema):
     name = fields.String(validate=validate.Length(min=1, max=300))
     type = fields.Enum(ContextType, by_value=True)
     tokens = fields.Integer(strict=True, validate=validate.Range(0, 2**31 - 1))
-    pinned = fields.Boolean()
+    pinned = fields.Boolean(truthy={True}, falsy={False})
     canonical_document_id = fields.String(allow_none=True, validate=validate.Length(1, 200))
 
 

@@ -1,0 +1,264 @@
+"""The OpenAPI 3.1 document, generated from the routes and the marshmallow schemas they use.
+
+Each handler says what it takes and gives with :func:`operation` (query, path and body schemas,
+the success status and shape); the generic project resources are described from their
+:class:`~service.api.resources.Resource`. :func:`build_spec` walks the app's router, so a route
+without a description fails the build (and a test) instead of going missing from the document.
+Built once per app, served at ``/openapi.json``; ``/docs`` renders it with Swagger UI served
+from the ``swagger-ui-py`` package's files (no CDN).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from importlib import resources
+from pathlib import Path
+from typing import Any, TypeVar, cast
+
+from aiohttp import web
+from apispec import APISpec
+from apispec.ext.marshmallow import MarshmallowPlugin
+from apispec.ext.marshmallow.common import resolve_schema_cls
+from marshmallow import Schema, fields, validate
+
+from service import __version__
+from service.schemas.common import Cursor, FieldList
+
+H = TypeVar("H", bound=Callable[..., Awaitable[web.StreamResponse]])
+SPEC_KEY = web.AppKey("openapi_spec", dict)
+
+
+@dataclass(frozen=True, slots=True)
+class Operation:
+    summary: str
+    query: Schema | None = None
+    path: Schema | None = None
+    body: Schema | None = None
+    status: int = 200
+    returns: str = "object"  # object | page | empty | text | html | json (any JSON)
+    if_match: str | None = None  # "required" or "optional"
+    open: bool = False  # no token ever (probes)
+
+
+_OPERATIONS: dict[Callable[..., Any], Operation] = {}
+
+
+def operation(summary: str, **details: Any) -> Callable[[H], H]:
+    """Describe a handler for the OpenAPI document (see :class:`Operation`)."""
+
+    def describe(handler: H) -> H:
+        _OPERATIONS[handler] = Operation(summary, **details)
+        return handler
+
+    return describe
+
+
+class Undocumented(LookupError):
+    """A route has no :func:`operation` description."""
+
+
+def _describe(handler: Any, method: str) -> Operation:
+    found = _OPERATIONS.get(handler) or _OPERATIONS.get(getattr(handler, "__func__", handler))
+    owner = getattr(handler, "__self__", None)
+    res = getattr(owner, "res", None)
+    if res is not None:  # a generic project resource: its schemas say it all
+        from service.schemas.projects import ItemPath, ProjectPath
+
+        kind = res.kind.replace("_", " ")
+        name = handler.__name__
+        return {
+            "create": Operation(
+                f"Create a {kind}", path=ProjectPath(), body=res.create, status=201
+            ),
+            "list": Operation(
+                f"List {kind}s", path=ProjectPath(), query=res.list_query, returns="page"
+            ),
+            "get": Operation(f"Get a {kind}", path=ItemPath()),
+            "update": Operation(
+                f"Change a {kind}", path=ItemPath(), body=res.update, if_match="required"
+            ),
+            "delete": Operation(
+                f"Delete a {kind}",
+                path=ItemPath(),
+                status=204,
+                returns="empty",
+                if_match="optional",
+            ),
+        }[name]
+    if found is None:
+        raise Undocumented(f"{method} handler {handler!r} has no OpenAPI description")
+    return found
+
+
+def _schema_name(schema: Any) -> str:
+    cls = cast(type[Schema], resolve_schema_cls(schema))
+    module = cls.__module__.rsplit(".", 1)[-1].title()
+    return f"{module}{cls.__name__.removesuffix('Schema')}"
+
+
+ERROR = {
+    "type": "object",
+    "required": ["error"],
+    "properties": {
+        "error": {
+            "type": "object",
+            "required": ["code", "message", "details"],
+            "properties": {
+                "code": {"type": "string", "description": "stable, machine-readable"},
+                "message": {"type": "string"},
+                "details": {},
+                "request_id": {"type": "string"},
+            },
+        }
+    },
+}
+PAGE = {
+    "type": "object",
+    "required": ["items", "limit", "next", "next_url"],
+    "properties": {
+        "items": {"type": "array", "items": {}},
+        "limit": {"type": "integer"},
+        "next": {"type": ["string", "null"], "description": "the cursor of the next page"},
+        "next_url": {"type": ["string", "null"], "description": "the next page's URL"},
+    },
+}
+_BODIES = {
+    "object": {"application/json": {"schema": {"type": "object"}}},
+    "json": {"application/json": {"schema": {}}},
+    "page": {"application/json": {"schema": {"$ref": "#/components/schemas/Page"}}},
+    "text": {"text/plain": {"schema": {"type": "string"}}},
+    "html": {"text/html": {"schema": {"type": "string"}}},
+}
+
+
+def build_spec(app: web.Application) -> dict[str, Any]:
+    plugin = MarshmallowPlugin(schema_name_resolver=_schema_name)
+    spec = APISpec(
+        title="BobGen",
+        version=__version__,
+        openapi_version="3.1.0",
+        plugins=[plugin],
+        info={
+            "description": "A durable, fast, observable store behind a REST API. Errors are "
+            'always the envelope `{"error": {"code", "message", "details"}}`.'
+        },
+    )
+    untyped: Any = plugin  # apispec's plugin methods carry no annotations
+    untyped.map_to_openapi_type(Cursor, "string", None)
+    untyped.map_to_openapi_type(FieldList, "string", None)
+    spec.components.schema("Error", ERROR)
+    spec.components.schema("Page", PAGE)
+    spec.components.security_scheme(
+        "bearer", {"type": "http", "scheme": "bearer", "description": "a BobGen token"}
+    )
+    paths: dict[str, dict[str, Any]] = {}
+    for route in app.router.routes():
+        resource = route.resource
+        if route.method == "HEAD" or resource is None:
+            continue
+        op = _describe(route.handler, route.method)
+        method = route.method.lower()
+        paths.setdefault(resource.canonical, {})[method] = _operation(op, method)
+    for path, operations in sorted(paths.items()):
+        spec.path(path=path, operations=operations)
+    return spec.to_dict()
+
+
+def _operation(op: Operation, method: str) -> dict[str, Any]:
+    parameters: list[dict[str, Any]] = []
+    if op.path is not None:
+        parameters.append({"in": "path", "schema": op.path})
+    if op.query is not None:
+        parameters.append({"in": "query", "schema": op.query})
+    if op.if_match is not None:
+        parameters.append(
+            {
+                "in": "header",
+                "name": "If-Match",
+                "required": op.if_match == "required",
+                "schema": {"type": "string"},
+                "description": "the ETag of the version being changed (428 without, 412 stale)",
+            }
+        )
+    success: dict[str, Any] = {"description": "success"}
+    if op.returns != "empty":
+        success["content"] = _BODIES[op.returns]
+    result: dict[str, Any] = {
+        "summary": op.summary,
+        "parameters": parameters,
+        "responses": {
+            str(op.status): success,
+            "default": {
+                "description": "an error (4xx, or 503 when the database is unavailable)",
+                "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}},
+            },
+        },
+        "security": [] if op.open else [{"bearer": []}, {}],
+    }
+    if method == "get" and op.returns == "object":
+        result["responses"]["304"] = {"description": "not modified (If-None-Match matched)"}
+    if op.body is not None:
+        result["requestBody"] = {
+            "required": True,
+            "content": {"application/json": {"schema": op.body}},
+        }
+    return result
+
+
+# ---- serving ------------------------------------------------------------------------------
+
+SWAGGER_FILES = ("swagger-ui-bundle.js", "swagger-ui.css", "favicon-32x32.png")
+DOCS_PAGE = """<!doctype html>
+<html lang="en"><head><meta charset="utf-8"><title>BobGen API</title>
+<link rel="icon" href="/docs/static/favicon-32x32.png">
+<link rel="stylesheet" href="/docs/static/swagger-ui.css"></head>
+<body><div id="swagger-ui"></div>
+<script src="/docs/static/swagger-ui-bundle.js"></script>
+<script src="/docs/static/init.js"></script></body></html>
+"""
+INIT_JS = """window.ui = SwaggerUIBundle({url: "/openapi.json", dom_id: "#swagger-ui",
+  deepLinking: true, persistAuthorization: true});
+"""
+
+
+def swagger_dir() -> Path:
+    return Path(str(resources.files("swagger_ui") / "static"))
+
+
+@operation("The OpenAPI 3.1 document of this API", returns="json", open=True)
+async def openapi_json(request: web.Request) -> web.Response:
+    spec = request.app.get(SPEC_KEY)
+    if spec is None:
+        spec = build_spec(request.app)
+    return web.json_response(spec)
+
+
+@operation("The API documentation page (Swagger UI, served by this app)", returns="html")
+async def docs_page(request: web.Request) -> web.Response:
+    return web.Response(text=DOCS_PAGE, content_type="text/html")
+
+
+class DocsAsset(Schema):
+    name = fields.String(required=True, validate=validate.Length(min=1, max=64))
+
+
+@operation("A static file of the documentation page", path=DocsAsset(), returns="text")
+async def docs_static(request: web.Request) -> web.StreamResponse:
+    name = request.match_info["name"]
+    if name == "init.js":
+        return web.Response(text=INIT_JS, content_type="application/javascript")
+    if name not in SWAGGER_FILES:
+        raise web.HTTPNotFound()
+    return web.FileResponse(swagger_dir() / name)
+
+
+async def _build_once(app: web.Application) -> None:
+    app[SPEC_KEY] = build_spec(app)
+
+
+def setup_openapi(app: web.Application) -> None:
+    app.router.add_get("/openapi.json", openapi_json)
+    app.router.add_get("/docs", docs_page)
+    app.router.add_get("/docs/static/{name}", docs_static)
+    app.on_startup.append(_build_once)

@@ -1,0 +1,93 @@
+"""The OpenAPI document covers the router exactly, and /docs works offline."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from aiohttp.test_utils import TestClient
+
+from service.api.openapi import Undocumented, build_spec, operation
+
+
+def router_operations(client: TestClient) -> set[tuple[str, str]]:
+    return {
+        (route.method.lower(), route.resource.canonical)
+        for route in client.app.router.routes()
+        if route.method != "HEAD" and route.resource is not None
+    }
+
+
+async def test_every_route_is_documented_and_nothing_else(client: TestClient) -> None:
+    spec = await (await client.get("/openapi.json")).json()
+    assert spec["openapi"] == "3.1.0"
+    documented = {(m, p) for p, ops in spec["paths"].items() for m in ops}
+    assert documented == router_operations(client)
+
+
+async def test_operations_carry_parameters_bodies_responses_and_security(
+    client: TestClient,
+) -> None:
+    spec = await (await client.get("/openapi.json")).json()
+    paths = spec["paths"]
+    reserve = paths["/repositories/{repository_id}/worktrees/reserve"]["post"]
+    assert reserve["requestBody"]["content"]["application/json"]["schema"] == {
+        "$ref": "#/components/schemas/DebugReserve"
+    }
+    assert set(reserve["responses"]) == {"201", "default"}
+    body = spec["components"]["schemas"]["DebugReserve"]
+    assert set(body["required"]) == {"session_id", "lease_s"}
+    status_list = paths["/bobgen/status"]["get"]
+    assert {"limit", "offset", "cursor", "fields", "version"} <= {
+        p["name"] for p in status_list["parameters"]
+    }
+    assert status_list["responses"]["200"]["content"]["application/json"]["schema"] == {
+        "$ref": "#/components/schemas/Page"
+    }
+    error = spec["components"]["schemas"]["Error"]
+    assert error["properties"]["error"]["required"] == ["code", "message", "details"]
+    assert spec["components"]["securitySchemes"]["bearer"]["scheme"] == "bearer"
+    assert paths["/livez"]["get"]["security"] == []
+    patch = paths["/projects/{project_id}/ideas/{item_id}"]["patch"]
+    assert {"name": "If-Match", "in": "header"}.items() <= next(
+        p for p in patch["parameters"] if p["in"] == "header"
+    ).items()
+
+
+def test_a_route_without_a_description_fails_the_build() -> None:
+    from aiohttp import web
+
+    app = web.Application()
+
+    @operation("documented")
+    async def known(request: web.Request) -> web.Response:
+        return web.Response()
+
+    async def unknown(request: web.Request) -> web.Response:
+        return web.Response()
+
+    app.router.add_get("/known", known)
+    app.router.add_get("/unknown", unknown)
+    with pytest.raises(Undocumented, match="unknown"):
+        build_spec(app)
+
+
+async def test_the_docs_page_is_served_offline(make_client: Any) -> None:
+    client = await make_client(token=None, auth_reads=True)
+    page = await client.get("/docs", headers={"Authorization": ""})
+    assert page.status == 401  # like every read under --auth-reads
+    open_client = await make_client(token=None)
+    page = await open_client.get("/docs")
+    html = await page.text()
+    assert page.status == 200
+    assert "http://" not in html
+    assert "https://" not in html  # no CDN: every asset is served by the app
+    for asset in ("/docs/static/swagger-ui-bundle.js", "/docs/static/swagger-ui.css"):
+        assert asset in html
+        resp = await open_client.get(asset)
+        assert resp.status == 200
+        assert len(await resp.read()) > 10_000
+    init = await open_client.get("/docs/static/init.js")
+    assert "/openapi.json" in await init.text()
+    assert (await open_client.get("/docs/static/../../etc/passwd")).status == 404
+    assert (await open_client.get("/docs/static/nope.js")).status == 404
