@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
+import os
 import socket
 import sys
 
@@ -32,9 +33,15 @@ def serve(config: Config, args: argparse.Namespace) -> int:
     def serving(_: str) -> None:  # run_app calls it once the app started and the site listens
         host, port = sock.getsockname()[:2]
         log.info("bobgen %s serving on http://%s:%d with %s", __version__, host, port, config.db)
+        notify_systemd("READY=1")
 
+    async def stopping(_: web.Application) -> None:
+        notify_systemd("STOPPING=1")
+
+    app = create_app(config)
+    app.on_shutdown.append(stopping)
     web.run_app(
-        create_app(config),
+        app,
         sock=sock,
         shutdown_timeout=config.shutdown_timeout_s,
         access_log=logging.getLogger("aiohttp.access") if config.access_log else None,
@@ -44,6 +51,22 @@ def serve(config: Config, args: argparse.Namespace) -> int:
         loop=_event_loop(),
     )
     return 0
+
+
+def notify_systemd(state: str) -> None:
+    """Tell systemd how start-up or shutdown goes (``Type=notify`` units set NOTIFY_SOCKET);
+    nothing when not started by systemd. Failing to tell it must not stop the server."""
+    address = os.environ.get("NOTIFY_SOCKET")
+    if not address:
+        return
+    if address.startswith("@"):  # an abstract socket
+        address = "\0" + address[1:]
+    try:
+        with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as sock:
+            sock.connect(address)
+            sock.sendall(state.encode())
+    except OSError as exc:
+        log.warning("could not notify systemd (%s): %s", state, exc)
 
 
 def _listen(host: str, port: int) -> socket.socket:
