@@ -8,6 +8,7 @@ from service.api import admin, documents, health, probes, runs, status
 from service.api.openapi import setup_openapi
 from service.api.projects import setup_project_routes
 from service.api.sessions import setup_session_routes
+from service.api.ui import setup_ui
 from service.api.workflow_runs import setup_workflow_run_routes
 from service.api.worktrees import setup_worktree_routes
 
@@ -41,4 +42,5 @@ def setup_routes(app: web.Application) -> None:
     setup_workflow_run_routes(app)
     setup_worktree_routes(app)
     setup_session_routes(app)
+    setup_ui(app)
     setup_openapi(app)  # last: it documents every route above

@@ -63,8 +63,11 @@ OPEN_PATHS = frozenset({"/livez", "/readyz"})  # probes: orchestrators carry no 
 
 
 def required_scope(request: web.Request, *, auth_reads: bool) -> Scope | None:
-    if request.path in OPEN_PATHS:
-        return None
+    path = request.path
+    if path in OPEN_PATHS or path == "/ui" or path.startswith("/ui/static/"):
+        return None  # probes, and the ops page's files (they hold no data)
+    if path == "/ui/data":
+        return Scope.ADMIN if auth_reads else None
     if request.path == "/admin" or request.path.startswith("/admin/"):
         return Scope.ADMIN
     if request.method in MUTATING_METHODS:

@@ -1,0 +1,82 @@
+// The ops page: polls /ui/data every two seconds and fills the page. Plain JS, no build step.
+"use strict";
+
+const POLL_MS = 2000;
+const TOKEN_KEY = "bobgen-admin-token";
+
+function $(id) { return document.getElementById(id); }
+
+function cell(row, text, numeric) {
+  const td = row.insertCell();
+  td.textContent = text === null || text === undefined ? "–" : String(text);
+  if (numeric) td.className = "num";
+}
+
+function fillTable(id, items, columns) {
+  const body = $(id).tBodies[0];
+  body.replaceChildren();
+  for (const item of items) {
+    const row = body.insertRow();
+    for (const [key, numeric] of columns) cell(row, item[key], numeric);
+  }
+}
+
+function showProblem(text) {
+  $("problem").hidden = !text;
+  $("problem").textContent = text || "";
+}
+
+function render(data) {
+  const ready = data.ready && data.db.up;
+  $("state").textContent = ready ? "ready" : "not ready";
+  $("state").className = "badge " + (ready ? "ok" : "bad");
+  $("uptime").textContent = "up " + Math.round(data.uptime_s) + " s";
+  $("db").textContent = data.db.up ? "answers" : "unavailable: " + data.db.reason;
+  $("seed-rows").textContent = data.db.up ? data.db.status_rows.toLocaleString("en") : "–";
+  $("seed-state").textContent = data.seed.state + " (" + data.seed.rows.toLocaleString("en") +
+    " of " + data.seed.target.toLocaleString("en") + ")";
+  $("seed-progress").max = Math.max(data.seed.target, 1);
+  $("seed-progress").value = data.seed.rows;
+  fillTable("traffic", data.traffic, [["route"], ["requests", true], ["rate_per_s", true], ["p99_ms", true]]);
+  fillTable("runs", data.runs || [], [["created_at"], ["run_id"], ["git_sha"]]);
+  fillTable("audit", data.audit || [], [["ts"], ["actor"], ["event"], ["message"]]);
+  if (data.documents) {
+    $("documents-state").textContent = data.documents.state + ", " +
+      data.documents.errors.length + " error(s)";
+    fillTable("sync-errors", data.documents.errors, [["file"], ["reason"], ["since"]]);
+  }
+}
+
+async function poll() {
+  const headers = {};
+  const token = sessionStorage.getItem(TOKEN_KEY);
+  if (token) headers["Authorization"] = "Bearer " + token;
+  try {
+    const resp = await fetch("/ui/data", { headers });
+    if (resp.status === 401 || resp.status === 403) {
+      $("token-form").hidden = false;
+      showProblem("This server needs an admin token to show its state (--auth-reads).");
+      return;
+    }
+    const data = await resp.json();
+    if (!resp.ok) {
+      showProblem(data.error ? data.error.message : "HTTP " + resp.status);
+      return;
+    }
+    showProblem("");
+    render(data);
+  } catch (err) {
+    showProblem("BobGen does not answer: " + err.message);
+  } finally {
+    setTimeout(poll, POLL_MS);
+  }
+}
+
+$("token-form").addEventListener("submit", (event) => {
+  event.preventDefault();
+  sessionStorage.setItem(TOKEN_KEY, $("token").value.trim());
+  $("token").value = "";
+  $("token-form").hidden = true;
+});
+
+poll();

@@ -1,0 +1,156 @@
+"""The ops page (/ui): its data over HTTP on both backends, and the page itself in a real
+headless Chromium (Debian packages chromium and chromium-driver) against a real server."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import shutil
+import signal
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+from aiohttp.test_utils import TestClient
+
+from tests.conftest import ADMIN_TOKEN, READER_TOKEN, bearer, free_port, plant_test_tokens
+from tests.helpers import BOBGEN, assert_error
+
+CHROMIUM = "/usr/bin/chromium"
+CHROMEDRIVER = "/usr/bin/chromedriver"
+
+
+async def test_the_data_behind_the_page(client: TestClient) -> None:
+    await client.post("/runs", json={})
+    for _ in range(3):
+        await client.get("/livez")
+    data = await (await client.get("/ui/data")).json()
+    assert data["ready"] is True
+    assert data["db"] == {"up": True, "status_rows": 0}
+    assert data["seed"]["state"] in ("idle", "complete", "disabled", "stopped")
+    assert [r["event"] for r in data["audit"]][:1] == ["run.created"]
+    assert len(data["runs"]) == 1
+    livez = next(row for row in data["traffic"] if row["route"] == "/livez")
+    assert livez["requests"] == 3
+    assert livez["p99_ms"] is not None
+    assert livez["rate_per_s"] > 0
+    assert data["documents"] is None  # no --documents-dir
+
+
+async def test_the_page_needs_an_admin_token_under_auth_reads(make_client: Any) -> None:
+    client = await make_client(token=None, auth_reads=True)
+    assert (await client.get("/ui")).status == 200  # the page itself carries no data
+    assert (await client.get("/ui/static/ops.js")).status == 200
+    refused = await client.get("/ui/data")
+    assert refused.status == 401
+    assert_error(await refused.json(), "unauthorized")
+    reader = await client.get("/ui/data", headers=bearer(READER_TOKEN))
+    assert reader.status == 403
+    admin = await client.get("/ui/data", headers=bearer(ADMIN_TOKEN))
+    assert admin.status == 200
+    assert (await client.get("/ui/static/secret.txt")).status in (400, 404)
+
+
+def chromium_or_skip() -> None:
+    if os.path.exists(CHROMIUM) and os.path.exists(CHROMEDRIVER):
+        return
+    if os.environ.get("CI") == "true":
+        pytest.fail("CI must install chromium and chromium-driver (Debian packages)")
+    pytest.skip("no headless Chromium here (Debian packages chromium and chromium-driver)")
+
+
+@pytest.mark.slow
+async def test_the_page_in_a_real_browser_shows_the_live_seed_count(tmp_path: Path) -> None:
+    chromium_or_skip()
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service
+    from selenium.webdriver.common.by import By
+
+    db_path = tmp_path / "bobgen.db"
+    plant_test_tokens(db_path)
+    port = free_port()
+    proc = await asyncio.create_subprocess_exec(
+        *BOBGEN,
+        "serve",
+        "--db",
+        str(db_path),
+        "--port",
+        str(port),
+        "--seed-rows",
+        "200000",
+        "--seed-batch-size",
+        "500",
+        "--log-level",
+        "WARNING",
+        stderr=asyncio.subprocess.DEVNULL,
+    )
+    options = webdriver.ChromeOptions()
+    options.binary_location = CHROMIUM
+    for arg in (
+        "--headless=new",
+        "--no-sandbox",
+        "--disable-dev-shm-usage",
+        "--window-size=1280,1000",
+    ):
+        options.add_argument(arg)
+    options.add_argument(f"--user-data-dir={tmp_path / 'chromium-profile'}")
+    options.set_capability("goog:loggingPrefs", {"browser": "ALL"})
+    driver = None
+    try:
+        await _wait_listening(port)
+        driver = await asyncio.to_thread(
+            webdriver.Chrome, options=options, service=Service(executable_path=CHROMEDRIVER)
+        )
+        await asyncio.to_thread(driver.get, f"http://127.0.0.1:{port}/ui")
+        counts = await asyncio.to_thread(_seed_counts, driver, By)
+        assert counts[0] > 0
+        assert counts[-1] > counts[0]  # live: the page follows the seed as it runs
+        assert driver.find_element(By.ID, "state").text == "ready"
+        routes = driver.find_element(By.ID, "traffic").text
+        assert "/ui/data" in routes
+        errors = [e for e in driver.get_log("browser") if e["level"] == "SEVERE"]
+        assert errors == []
+        screenshot = tmp_path / "ops-page.png"
+        assert driver.save_screenshot(str(screenshot))
+        assert screenshot.stat().st_size > 10_000
+    finally:
+        if driver is not None:
+            await asyncio.to_thread(driver.quit)
+        if proc.returncode is None:
+            proc.send_signal(signal.SIGTERM)
+            await proc.wait()
+
+
+def _seed_counts(driver: Any, by: Any, deadline_s: float = 60.0) -> list[int]:
+    """The status-row count the page shows, read until it has changed twice (the page polls
+    every 2 s); a deadline, not a fixed sleep."""
+    seen: list[int] = []
+    deadline = time.monotonic() + deadline_s
+    while time.monotonic() < deadline:
+        text = driver.find_element(by.ID, "seed-rows").text.replace(",", "")
+        if text.isdigit() and (not seen or int(text) != seen[-1]):
+            seen.append(int(text))
+            if len(seen) >= 3:
+                return seen
+        time.sleep(0.1)
+    raise AssertionError(f"the seed count did not move on the page: {seen}")
+
+
+async def _wait_listening(port: int) -> None:
+    import aiohttp
+
+    async with asyncio.timeout(60), aiohttp.ClientSession() as session:
+        while True:
+            try:
+                async with session.get(f"http://127.0.0.1:{port}/readyz") as resp:
+                    if resp.status == 200:
+                        return
+            except aiohttp.ClientConnectionError:
+                pass
+            await asyncio.sleep(0.1)
+
+
+def test_chromium_is_where_the_tests_expect_it() -> None:
+    chromium_or_skip()
+    assert shutil.which("chromium") == CHROMIUM
