@@ -11,6 +11,7 @@ import asyncio
 import logging
 import time
 from collections.abc import AsyncIterator
+from typing import Any
 
 from aiohttp import web
 
@@ -20,8 +21,8 @@ from service.api.auth import TOKEN_CACHE_KEY, TokenCache, auth_middleware
 from service.api.conventions import conventions_middleware, request_id_middleware
 from service.audit import SYSTEM_ACTOR
 from service.config import PROJECT_ROOT, Config
-from service.db import DatabaseUnavailable, connect
-from service.db.maintenance import quick_check
+from service.db import connect
+from service.db.maintenance import check_writable, quick_check
 from service.db.migrations import apply_migrations
 from service.domain.runs import RunContext, current_git_sha
 from service.errors import error_middleware
@@ -49,6 +50,8 @@ log = logging.getLogger(__name__)
 
 async def _database_ctx(app: web.Application) -> AsyncIterator[None]:
     config = app[CONFIG_KEY]
+    if config.db.is_sqlite:
+        check_writable(config.db.sqlite_path)  # one clear line now, not a lock timeout later
     if config.startup_check and config.db.is_sqlite:
         await asyncio.to_thread(quick_check, config.db.sqlite_path)  # before anything writes
     applied = await asyncio.to_thread(apply_migrations, config.db, config.migrations_dir)
@@ -68,27 +71,20 @@ async def _database_ctx(app: web.Application) -> AsyncIterator[None]:
     background = [
         asyncio.create_task(run()) for run in db.background_tasks(config.checkpoint_interval_s)
     ]
-    background.append(asyncio.create_task(_watch_database(app), name="database-probe"))
     try:
         yield
     finally:
         for task in background:
             task.cancel()
-        await asyncio.gather(*background, return_exceptions=True)
+        # Bounded: a task stuck in a driver call that ignores cancellation must not hold
+        # the shutdown (db.close() below terminates what is left).
+        stuck: set[asyncio.Task[None]] = set()
+        if background:
+            _, stuck = await asyncio.wait(background, timeout=config.shutdown_timeout_s)
+        for task in stuck:
+            log.warning("background task %s did not stop in time", task.get_name())
         await db.close()
         log.info("database closed")
-
-
-async def _watch_database(app: web.Application, interval_s: float = 5.0) -> None:
-    """Keep ``bobgen_db_up`` current between scrapes (collectors cannot await a query)."""
-    lifecycle, db = app[LIFECYCLE_KEY], app[DB_KEY]
-    while True:
-        try:
-            await db.check("SELECT 1", timeout=2.0)
-            lifecycle.db_up = True
-        except DatabaseUnavailable:
-            lifecycle.db_up = False
-        await asyncio.sleep(interval_s)
 
 
 async def _stopping(app: web.Application) -> None:
@@ -134,6 +130,31 @@ async def _seeder_ctx(app: web.Application) -> AsyncIterator[None]:
         await seeder.stop(timeout=config.shutdown_timeout_s)
 
 
+def _allow_cors(app: web.Application, origins: list[str]) -> None:
+    """Let browser pages from ``origins`` call every route (``--cors-origin``). No cookies are
+    involved (tokens travel in a header), so credentials stay off."""
+    import aiohttp_cors
+
+    cors_lib: Any = aiohttp_cors  # it has no type annotations
+    options = cors_lib.ResourceOptions(
+        allow_credentials=False,
+        allow_headers=(
+            "Authorization",
+            "Content-Type",
+            "If-Match",
+            "If-None-Match",
+            "X-Request-ID",
+        ),
+        expose_headers=("ETag", "Link", "Location", "Retry-After", "X-Request-ID"),
+        allow_methods="*",
+        max_age=600,
+    )
+    cors = cors_lib.setup(app, defaults=dict.fromkeys(origins, options))
+    for route in list(app.router.routes()):
+        if route.method != "HEAD":
+            cors.add(route)
+
+
 def create_app(config: Config, *, clock: Clock | None = None) -> web.Application:
     """The app for ``config``; ``clock`` tells the time that leases expire by (tests move it)."""
     metrics = Metrics()
@@ -157,5 +178,7 @@ def create_app(config: Config, *, clock: Clock | None = None) -> web.Application
     app.on_shutdown.append(_stopping)
     app.cleanup_ctx.extend([_database_ctx, _documents_ctx, _seeder_ctx])
     setup_routes(app)
+    if config.cors_origin_list:
+        _allow_cors(app, config.cors_origin_list)
     log.debug("created app version %s", __version__)
     return app

@@ -6,6 +6,7 @@ import dataclasses
 import hashlib
 import json
 import os
+import re
 import sys
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -66,6 +67,7 @@ class Config:
     documents_debounce_ms: int = 500
     documents_max_bytes: int = 1024 * 1024
     access_log: bool = False
+    cors_origins: str = ""  # comma-separated origins browsers may call from; empty: no CORS
     auth_reads: bool = False
     migrations_dir: Path = field(default=DEFAULT_MIGRATIONS_DIR)
 
@@ -118,6 +120,9 @@ class Config:
             raise ConfigError(f"documents_max_bytes must be >= 1, got {self.documents_max_bytes}")
         if self.max_body_bytes < 1:
             raise ConfigError(f"max_body_bytes must be >= 1, got {self.max_body_bytes}")
+        for origin in self.cors_origin_list:
+            if origin != "*" and not re.fullmatch(r"https?://[A-Za-z0-9.-]+(:\d{1,5})?", origin):
+                raise ConfigError(f"cors origin must look like https://host[:port], got {origin!r}")
         if self.log_format not in ("text", "json"):
             raise ConfigError(f"log_format must be text or json, got {self.log_format!r}")
         if self.log_level.upper() not in {"DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"}:
@@ -171,6 +176,10 @@ class Config:
             for f in dataclasses.fields(self)
             if not f.metadata.get("secret")
         }
+
+    @property
+    def cors_origin_list(self) -> list[str]:
+        return [o.strip() for o in self.cors_origins.split(",") if o.strip()]
 
     def config_hash(self) -> str:
         """SHA-256 of the normalized configuration (sorted-key JSON, secrets excluded).

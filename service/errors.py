@@ -20,8 +20,8 @@ from service.db import DatabaseBusy, DatabaseUnavailable, DiskFull
 from service.domain.debug import Refused
 from service.domain.statemachine import InvalidTransition
 from service.jsonutil import json_response
+from service.keys import REQUEST_ID_KEY
 from service.repositories.versioned import VersionMismatch
-from service.requestcontext import REQUEST_ID_KEY
 
 log = logging.getLogger(__name__)
 

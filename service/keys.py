@@ -27,6 +27,7 @@ RUN_CONTEXT_KEY = web.AppKey("run_context", RunContext)
 DOCUMENTS_KEY: web.AppKey[DocumentWatcher | None] = web.AppKey("documents")
 DOCUMENT_FILES_KEY: web.AppKey[FileView | None] = web.AppKey("document_files")
 CLOCK_KEY = web.AppKey("clock", Clock)
+REQUEST_ID_KEY = web.RequestKey("request_id", str)  # service/requestcontext.py
 
 
 @dataclass(slots=True)

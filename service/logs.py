@@ -13,10 +13,8 @@ from datetime import UTC, datetime
 from typing import Any
 
 import orjson
-from aiohttp import web
-from aiohttp.abc import AbstractAccessLogger
 
-from service.requestcontext import REQUEST_ID_KEY, current_request_id
+from service.requestcontext import current_request_id
 
 FORMATS = ("text", "json")
 ACCESS_FIELDS = ("method", "route", "path", "status", "duration_ms", "remote")
@@ -51,30 +49,3 @@ def configure(level: str, log_format: str = "text") -> None:
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level.upper())
-
-
-class AccessLogger(AbstractAccessLogger):
-    """One line per request, through the configured format: the message for people, the
-    fields for JSON (the route is the template, as in the metrics)."""
-
-    def log(self, request: web.BaseRequest, response: web.StreamResponse, time: float) -> None:
-        match_info = getattr(request, "match_info", None)
-        resource = match_info.route.resource if match_info is not None else None
-        route = resource.canonical if resource is not None else "__unmatched__"
-        fields = {
-            "method": request.method,
-            "route": route,
-            "path": request.path,
-            "status": response.status,
-            "duration_ms": round(time * 1000, 2),
-            "remote": request.remote,
-            "request_id": request.get(REQUEST_ID_KEY),
-        }
-        self.logger.info(
-            "%s %s %d %.1f ms",
-            request.method,
-            request.path,
-            response.status,
-            time * 1000,
-            extra=fields,
-        )

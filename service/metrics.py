@@ -74,7 +74,7 @@ class Metrics:
         build.labels(version, git_sha or "unknown").set(1)
         up = Gauge(
             "bobgen_db_up",
-            "1 when the database answered the last check (every 5 s and each /readyz), else 0.",
+            "1 when the database answered the last check (each scrape and /readyz), else 0.",
             registry=self.registry,
         )
         up.set_function(lambda: 1.0 if lifecycle.db_up else 0.0)

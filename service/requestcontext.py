@@ -1,5 +1,6 @@
 """The request id: accepted from ``X-Request-ID`` or made here, echoed on every response, put
-in error bodies and in every log line written while the request runs."""
+in error bodies and in every log line written while the request runs. No aiohttp here: the
+log formatter needs it, and the CLI should not pay for importing a web framework."""
 
 from __future__ import annotations
 
@@ -7,10 +8,7 @@ import re
 import uuid
 from contextvars import ContextVar
 
-from aiohttp import web
-
 REQUEST_ID_HEADER = "X-Request-ID"
-REQUEST_ID_KEY = web.RequestKey("request_id", str)
 # Log lines read it from here: loggers have no request at hand.
 current_request_id: ContextVar[str | None] = ContextVar("bobgen_request_id", default=None)
 # What a client may send: enough for uuids and tracing ids, nothing that could forge a log line.

@@ -124,9 +124,13 @@ def planted_db(db_url: DatabaseURL) -> DatabaseURL:
 
 @pytest.fixture
 async def make_client(
-    aiohttp_client: Any, make_config: Callable[..., Config], planted_db: DatabaseURL
+    planted_db: DatabaseURL, make_config: Callable[..., Config], aiohttp_client: Any
 ):
-    """Build an app on the test database; the client sends the admin token unless told not to."""
+    """Build an app on the test database; the client sends the admin token unless told not to.
+
+    The database fixtures come first so that they are torn down last: the apps close (and
+    stop their background tasks) before a PostgreSQL test database is recycled under them.
+    """
 
     async def factory(
         *, token: str | None = ADMIN_TOKEN, clock: Clock | None = None, **overrides: Any

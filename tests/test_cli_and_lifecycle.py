@@ -3,8 +3,11 @@
 import asyncio
 import json
 import os
+import re
 import signal
 import sqlite3
+import subprocess
+import time
 from pathlib import Path
 from typing import Any
 
@@ -44,8 +47,42 @@ def test_seed_command(db_path: Path) -> None:
     result = run_cli("seed", "--db", str(db_path), "--rows", "2500", "--batch-size", "1000")
     assert result.returncode == 0, result.stderr
     assert "seed complete: 2500/2500 rows, 2500 inserted" in result.stdout
+    # Not a terminal: plain progress lines, no bar drawing.
+    assert "seed: 2,500/2,500 rows (100%)" in result.stderr
+    assert "\r" not in result.stderr
     with sqlite3.connect(db_path) as conn:
         assert conn.execute("SELECT count(*) FROM status").fetchone() == (2500,)
+
+
+def test_seed_on_a_terminal_draws_a_bar_that_log_lines_do_not_garble(db_path: Path) -> None:
+    import pty
+
+    controller, terminal = pty.openpty()
+    proc = subprocess.Popen(
+        [*BOBGEN, "seed", "--db", str(db_path), "--rows", "20000", "--batch-size", "500"],
+        stdin=terminal,
+        stdout=terminal,
+        stderr=terminal,
+        env={**os.environ, "COLUMNS": "120", "TERM": "xterm"},
+    )
+    os.close(terminal)
+    output = b""
+    while True:
+        try:
+            chunk = os.read(controller, 65536)
+        except OSError:  # the child closed the terminal
+            break
+        if not chunk:
+            break
+        output += chunk
+    os.close(controller)
+    assert proc.wait(timeout=60) == 0
+    text = re.sub(r"\x1b\[[0-9;?]*[A-Za-z]", "", output.decode(errors="replace"))
+    assert "rows/s" in text
+    assert "20000/20000" in text
+    log_lines = [line for line in text.splitlines() if "migration" in line]
+    assert log_lines  # the start-up log line went through rich's handler...
+    assert not any("rows/s" in line for line in log_lines)  # ...on a line of its own
 
 
 async def wait_healthy(
@@ -181,3 +218,40 @@ async def test_json_logs_and_the_serving_line_after_the_bind(db_path: Path) -> N
     assert access["route"] == "/bobgen/status/{id}"
     assert access["status"] == 404
     assert access["duration_ms"] >= 0
+
+
+@pytest.fixture
+def read_only_db(tmp_path: Path) -> Any:
+    """A migrated database file this process cannot write: mode 0444 for a normal user; for
+    root (whom file modes do not stop) the same folder bind-mounted read-only."""
+    source = tmp_path / "src"
+    source.mkdir()
+    db = source / "bobgen.db"
+    assert run_cli("migrate", "--db", str(db)).returncode == 0
+    if os.geteuid() != 0:
+        db.chmod(0o444)
+        yield db
+        db.chmod(0o644)
+        return
+    mounted = tmp_path / "ro"
+    mounted.mkdir()
+    bind = subprocess.run(["mount", "--bind", str(source), str(mounted)], capture_output=True)
+    if bind.returncode != 0:
+        pytest.skip(f"cannot bind-mount as root here: {bind.stderr.decode().strip()}")
+    try:
+        remount = ["mount", "-o", "remount,bind,ro", str(mounted)]
+        assert subprocess.run(remount, capture_output=True).returncode == 0
+        yield mounted / "bobgen.db"
+    finally:
+        subprocess.run(["umount", str(mounted)], capture_output=True)
+
+
+def test_a_read_only_database_fails_at_once_in_one_line(read_only_db: Path) -> None:
+    started = time.monotonic()
+    result = run_cli("serve", "--db", str(read_only_db), "--port", str(free_port()))
+    elapsed = time.monotonic() - started
+    assert result.returncode == 1
+    assert elapsed < 5  # the issue's 2 s, plus the interpreter's start on a busy machine
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr
+    assert lines[0].startswith(f"bobgen: error: {read_only_db}: permission denied")

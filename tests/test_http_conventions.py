@@ -152,3 +152,44 @@ async def test_nul_characters_are_refused_alike_on_both_backends(client: TestCli
     assert literal.status == 201
     assert (await literal.json())["name"] == "backslash \\u0000 is text"
     assert (await client.get("/projects")).status == 200
+
+
+async def test_cors_is_off_unless_asked_for(make_client: Any) -> None:
+    plain = await make_client()
+    resp = await plain.get("/livez", headers={"Origin": "https://app.example.com"})
+    assert "Access-Control-Allow-Origin" not in resp.headers
+    client = await make_client(token=None, auth_reads=True, cors_origins="https://app.example.com")
+    preflight = await client.options(
+        "/repositories",
+        headers={
+            "Origin": "https://app.example.com",
+            "Access-Control-Request-Method": "POST",
+            "Access-Control-Request-Headers": "Authorization, Content-Type",
+        },
+    )
+    assert preflight.status == 200  # no token needed for a preflight, even under --auth-reads
+    assert preflight.headers["Access-Control-Allow-Origin"] == "https://app.example.com"
+    assert "AUTHORIZATION" in preflight.headers["Access-Control-Allow-Headers"].upper()
+    actual = await client.get(
+        "/livez", headers={"Origin": "https://app.example.com", "X-Request-ID": "cors-1"}
+    )
+    assert actual.headers["Access-Control-Allow-Origin"] == "https://app.example.com"
+    assert "X-REQUEST-ID" in actual.headers["Access-Control-Expose-Headers"].upper()
+    other = await client.options(
+        "/repositories",
+        headers={"Origin": "https://evil.example", "Access-Control-Request-Method": "POST"},
+    )
+    assert "Access-Control-Allow-Origin" not in other.headers
+    spec = await (await client.get("/openapi.json", headers=bearer(READER_TOKEN))).json()
+    assert all("options" not in ops for ops in spec["paths"].values())
+
+
+def test_cors_origins_are_validated() -> None:
+    from service.config import Config, ConfigError
+
+    with pytest.raises(ConfigError, match="cors origin"):
+        Config(cors_origins="not a url")
+    assert Config(cors_origins="https://a.example, http://b.example:8080").cors_origin_list == [
+        "https://a.example",
+        "http://b.example:8080",
+    ]

@@ -64,6 +64,8 @@ OPEN_PATHS = frozenset({"/livez", "/readyz"})  # probes: orchestrators carry no 
 
 def required_scope(request: web.Request, *, auth_reads: bool) -> Scope | None:
     path = request.path
+    if request.method == "OPTIONS":
+        return None  # CORS preflights carry no credentials by design
     if path in OPEN_PATHS or path == "/ui" or path.startswith("/ui/static/"):
         return None  # probes, and the ops page's files (they hold no data)
     if path == "/ui/data":

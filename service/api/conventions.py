@@ -10,12 +10,8 @@ from aiohttp import web
 from aiohttp.typedefs import Middleware
 
 from service.errors import Handler
-from service.requestcontext import (
-    REQUEST_ID_HEADER,
-    REQUEST_ID_KEY,
-    current_request_id,
-    request_id_for,
-)
+from service.keys import REQUEST_ID_KEY
+from service.requestcontext import REQUEST_ID_HEADER, current_request_id, request_id_for
 
 # Below this, compressing costs more than the bytes it saves (and a 304 carries no body).
 MIN_COMPRESSED_BYTES = 1024

@@ -11,7 +11,14 @@ from service import __version__
 from service.api.openapi import operation
 from service.db import DatabaseUnavailable
 from service.jsonutil import json_response
-from service.keys import DB_KEY, DOCUMENTS_KEY, METRICS_KEY, SEEDER_KEY, STARTED_KEY
+from service.keys import (
+    DB_KEY,
+    DOCUMENTS_KEY,
+    LIFECYCLE_KEY,
+    METRICS_KEY,
+    SEEDER_KEY,
+    STARTED_KEY,
+)
 from service.metrics import CONTENT_TYPE
 from service.seeding import SeedState
 
@@ -50,6 +57,14 @@ async def health(request: web.Request) -> web.Response:
 
 @operation("Prometheus metrics (text exposition format)", returns="text")
 async def metrics(request: web.Request) -> web.Response:
+    # bobgen_db_up is what the database says now: one cheap query per scrape (a collector
+    # cannot await, and a background prober would be one more task to stop).
+    lifecycle = request.app[LIFECYCLE_KEY]
+    try:
+        await request.app[DB_KEY].check("SELECT 1", timeout=1.0)
+        lifecycle.db_up = True
+    except DatabaseUnavailable:
+        lifecycle.db_up = False
     # Content-Type with its parameters must go through headers: aiohttp's content_type=
     # argument rejects a value that carries a charset.
     body = request.app[METRICS_KEY].render()

@@ -26,7 +26,17 @@ from service import __version__
 from service.schemas.common import Cursor, FieldList
 
 H = TypeVar("H", bound=Callable[..., Awaitable[web.StreamResponse]])
-SPEC_KEY = web.AppKey("openapi_spec", dict)
+
+
+@dataclass(slots=True)
+class SpecCache:
+    """The document, built on the first request for it (tens of milliseconds: not worth
+    paying at every start, nor more than once)."""
+
+    spec: dict[str, Any] | None = None
+
+
+SPEC_KEY = web.AppKey("openapi_spec", SpecCache)
 
 
 @dataclass(frozen=True, slots=True)
@@ -155,7 +165,7 @@ def build_spec(app: web.Application) -> dict[str, Any]:
     paths: dict[str, dict[str, Any]] = {}
     for route in app.router.routes():
         resource = route.resource
-        if route.method == "HEAD" or resource is None:
+        if route.method in ("HEAD", "OPTIONS") or resource is None:  # OPTIONS: CORS preflight
             continue
         op = _describe(route.handler, route.method)
         method = route.method.lower()
@@ -228,10 +238,10 @@ def swagger_dir() -> Path:
 
 @operation("The OpenAPI 3.1 document of this API", returns="json", open=True)
 async def openapi_json(request: web.Request) -> web.Response:
-    spec = request.app.get(SPEC_KEY)
-    if spec is None:
-        spec = build_spec(request.app)
-    return web.json_response(spec)
+    cache = request.app[SPEC_KEY]
+    if cache.spec is None:
+        cache.spec = build_spec(request.app)
+    return web.json_response(cache.spec)
 
 
 @operation("The API documentation page (Swagger UI, served by this app)", returns="html")
@@ -253,12 +263,44 @@ async def docs_static(request: web.Request) -> web.StreamResponse:
     return web.FileResponse(swagger_dir() / name)
 
 
-async def _build_once(app: web.Application) -> None:
-    app[SPEC_KEY] = build_spec(app)
-
-
 def setup_openapi(app: web.Application) -> None:
     app.router.add_get("/openapi.json", openapi_json)
     app.router.add_get("/docs", docs_page)
     app.router.add_get("/docs/static/{name}", docs_static)
-    app.on_startup.append(_build_once)
+    app[SPEC_KEY] = SpecCache()
+
+
+# ---- the route index of docs/api.md ---------------------------------------------------------
+
+INDEX_START, INDEX_END = "<!-- route-index:start -->", "<!-- route-index:end -->"
+
+
+def route_index(spec: dict[str, Any]) -> str:
+    """Every operation of ``spec`` as a Markdown table (what docs/api.md's index holds)."""
+    lines = ["| method | path | what it does |", "| --- | --- | --- |"]
+    for path, operations in sorted(spec["paths"].items()):
+        for method, op in sorted(operations.items()):
+            lines.append(f"| {method.upper()} | `{path}` | {op['summary']} |")
+    return "\n".join(lines)
+
+
+def write_route_index(api_md: Path) -> None:
+    """Regenerate the index in docs/api.md from a fresh app's document:
+    ``.venv/bin/python -m service.api.openapi docs/api.md``."""
+    from service.app import create_app
+    from service.config import Config
+
+    text = api_md.read_text()
+    head, rest = text.split(INDEX_START, 1)
+    _, tail = rest.split(INDEX_END, 1)
+    index = route_index(build_spec(create_app(Config())))
+    api_md.write_text(f"{head}{INDEX_START}\n{index}\n{INDEX_END}{tail}")
+
+
+if __name__ == "__main__":
+    import sys
+
+    # As __main__ this file is a second copy of the module: use the one the handlers used.
+    from service.api import openapi
+
+    openapi.write_route_index(Path(sys.argv[1]))

@@ -63,6 +63,13 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument(
         "--documents-debounce-ms", type=int, help="wait for a burst of saves (default 500)"
     )
+    serve.add_argument(
+        "--cors-origin",
+        dest="cors_origins",
+        action="append",
+        help="allow browser pages from this origin (https://app.example.com) to call the API; "
+        "repeatable (BOBGEN_CORS_ORIGINS, comma-separated); off by default",
+    )
     pg = serve.add_argument_group("PostgreSQL (with a postgresql:// --db)")
     pg.add_argument("--pg-pool-size", type=int, help="connections per process (default 10)")
     pg.add_argument("--pg-command-timeout-s", type=float, help="longest statement (default 30)")
@@ -153,6 +160,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     flags = {k: v for k, v in vars(args).items() if k in _CONFIG_FLAGS}
     if isinstance(flags.get("documents_dirs"), list):  # a repeatable flag: one setting
         flags["documents_dirs"] = os.pathsep.join(flags["documents_dirs"])
+    if isinstance(flags.get("cors_origins"), list):
+        flags["cors_origins"] = ",".join(flags["cors_origins"])
     try:
         config = Config.from_sources(flags)
     except ConfigError as exc:

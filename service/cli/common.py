@@ -10,7 +10,7 @@ import logging
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from typing import Any
+from typing import Any, TextIO
 
 from service.config import PROJECT_ROOT, Config
 from service.db import Database, DatabaseUnavailable, connect
@@ -70,30 +70,72 @@ def run_context(config: Config) -> RunContext:
     return RunContext(current_git_sha(PROJECT_ROOT), config.config_hash())
 
 
-class ProgressBar:
-    """A one-line text progress bar; silent when the stream is not a terminal."""
+class SeedDisplay:
+    """Seed progress for ``bobgen seed``: on a terminal a rich bar (rows, rate, ETA) with log
+    lines routed through rich's handler so they print above the bar instead of through it;
+    otherwise a plain line every few seconds (logs and CI output stay readable)."""
 
-    WIDTH = 40
+    PLAIN_EVERY_S = 5.0
 
-    def __init__(self, stream: Any):
+    def __init__(self, stream: TextIO):
         self.stream = stream
         self.tty = stream.isatty()
-        self._last = 0.0
+        self._started = time.monotonic()
+        self._last_line = 0.0
+        self._progress: Any = None
+        self._task: Any = None
+        self._saved_handlers: list[logging.Handler] = []
+
+    def __enter__(self) -> SeedDisplay:
+        if self.tty:
+            from rich.console import Console
+            from rich.logging import RichHandler
+            from rich.progress import (
+                BarColumn,
+                MofNCompleteColumn,
+                Progress,
+                TextColumn,
+                TimeRemainingColumn,
+            )
+
+            console = Console(file=self.stream)
+            self._progress = Progress(
+                TextColumn("seed"),
+                BarColumn(),
+                MofNCompleteColumn(),
+                TextColumn("{task.fields[rate]} rows/s"),
+                TimeRemainingColumn(),
+                console=console,
+            )
+            self._task = self._progress.add_task("seed", total=None, rate="-")
+            root = logging.getLogger()
+            self._saved_handlers = root.handlers[:]
+            root.handlers[:] = [RichHandler(console=console, show_path=False)]
+            self._progress.start()
+        return self
 
     def update(self, done: int, total: int) -> None:
-        now = time.monotonic()
-        if not self.tty or (now - self._last < 0.1 and done < total):
+        elapsed = max(time.monotonic() - self._started, 1e-6)
+        rate = done / elapsed
+        if self._progress is not None:
+            self._progress.update(self._task, completed=done, total=total, rate=f"{rate:,.0f}")
             return
-        self._last = now
-        frac = done / total if total else 1.0
-        filled = int(frac * self.WIDTH)
-        self.stream.write(f"\r[{'#' * filled}{'.' * (self.WIDTH - filled)}] {done}/{total}")
-        self.stream.flush()
+        now = time.monotonic()
+        if now - self._last_line < self.PLAIN_EVERY_S and done < total:
+            return
+        self._last_line = now
+        eta = (total - done) / rate if rate > 0 else 0.0
+        percent = 100.0 * done / total if total else 100.0
+        print(
+            f"seed: {done:,}/{total:,} rows ({percent:.0f}%), {rate:,.0f} rows/s, ETA {eta:.0f} s",
+            file=self.stream,
+            flush=True,
+        )
 
-    def finish(self) -> None:
-        if self.tty:
-            self.stream.write("\n")
-            self.stream.flush()
+    def __exit__(self, *exc: object) -> None:
+        if self._progress is not None:
+            self._progress.stop()
+            logging.getLogger().handlers[:] = self._saved_handlers
 
 
 async def apply_or_rollback(config: Config, direction: str, steps: int = 1) -> list[str]:

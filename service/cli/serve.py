@@ -11,7 +11,7 @@ import sys
 
 from service import __version__
 from service.cli.common import (
-    ProgressBar,
+    SeedDisplay,
     cli_actor,
     open_database,
     run_context,
@@ -24,8 +24,8 @@ log = logging.getLogger("service")
 def serve(config: Config, args: argparse.Namespace) -> int:
     from aiohttp import web
 
+    from service.api.access_log import AccessLogger
     from service.app import create_app
-    from service.logs import AccessLogger
 
     # Bind first: a busy port fails here, before anything migrates or makes a token.
     sock = _listen(config.host, config.port)
@@ -98,15 +98,16 @@ def seed(config: Config, args: argparse.Namespace) -> int:
 async def _seed_async(config: Config) -> int:
     from service.seeding import Seeder, SeedProgress, SeedState
 
-    bar = ProgressBar(sys.stderr)
+    with SeedDisplay(sys.stderr) as display:
 
-    def on_progress(p: SeedProgress) -> None:
-        bar.update(p.rows, p.target)
+        def on_progress(p: SeedProgress) -> None:
+            display.update(p.rows, p.target)
 
-    async with open_database(config, migrate=True) as db:
-        seeder = Seeder(db, batch_size=config.seed_batch_size, context=run_context(config))
-        progress = await seeder.run(config.seed_rows, on_progress=on_progress, actor=cli_actor())
-    bar.finish()
+        async with open_database(config, migrate=True) as db:
+            seeder = Seeder(db, batch_size=config.seed_batch_size, context=run_context(config))
+            progress = await seeder.run(
+                config.seed_rows, on_progress=on_progress, actor=cli_actor()
+            )
     elapsed = (progress.finished_at or 0) - (progress.started_at or 0)
     print(
         f"seed {progress.state}: {progress.rows}/{progress.target} rows, "

@@ -12,6 +12,11 @@ class DatabaseError(Exception):
     """Base of every error the database layer raises on purpose."""
 
 
+class DatabaseNotWritable(DatabaseError, PermissionError):
+    """The database file (or its folder, where SQLite keeps the WAL) cannot be written: found
+    at start-up, in one line, instead of after a lock timeout."""
+
+
 class DatabaseUnavailable(DatabaseError, RuntimeError):
     """The database could not be queried (missing file, broken schema, I/O error, closed)."""
 

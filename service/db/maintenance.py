@@ -18,12 +18,29 @@ from pathlib import Path
 from urllib.parse import unquote, urlsplit
 
 from service.db.database import Database
-from service.db.errors import DatabaseUnavailable
+from service.db.errors import DatabaseNotWritable, DatabaseUnavailable
 from service.db.url import DatabaseURL
 
 
 class DatabaseCorrupt(DatabaseUnavailable):
     """The file is not a SQLite database, or fails ``PRAGMA quick_check``."""
+
+
+def check_writable(db_path: Path) -> None:
+    """Raise :class:`DatabaseNotWritable` naming the file or folder this process cannot write
+    (a read-only file, a folder of another owner, a read-only mount). SQLite would otherwise
+    open it, fail at the first write, and the migration lock would wait for its timeout."""
+    folder = db_path.parent if str(db_path.parent) else Path(".")
+    if db_path.exists() and not os.access(db_path, os.R_OK | os.W_OK):
+        raise DatabaseNotWritable(
+            f"{db_path}: permission denied: this process cannot write the database file "
+            "(read-only file, another owner, or a read-only file system)"
+        )
+    if folder.exists() and not os.access(folder, os.W_OK | os.X_OK):
+        raise DatabaseNotWritable(
+            f"{folder}: permission denied: this process cannot create files in the database's "
+            "folder (SQLite keeps its -wal and -shm files there)"
+        )
 
 
 def quick_check(db_path: Path, *, busy_timeout_s: float = 5.0) -> None:
