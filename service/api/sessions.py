@@ -8,10 +8,10 @@ from aiohttp import web
 
 from service.api.auth import principal
 from service.api.common import write
+from service.api.debug_common import audit, insert_row, page
 from service.api.etag import etag, if_match
 from service.api.openapi import operation
 from service.api.requests import load_json, load_match, load_query
-from service.api.worktrees import audit, insert_row, page
 from service.audit import AuditedWrite
 from service.db import Work
 from service.domain.debug import CommandState, Missing, SessionState, redact_env

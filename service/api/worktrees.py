@@ -6,10 +6,10 @@ from typing import Any
 
 from aiohttp import web
 
-from service.api.common import new_id, write
+from service.api.common import write
+from service.api.debug_common import audit, insert_row, page
 from service.api.etag import etag, if_match
 from service.api.openapi import operation
-from service.api.paging import page_response
 from service.api.requests import load_json, load_match, load_query
 from service.audit import AuditedWrite
 from service.db import UniqueViolation, Work
@@ -19,9 +19,7 @@ from service.jsonutil import json_response
 from service.keys import CLOCK_KEY, DB_KEY
 from service.repositories import debug as repo
 from service.repositories import versioned
-from service.repositories.versioned import Sort, Table
 from service.schemas import debug as schemas
-from service.schemas.common import encode_cursor
 
 _REPOSITORY_PATH, _WORKTREE_PATH = schemas.RepositoryPath(), schemas.WorktreePath()
 _REPOSITORY_CREATE, _REPOSITORY_UPDATE = schemas.RepositoryCreate(), schemas.RepositoryUpdate()
@@ -29,49 +27,6 @@ _REPOSITORY_LIST = schemas.RepositoryListQuery()
 _WORKTREE_CREATE, _WORKTREE_UPDATE = schemas.WorktreeCreate(), schemas.WorktreeUpdate()
 _WORKTREE_LIST = schemas.WorktreeListQuery()
 _RESERVE, _RENEW, _RELEASE = schemas.Reserve(), schemas.Renew(), schemas.Release()
-
-
-def audit(w: AuditedWrite, event: str, message: str, **data: Any) -> None:
-    w.audit(event, scope="debug", message=message, data=data)
-
-
-def insert_row(
-    w: AuditedWrite, table: Table, kind: str, values: dict[str, Any]
-) -> Work[dict[str, Any]]:
-    """Insert with a new id (unless given): a taken id or unique name is 409."""
-    values = {**values, "id": values.get("id") or new_id()}
-    try:
-        row = yield from versioned.insert(table, values)
-    except UniqueViolation:
-        raise Refused(
-            "already_exists", f"a {kind} with this id or name exists already", {"id": values["id"]}
-        ) from None
-    assert row is not None
-    audit(w, f"{kind}.created", f"{kind} {row['id']} created", id=row["id"])
-    return row
-
-
-async def page(
-    request: web.Request,
-    table: Table,
-    q: dict[str, Any],
-    filters: dict[str, Any] | None = None,
-    at_least: dict[str, Any] | None = None,
-) -> web.Response:
-    """One keyset page of ``table`` as ``{"items", "limit", "next"}`` (see
-    :func:`versioned.list_page` for ``filters`` and ``at_least``)."""
-    items, position = await versioned.list_page(
-        request.app[DB_KEY],
-        table,
-        None,
-        limit=q["limit"],
-        sort=Sort.parse(q["sort"]),
-        after=q["cursor"],
-        filters=filters,
-        at_least=at_least,
-    )
-    next_cursor = encode_cursor(position) if position else None
-    return page_response(request, items, q["limit"], next_cursor)
 
 
 # ---- repositories -------------------------------------------------------------------------
