@@ -46,7 +46,7 @@ class Operation:
     path: Schema | None = None
     body: Schema | None = None
     status: int = 200
-    returns: str = "object"  # object | page | empty | text | html | json (any JSON)
+    returns: str = "object"  # object | page | empty | text | html | json (any) | asset
     if_match: str | None = None  # "required" or "optional"
     open: bool = False  # no token ever (probes)
 
@@ -139,6 +139,11 @@ _BODIES = {
     "page": {"application/json": {"schema": {"$ref": "#/components/schemas/Page"}}},
     "text": {"text/plain": {"schema": {"type": "string"}}},
     "html": {"text/html": {"schema": {"type": "string"}}},
+    # The files of /docs and /ui: scripts, style sheets, icons.
+    "asset": {
+        media: {"schema": {"type": "string"}}
+        for media in ("application/javascript", "text/css", "image/png")
+    },
 }
 
 
@@ -253,14 +258,17 @@ class DocsAsset(Schema):
     name = fields.String(required=True, validate=validate.Length(min=1, max=64))
 
 
-@operation("A static file of the documentation page", path=DocsAsset(), returns="text")
+@operation("A static file of the documentation page", path=DocsAsset(), returns="asset")
 async def docs_static(request: web.Request) -> web.StreamResponse:
     name = request.match_info["name"]
     if name == "init.js":
         return web.Response(text=INIT_JS, content_type="application/javascript")
     if name not in SWAGGER_FILES:
         raise web.HTTPNotFound()
-    return web.FileResponse(swagger_dir() / name)
+    # Named here, not guessed from the platform's MIME table (which differs between Pythons).
+    media = {".js": "application/javascript", ".css": "text/css", ".png": "image/png"}
+    content_type = media[Path(name).suffix]
+    return web.FileResponse(swagger_dir() / name, headers={"Content-Type": content_type})
 
 
 def setup_openapi(app: web.Application) -> None:

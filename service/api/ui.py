@@ -122,7 +122,7 @@ class UiAsset(Schema):
     name = fields.String(required=True, validate=validate.OneOf(sorted(UI_FILES)))
 
 
-@operation("A file of the ops page", path=UiAsset(), returns="text")
+@operation("A file of the ops page", path=UiAsset(), returns="asset")
 async def ui_static(request: web.Request) -> web.FileResponse:
     name = request.match_info["name"]
     if name not in UI_FILES:
