@@ -120,9 +120,9 @@ def _ms(text: str) -> float:
 
 
 def run_wrk(
-    url: str, duration: int, connections: int, script: str | None
+    url: str, duration: int, connections: int, script: str | None, threads: int = 1
 ) -> tuple[float, float, float, int]:
-    cmd = ["wrk", "-t1", f"-c{connections}", f"-d{duration}s", "--latency", url]
+    cmd = ["wrk", f"-t{threads}", f"-c{connections}", f"-d{duration}s", "--latency", url]
     with tempfile.NamedTemporaryFile("w", suffix=".lua", delete=False) as lua:
         if script:
             lua.write(script)

@@ -17,7 +17,6 @@ import argparse
 import asyncio
 import json
 import os
-import re
 import shutil
 import socket
 import sqlite3
@@ -36,7 +35,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
 
-from bench import _ms, free_port, wait_up  # noqa: E402
+from bench import free_port, run_wrk, wait_up  # noqa: E402
 from service.config import DEFAULT_MIGRATIONS_DIR  # noqa: E402
 from service.db import DatabaseURL  # noqa: E402
 from service.db.migrations import apply_migrations  # noqa: E402
@@ -194,24 +193,13 @@ def run_wrk_cycles(base: str, repo: str, sessions: list[str], seconds: float) ->
         .replace("TOKEN", TOKEN)
         .replace("REPO", repo)
     )
-    with tempfile.NamedTemporaryFile("w", suffix=".lua", delete=False) as lua:
-        lua.write(script)
-    try:
-        cmd = ["wrk", f"-t{len(sessions)}", f"-c{len(sessions)}", f"-d{int(seconds)}s"]
-        out = subprocess.run(
-            [*cmd, "--latency", "-s", lua.name, base], capture_output=True, text=True, check=True
-        ).stdout
-    finally:
-        os.unlink(lua.name)
-    rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))
-    p50 = _ms(re.search(r"\s50%\s+(\S+)", out).group(1))
-    p99 = _ms(re.search(r"\s99%\s+(\S+)", out).group(1))
-    bad = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
+    clients = len(sessions)
+    rps, p50, p99, bad = run_wrk(base, int(seconds), clients, script, threads=clients)
     return {
         "cycles_per_s": round(rps / 2, 1),
         "request_p50_ms": p50,
         "request_p99_ms": p99,
-        "non_2xx": int(bad.group(1)) if bad else 0,
+        "non_2xx": bad,
     }
 
 

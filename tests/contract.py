@@ -14,7 +14,6 @@ import argparse
 import os
 import shutil
 import socket
-import sqlite3
 import subprocess
 import sys
 import tempfile
@@ -29,7 +28,7 @@ sys.path.insert(0, str(ROOT))
 from service.config import DEFAULT_MIGRATIONS_DIR  # noqa: E402
 from service.db import DatabaseURL  # noqa: E402
 from service.db.migrations import apply_migrations  # noqa: E402
-from service.domain.auth import hash_token  # noqa: E402
+from tests.backends import plant_tokens  # noqa: E402
 
 TOKEN = "bgt_contract-admin"
 CHECKS = ",".join(
@@ -49,21 +48,6 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def plant_token(url: DatabaseURL) -> None:
-    sql = (
-        'INSERT INTO auth_tokens ("user", name, token_hash, scopes, created_at) '
-        "VALUES ('contract', 'contract', %s, 'read,write,admin', '2026-01-01T00:00:00.000Z')"
-    )
-    if url.path is not None:
-        with sqlite3.connect(url.path) as conn:
-            conn.execute(sql.replace("%s", "?"), (hash_token(TOKEN),))
-        return
-    import psycopg
-
-    with psycopg.connect(url.dsn, autocommit=True) as conn:
-        conn.execute(sql, (hash_token(TOKEN),))
-
-
 def wait_ready(base: str, proc: subprocess.Popen[bytes], timeout: float = 60) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -79,7 +63,7 @@ def wait_ready(base: str, proc: subprocess.Popen[bytes], timeout: float = 60) ->
 
 def run_against(url: DatabaseURL, workdir: Path, examples: int) -> int:
     apply_migrations(url, DEFAULT_MIGRATIONS_DIR)
-    plant_token(url)
+    plant_tokens(url, {TOKEN: ("contract", "read,write,admin")})
     port = free_port()
     base = f"http://127.0.0.1:{port}"
     serve = ["serve", "--db", url.dsn or str(url.path), "--port", str(port)]

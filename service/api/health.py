@@ -9,12 +9,12 @@ from aiohttp import web
 
 from service import __version__
 from service.api.openapi import operation
+from service.api.probes import database_problem
 from service.db import DatabaseUnavailable
 from service.jsonutil import json_response
 from service.keys import (
     DB_KEY,
     DOCUMENTS_KEY,
-    LIFECYCLE_KEY,
     METRICS_KEY,
     SEEDER_KEY,
     STARTED_KEY,
@@ -59,12 +59,7 @@ async def health(request: web.Request) -> web.Response:
 async def metrics(request: web.Request) -> web.Response:
     # bobgen_db_up is what the database says now: one cheap query per scrape (a collector
     # cannot await, and a background prober would be one more task to stop).
-    lifecycle = request.app[LIFECYCLE_KEY]
-    try:
-        await request.app[DB_KEY].check("SELECT 1", timeout=1.0)
-        lifecycle.db_up = True
-    except DatabaseUnavailable:
-        lifecycle.db_up = False
+    await database_problem(request.app)
     # Content-Type with its parameters must go through headers: aiohttp's content_type=
     # argument rejects a value that carries a charset.
     body = request.app[METRICS_KEY].render()

@@ -54,14 +54,20 @@ class Operation:
 _OPERATIONS: dict[Callable[..., Any], Operation] = {}
 
 
+def describe(handler: Callable[..., Any], op: Operation) -> None:
+    """Record ``op`` as the description of ``handler`` (a function, or a bound method of a
+    handler object that describes its own methods, as ResourceHandlers does)."""
+    _OPERATIONS[handler] = op
+
+
 def operation(summary: str, **details: Any) -> Callable[[H], H]:
     """Describe a handler for the OpenAPI document (see :class:`Operation`)."""
 
-    def describe(handler: H) -> H:
-        _OPERATIONS[handler] = Operation(summary, **details)
+    def mark(handler: H) -> H:
+        describe(handler, Operation(summary, **details))
         return handler
 
-    return describe
+    return mark
 
 
 class Undocumented(LookupError):
@@ -69,33 +75,7 @@ class Undocumented(LookupError):
 
 
 def _describe(handler: Any, method: str) -> Operation:
-    found = _OPERATIONS.get(handler) or _OPERATIONS.get(getattr(handler, "__func__", handler))
-    owner = getattr(handler, "__self__", None)
-    res = getattr(owner, "res", None)
-    if res is not None:  # a generic project resource: its schemas say it all
-        from service.schemas.projects import ItemPath, ProjectPath
-
-        kind = res.kind.replace("_", " ")
-        name = handler.__name__
-        return {
-            "create": Operation(
-                f"Create a {kind}", path=ProjectPath(), body=res.create, status=201
-            ),
-            "list": Operation(
-                f"List {kind}s", path=ProjectPath(), query=res.list_query, returns="page"
-            ),
-            "get": Operation(f"Get a {kind}", path=ItemPath()),
-            "update": Operation(
-                f"Change a {kind}", path=ItemPath(), body=res.update, if_match="required"
-            ),
-            "delete": Operation(
-                f"Delete a {kind}",
-                path=ItemPath(),
-                status=204,
-                returns="empty",
-                if_match="optional",
-            ),
-        }[name]
+    found = _OPERATIONS.get(handler)
     if found is None:
         raise Undocumented(f"{method} handler {handler!r} has no OpenAPI description")
     return found

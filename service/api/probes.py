@@ -27,16 +27,24 @@ async def livez(request: web.Request) -> web.Response:
 async def readyz(request: web.Request) -> web.Response:
     """Ready for traffic: migrated (the app only serves once they ran), the database answers
     ``SELECT 1``, and not shutting down. 503 with the reason otherwise."""
-    lifecycle = request.app[LIFECYCLE_KEY]
-    if lifecycle.stopping:
+    if request.app[LIFECYCLE_KEY].stopping:
         return _not_ready("shutting down")
-    try:
-        await request.app[DB_KEY].check("SELECT 1", timeout=1.0)
-    except DatabaseUnavailable as exc:
-        lifecycle.db_up = False
-        return _not_ready(f"database unavailable: {exc}")
-    lifecycle.db_up = True
+    problem = await database_problem(request.app)
+    if problem is not None:
+        return _not_ready(f"database unavailable: {problem}")
     return json_response({"status": "ready"})
+
+
+async def database_problem(app: web.Application) -> str | None:
+    """Why the database does not answer ``SELECT 1`` within 1 s, or None; also what
+    ``bobgen_db_up`` reports (checked here, by /readyz and each metrics scrape)."""
+    try:
+        await app[DB_KEY].check("SELECT 1", timeout=1.0)
+    except DatabaseUnavailable as exc:
+        app[LIFECYCLE_KEY].db_up = False
+        return str(exc)
+    app[LIFECYCLE_KEY].db_up = True
+    return None
 
 
 def _not_ready(reason: str) -> web.Response:

@@ -9,7 +9,7 @@ from aiohttp import web
 from service.api.common import project_not_found, project_path, require_changes, write
 from service.api.etag import etag, if_match
 from service.api.openapi import operation
-from service.api.paging import page_response
+from service.api.paging import versioned_page
 from service.api.requests import load_json, load_match, load_query
 from service.api.resources import Resource, ResourceHandlers, insert_new, not_found
 from service.audit import AuditedWrite
@@ -27,9 +27,7 @@ from service.repositories.projects import (
     PROJECTS,
     WORKFLOWS,
 )
-from service.repositories.versioned import Sort
 from service.schemas import projects as s
-from service.schemas.common import encode_cursor
 
 
 def check_graph(values: dict[str, Any]) -> None:
@@ -109,16 +107,7 @@ async def create_project(request: web.Request) -> web.Response:
 @operation("Projects", query=PROJECT.list_query, returns="page")
 async def list_projects(request: web.Request) -> web.Response:
     q = load_query(PROJECT.list_query, request)
-    items, position = await versioned.list_page(
-        request.app[DB_KEY],
-        PROJECTS,
-        None,
-        limit=q["limit"],
-        sort=Sort.parse(q["sort"]),
-        after=q["cursor"],
-    )
-    next_cursor = encode_cursor(position) if position else None
-    return page_response(request, items, q["limit"], next_cursor)
+    return await versioned_page(request, PROJECTS, q)
 
 
 @operation("One project", path=_PROJECT_PATH)

@@ -16,7 +16,8 @@ from marshmallow import Schema
 
 from service.api.common import new_id, project_path, require_changes, write
 from service.api.etag import etag, if_match
-from service.api.paging import page_response
+from service.api.openapi import Operation, describe
+from service.api.paging import versioned_page
 from service.api.requests import load_json, load_match, load_query
 from service.audit import AuditedWrite
 from service.db import ForeignKeyViolation, UniqueViolation, Work
@@ -24,9 +25,8 @@ from service.errors import Conflict, NotFound
 from service.jsonutil import json_response
 from service.keys import DB_KEY
 from service.repositories import versioned
-from service.repositories.versioned import Sort, Table
-from service.schemas.common import encode_cursor
-from service.schemas.projects import ItemPath
+from service.repositories.versioned import Table
+from service.schemas.projects import ItemPath, ProjectPath
 
 Check = Callable[[dict[str, Any]], None]
 
@@ -89,6 +89,37 @@ class ResourceHandlers:
 
     def __init__(self, res: Resource) -> None:
         self.res = res
+        kind = res.kind.replace("_", " ")
+        for handler, op in (
+            (
+                self.create,
+                Operation(f"Create a {kind}", path=ProjectPath(), body=res.create, status=201),
+            ),
+            (
+                self.list,
+                Operation(
+                    f"List {kind}s", path=ProjectPath(), query=res.list_query, returns="page"
+                ),
+            ),
+            (self.get, Operation(f"Get a {kind}", path=_ITEM_PATH)),
+            (
+                self.update,
+                Operation(
+                    f"Change a {kind}", path=_ITEM_PATH, body=res.update, if_match="required"
+                ),
+            ),
+            (
+                self.delete,
+                Operation(
+                    f"Delete a {kind}",
+                    path=_ITEM_PATH,
+                    status=204,
+                    returns="empty",
+                    if_match="optional",
+                ),
+            ),
+        ):
+            describe(handler, op)
 
     async def create(self, request: web.Request) -> web.Response:
         res = self.res
@@ -109,17 +140,10 @@ class ResourceHandlers:
     async def list(self, request: web.Request) -> web.Response:
         project_id = await project_path(request)
         q = load_query(self.res.list_query, request)
-        items, position = await versioned.list_page(
-            request.app[DB_KEY],
-            self.res.table,
-            project_id,
-            limit=q["limit"],
-            sort=Sort.parse(q["sort"]),
-            after=q["cursor"],
-            filters={f: q[f] for f in self.res.filters},
+        filters = {f: q[f] for f in self.res.filters}
+        return await versioned_page(
+            request, self.res.table, q, project_id=project_id, filters=filters
         )
-        next_cursor = encode_cursor(position) if position else None
-        return page_response(request, items, q["limit"], next_cursor)
 
     async def get(self, request: web.Request) -> web.Response:
         path = load_match(_ITEM_PATH, request)

@@ -8,9 +8,10 @@ from aiohttp import web
 
 from service.api.auth import principal
 from service.api.common import write
-from service.api.debug_common import audit, insert_row, page
+from service.api.debug_common import audit, insert_row
 from service.api.etag import etag, if_match
 from service.api.openapi import operation
+from service.api.paging import versioned_page
 from service.api.requests import load_json, load_match, load_query
 from service.audit import AuditedWrite
 from service.db import Work
@@ -78,7 +79,7 @@ async def list_sessions(request: web.Request) -> web.Response:
         "user": q["user"],
     }
     since = {"started_at": utc_iso(q["since"]) if q["since"] else None}
-    return await page(request, repo.SESSIONS, q, filters, since)
+    return await versioned_page(request, repo.SESSIONS, q, filters=filters, at_least=since)
 
 
 @operation("One session", path=_SESSION_PATH)
@@ -143,7 +144,8 @@ async def list_commands(request: web.Request) -> web.Response:
     q = load_query(_COMMAND_LIST, request)
     await request.app[DB_KEY].read(repo.require(repo.SESSIONS, "session", session_id))
     state = q["state"] and q["state"].value
-    return await page(request, repo.COMMANDS, q, {"session_id": session_id, "state": state})
+    filters = {"session_id": session_id, "state": state}
+    return await versioned_page(request, repo.COMMANDS, q, filters=filters)
 
 
 @operation("One command", path=_COMMAND_PATH)
@@ -251,7 +253,7 @@ async def list_artifacts(request: web.Request) -> web.Response:
     q = load_query(_ARTIFACT_LIST, request)
     await request.app[DB_KEY].read(repo.require(repo.SESSIONS, "session", session_id))
     filters = {"session_id": session_id, "command_id": q["command_id"]}
-    return await page(request, repo.ARTIFACTS, q, filters)
+    return await versioned_page(request, repo.ARTIFACTS, q, filters=filters)
 
 
 @operation("One artifact", path=_ARTIFACT_PATH)

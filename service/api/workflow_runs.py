@@ -9,7 +9,7 @@ from aiohttp import web
 from service.api.common import new_id, project_path, write
 from service.api.etag import etag
 from service.api.openapi import operation
-from service.api.paging import page_response
+from service.api.paging import versioned_page
 from service.api.requests import load_json, load_match, load_query
 from service.audit import AuditedWrite
 from service.db import UniqueViolation, Work
@@ -20,9 +20,7 @@ from service.keys import DB_KEY
 from service.repositories import projects as projects_repo
 from service.repositories import versioned
 from service.repositories.projects import WORKFLOW_RUNS, WORKFLOWS
-from service.repositories.versioned import Sort
 from service.schemas import projects as s
-from service.schemas.common import encode_cursor
 
 _ITEM_PATH, _NODE_PATH = s.ItemPath(), s.NodePath()
 _CREATE, _LIST, _NODE_UPDATE = s.RunCreate(), s.RunListQuery(), s.NodeUpdate()
@@ -71,17 +69,8 @@ async def start_run(request: web.Request) -> web.Response:
 async def list_workflow_runs(request: web.Request) -> web.Response:
     project_id = await project_path(request)
     q = load_query(_LIST, request)
-    items, position = await versioned.list_page(
-        request.app[DB_KEY],
-        WORKFLOW_RUNS,
-        project_id,
-        limit=q["limit"],
-        sort=Sort.parse(q["sort"]),
-        after=q["cursor"],
-        filters={"status": q["status"]},
-    )
-    next_cursor = encode_cursor(position) if position else None
-    return page_response(request, items, q["limit"], next_cursor)
+    filters = {"status": q["status"]}
+    return await versioned_page(request, WORKFLOW_RUNS, q, project_id=project_id, filters=filters)
 
 
 @operation("A workflow run with its nodes", path=_ITEM_PATH)

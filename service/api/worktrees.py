@@ -7,9 +7,10 @@ from typing import Any
 from aiohttp import web
 
 from service.api.common import write
-from service.api.debug_common import audit, insert_row, page
+from service.api.debug_common import audit, insert_row
 from service.api.etag import etag, if_match
 from service.api.openapi import operation
+from service.api.paging import versioned_page
 from service.api.requests import load_json, load_match, load_query
 from service.audit import AuditedWrite
 from service.db import UniqueViolation, Work
@@ -47,7 +48,8 @@ async def create_repository(request: web.Request) -> web.Response:
 
 @operation("Repositories", query=_REPOSITORY_LIST, returns="page")
 async def list_repositories(request: web.Request) -> web.Response:
-    return await page(request, repo.REPOSITORIES, load_query(_REPOSITORY_LIST, request))
+    q = load_query(_REPOSITORY_LIST, request)
+    return await versioned_page(request, repo.REPOSITORIES, q)
 
 
 @operation("One repository", path=_REPOSITORY_PATH)
@@ -140,7 +142,8 @@ async def list_worktrees(request: web.Request) -> web.Response:
     q = load_query(_WORKTREE_LIST, request)
     await request.app[DB_KEY].read(repo.require(repo.REPOSITORIES, "repository", repository_id))
     state = q["state"] and q["state"].value
-    return await page(request, repo.WORKTREES, q, {"repository_id": repository_id, "state": state})
+    filters = {"repository_id": repository_id, "state": state}
+    return await versioned_page(request, repo.WORKTREES, q, filters=filters)
 
 
 @operation("One worktree", path=_WORKTREE_PATH)

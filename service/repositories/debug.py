@@ -123,6 +123,16 @@ def require(table: Table, kind: str, row_id: str) -> Work[dict[str, Any]]:
     return row
 
 
+def _change_locked(
+    table: Table, row_id: str, changes: dict[str, Any], now: str
+) -> Work[dict[str, Any]]:
+    """Change a row this transaction has locked and checked already (so it exists, and no
+    version needs comparing); the new row."""
+    row = yield from versioned.update(table, None, row_id, changes, expected_version=None, now=now)
+    assert row is not None
+    return row
+
+
 # ---- repositories -------------------------------------------------------------------------
 
 
@@ -222,19 +232,12 @@ def reserve(
             {"repository_id": repository_id, "branch": branch},
         )
     worktree_id, old_state, old_holder, old_lease = picked[0]
-    worktree = yield from versioned.update(
-        WORKTREES,
-        None,
-        worktree_id,
-        {
-            "state": WorktreeState.RESERVED.value,
-            "reserved_by": session_id,
-            "lease_expires_at": lease_until,
-        },
-        expected_version=None,
-        now=now,
-    )
-    assert worktree is not None
+    reserved = {
+        "state": WorktreeState.RESERVED.value,
+        "reserved_by": session_id,
+        "lease_expires_at": lease_until,
+    }
+    worktree = yield from _change_locked(WORKTREES, worktree_id, reserved, now)
     reclaimed = old_state == WorktreeState.RESERVED.value
     if reclaimed:
         yield from execute(
@@ -327,16 +330,8 @@ def end_session(session_id: str, state: SessionState, *, now: str) -> Work[dict[
         "WHERE session_id = ? AND state = ?",
         (CommandState.CANCELLED.value, now, session_id, CommandState.RUNNING.value),
     )
-    row = yield from versioned.update(
-        SESSIONS,
-        None,
-        session_id,
-        {"state": state.value, "ended_at": now, "worktree_id": None},
-        expected_version=None,
-        now=now,
-    )
-    assert row is not None
-    return row
+    ended = {"state": state.value, "ended_at": now, "worktree_id": None}
+    return (yield from _change_locked(SESSIONS, session_id, ended, now))
 
 
 def active_session(session_id: str) -> Work[dict[str, Any]]:
@@ -361,16 +356,8 @@ def change_command(
     if not rows:
         raise Missing("command", command_id)
     check_transition(COMMAND_TRANSITIONS, CommandState(rows[0][0]), state)
-    row = yield from versioned.update(
-        COMMANDS,
-        None,
-        command_id,
-        {"state": state.value, "exit_code": exit_code, "ended_at": now},
-        expected_version=None,
-        now=now,
-    )
-    assert row is not None
-    return row
+    changes = {"state": state.value, "exit_code": exit_code, "ended_at": now}
+    return (yield from _change_locked(COMMANDS, command_id, changes, now))
 
 
 @dataclass(frozen=True, slots=True)
