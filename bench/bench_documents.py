@@ -37,7 +37,7 @@ from bench import free_port, wait_up  # noqa: E402
 from service.config import DEFAULT_MIGRATIONS_DIR  # noqa: E402
 from service.db import DatabaseURL, connect  # noqa: E402
 from service.db.migrations import apply_migrations  # noqa: E402
-from service.document_sync import reconcile, scan  # noqa: E402
+from service.documents.sync import reconcile, scan  # noqa: E402
 from service.domain.documents import DocumentType, document_id  # noqa: E402
 
 VOCABULARY = [

@@ -98,8 +98,8 @@ async def _documents_ctx(app: web.Application) -> AsyncIterator[None]:
         app[DOCUMENTS_KEY] = app[DOCUMENT_FILES_KEY] = None
         yield
         return
-    from service.document_files import FileView
-    from service.document_watcher import DocumentWatcher
+    from service.documents.files import FileView
+    from service.documents.watcher import DocumentWatcher
 
     app[DOCUMENT_FILES_KEY] = FileView(config.document_roots, max_bytes=config.documents_max_bytes)
     watcher = DocumentWatcher(

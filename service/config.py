@@ -15,6 +15,7 @@ from typing import Any
 
 from service.db.database import DatabaseOptions
 from service.db.url import DatabaseURL, InvalidDatabaseURL
+from service.documents import resolve_roots
 
 ENV_PREFIX = "BOBGEN_"
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
@@ -109,6 +110,10 @@ class Config:
         for name in ("pg_command_timeout_s", "pg_connect_timeout_s"):
             if getattr(self, name) <= 0:
                 raise ConfigError(f"{name} must be > 0, got {getattr(self, name)}")
+        # Resolved once, here, against the working directory at start: watchfiles reports
+        # absolute paths, and a root kept as given (`make run`'s seeds/documents) matched none.
+        roots = resolve_roots(p for p in self.documents_dirs.split(os.pathsep) if p.strip())
+        object.__setattr__(self, "documents_dirs", os.pathsep.join(map(str, roots)))
         for root in self.document_roots:
             if not root.is_dir():
                 raise ConfigError(f"documents_dirs: not a directory: {root}")
@@ -153,8 +158,9 @@ class Config:
 
     @property
     def document_roots(self) -> tuple[Path, ...]:
-        """The documents roots, in order (the first wins for a path found in several)."""
-        return tuple(Path(p) for p in self.documents_dirs.split(os.pathsep) if p.strip())
+        """The documents roots, in order (the first wins for a path found in several), absolute
+        and resolved (``__post_init__``)."""
+        return tuple(Path(p) for p in self.documents_dirs.split(os.pathsep) if p)
 
     def database_options(self) -> DatabaseOptions:
         return DatabaseOptions(

@@ -13,8 +13,8 @@ from service.domain.runs import RunContext
 from service.timeutil import Clock
 
 if TYPE_CHECKING:  # keys carry no weight: handlers need not import seeding or prometheus
-    from service.document_files import FileView
-    from service.document_watcher import DocumentWatcher
+    from service.documents.files import FileView
+    from service.documents.watcher import DocumentWatcher
     from service.metrics import Metrics
     from service.seeding import Seeder
 

@@ -32,7 +32,7 @@ from service.errors import Handler
 from service.seeding import Seeder, SeedState
 
 if TYPE_CHECKING:
-    from service.document_watcher import DocumentWatcher
+    from service.documents.watcher import DocumentWatcher
     from service.keys import Lifecycle
 
 # The *_created series double the output and no dashboard of ours reads them.
@@ -213,3 +213,9 @@ class _DocumentsCollector(Collector):
         for kind, count in sorted(status.by_type.items()):
             per_type.add_metric((kind,), count)
         yield per_type
+        yield GaugeMetricFamily(
+            "bobgen_documents_watcher_up",
+            "1 while the document sync syncs or watches; 0 while it retries after a failure "
+            "(reason in /health and /admin/sync).",
+            0.0 if status.troubled else 1.0,
+        )

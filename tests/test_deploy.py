@@ -49,7 +49,7 @@ def test_prometheus_config_and_rules_are_valid() -> None:
     assert config.returncode == 0, config.stdout + config.stderr
     rules = run(tool, "check", "rules", str(PROMETHEUS / "alerts.yml"))
     assert rules.returncode == 0, rules.stdout + rules.stderr
-    assert "SUCCESS: 6 rules found" in rules.stdout
+    assert "SUCCESS: 7 rules found" in rules.stdout
 
 
 def test_alerts_fire_when_they_should() -> None:
@@ -68,6 +68,7 @@ def test_alerts_fire_when_they_should() -> None:
         "BobGenHighP99Latency",
         "BobGenSeedStalled",
         "BobGenDocumentSyncErrors",
+        "BobGenDocumentWatcherDown",
         "BobGenDatabaseUnavailable",
     }
 

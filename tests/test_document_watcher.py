@@ -8,8 +8,6 @@ from __future__ import annotations
 import asyncio
 import json
 import os
-import time
-from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +19,7 @@ from service.db import DatabaseURL
 from tests.backends import sql
 from tests.conftest import READER_TOKEN, bearer
 from tests.helpers import assert_error
+from tests.support import eventually
 
 DEBOUNCE_MS = 100
 
@@ -34,17 +33,6 @@ def write(root: Path, relative: str, content: str) -> Path:
 
 def persona(name: str, **extra: Any) -> str:
     return json.dumps({"name": name, **extra})
-
-
-async def eventually(check: Callable[[], Awaitable[Any]], timeout: float = 10.0) -> Any:
-    """Poll ``check`` until it returns something truthy; fail after ``timeout`` seconds."""
-    deadline = time.monotonic() + timeout
-    while True:
-        result = await check()
-        if result:
-            return result
-        assert time.monotonic() < deadline, "timed out waiting for the document sync"
-        await asyncio.sleep(0.02)
 
 
 async def names(client: TestClient) -> list[str]:
@@ -144,29 +132,65 @@ async def test_a_rename_and_a_temp_file_save_end_with_one_correct_row(
     assert sql(db_url, "SELECT count(*) FROM documents") == [(3,)]
 
 
-async def test_a_burst_of_saves_is_one_update_and_unchanged_bytes_no_write(
-    watched: TestClient, root: Path, db_url: DatabaseURL
+async def test_a_burst_of_saves_is_read_once_and_written_once(
+    make_client: Any, root: Path, db_url: DatabaseURL
 ) -> None:
+    # The default window (500 ms, quiet time 100 ms), as `make run` has it.
+    client = await make_client(documents_dirs=str(root))
+    await eventually(lambda: _state_is(client, "watching"))
     before = synced_audits(db_url)
-    for i in range(100):
+    for i in range(20):  # an editor saving every 15 ms: 300 ms in all, truncate-then-write
         write(root, "personas/alice.json", persona("Alice", version=i))
+        await asyncio.sleep(0.015)  # the pace of the burst, not a wait for its effect
 
     async def last_version() -> bool:
         rows = sql(db_url, "SELECT document FROM documents WHERE name = 'Alice'")
-        return json.loads(rows[0][0]).get("version") == 99
+        return json.loads(rows[0][0]).get("version") == 19
 
     await eventually(last_version)
-    assert synced_audits(db_url) - before == 1  # one transaction for the whole burst
 
-    events_before = (await sync_status(watched))["events"].get("unchanged:ok", 0)
-    write(root, "personas/alice.json", persona("Alice", version=99))  # the same bytes again
+    async def counted() -> dict[str, Any]:
+        status = await sync_status(client)
+        return status if status["events"].get("updated:ok") else {}
+
+    status = await eventually(counted)
+    assert synced_audits(db_url) - before == 1  # one read, one write for the whole burst
+    assert status["events"]["updated:ok"] == 1
+    assert "change:error" not in status["events"] and status["errors"] == []
+
+    write(root, "personas/alice.json", persona("Alice", version=19))  # the same bytes again
 
     async def seen_unchanged() -> bool:
-        events = (await sync_status(watched))["events"]
-        return events.get("unchanged:ok", 0) > events_before
+        return (await sync_status(client))["events"].get("unchanged:ok", 0) >= 1
 
     await eventually(seen_unchanged)
     assert synced_audits(db_url) - before == 1  # nothing written for it
+
+
+async def test_a_file_read_empty_mid_save_gets_a_second_look_before_it_is_an_error(
+    make_client: Any, root: Path, db_url: DatabaseURL
+) -> None:
+    client = await make_client(documents_dirs=str(root), documents_debounce_ms=2_000)
+    await eventually(lambda: _state_is(client, "watching"))
+    (root / "personas" / "alice.json").write_bytes(b"")  # the editor truncated, then stalls
+
+    async def second_look_pending() -> bool:
+        return (await sync_status(client))["events"].get("change:second_look", 0) >= 1
+
+    await eventually(second_look_pending)  # read empty once: not an error yet
+    assert (await sync_status(client))["errors"] == []
+    write(root, "personas/alice.json", persona("Alice Saved"))  # ... and finishes the save
+    await eventually(lambda: _has(client, "Alice Saved"))
+    status = await sync_status(client)
+    assert status["errors"] == [] and "change:error" not in status["events"]
+
+    (root / "personas" / "bob.json").write_bytes(b"")  # empty for good: an error after a look
+
+    async def reported() -> list[dict[str, Any]]:
+        return (await sync_status(client))["errors"]
+
+    errors = await eventually(reported)
+    assert errors[0]["file"] == "personas/bob.json" and "Bob" in await names(client)
 
 
 async def test_a_bad_file_is_listed_keeps_its_last_good_version_then_clears(
@@ -312,3 +336,55 @@ async def test_a_change_during_the_initial_sync_is_not_lost(make_client: Any, ro
     client = await make_client(documents_dirs=str(root), documents_debounce_ms=DEBOUNCE_MS)
     write(root, "personas/alice.json", persona("Alice Early"))  # while it reconciles
     await eventually(lambda: _has(client, "Alice Early"))
+
+
+async def _state_is(client: TestClient, state: str) -> bool:
+    return (await sync_status(client))["state"] == state
+
+
+async def test_a_relative_documents_dir_is_watched_live(
+    make_client: Any, root: Path, tmp_path: Path
+) -> None:
+    # As `make run` passes it: relative to the working directory (the test's tmp_path).
+    client = await make_client(
+        documents_dirs=str(root.relative_to(tmp_path)), documents_debounce_ms=DEBOUNCE_MS
+    )
+    await eventually(lambda: _state_is(client, "watching"))
+    assert (await sync_status(client))["roots"] == [str(root.resolve())]
+    write(root, "personas/carol.json", persona("Carol"))
+    await eventually(lambda: _has(client, "Carol"))
+    (root / "personas" / "carol.json").unlink()
+
+    async def gone() -> bool:
+        return "Carol" not in await names(client)
+
+    await eventually(gone)
+
+
+async def test_a_deleted_root_is_waited_for_and_watched_again(
+    watched: TestClient, root: Path, tmp_path: Path
+) -> None:
+    moved = tmp_path / "moved-away"
+    root.rename(moved)  # as good as deleted, for the watcher
+
+    async def degraded() -> dict[str, Any]:
+        health = await (await watched.get("/health")).json()
+        return health if health["status"] == "degraded" else {}
+
+    health = await eventually(degraded)
+    assert health["documents"]["state"] == "retrying"
+    assert str(root) in health["documents"]["reason"]
+    assert (await watched.get("/health")).status == 200
+    assert (await watched.get("/readyz")).status == 200  # readiness is unaffected
+    metrics = await (await watched.get("/metrics")).text()
+    assert "bobgen_documents_watcher_up 0.0" in metrics
+    assert "Alice" in await names(watched)  # a missing root does not empty the table
+
+    moved.rename(root)
+    await eventually(lambda: _state_is(watched, "watching"))
+    write(root, "personas/dave.json", persona("Dave"))
+    await eventually(lambda: _has(watched, "Dave"))
+    health = await (await watched.get("/health")).json()
+    assert health["status"] == "ok" and health["documents"]["reason"] is None
+    metrics = await (await watched.get("/metrics")).text()
+    assert "bobgen_documents_watcher_up 1.0" in metrics

@@ -11,7 +11,7 @@ import pytest
 from aiohttp.test_utils import TestClient
 
 from service.db import Database, DatabaseURL
-from service.document_sync import reconcile
+from service.documents.sync import reconcile
 from service.domain.documents import (
     DocumentError,
     DocumentType,
@@ -281,7 +281,7 @@ def test_documents_sync_cli(db_url: DatabaseURL, root: Path, tmp_path: Path) -> 
 
 
 def test_the_shipped_examples_all_parse() -> None:
-    from service.document_sync import scan
+    from service.documents.sync import scan
     from tests.conftest import REPO_ROOT
 
     files = scan([REPO_ROOT / "seeds" / "documents"])

@@ -7,7 +7,7 @@ from aiohttp import web
 from service.api.auth import principal
 from service.api.openapi import operation
 from service.api.requests import load_json
-from service.document_watcher import DocumentWatcher, ReloadRunning
+from service.documents.watcher import DocumentWatcher, ReloadRunning
 from service.errors import Conflict, NotFound
 from service.jsonutil import json_response
 from service.keys import DOCUMENTS_KEY, SEEDER_KEY

@@ -11,7 +11,7 @@ from service.api.openapi import operation
 from service.api.paging import page_response
 from service.api.requests import load_match, load_query
 from service.db import DatabaseUnavailable
-from service.document_files import SOURCE_HEADER, select
+from service.documents.files import SOURCE_HEADER, select
 from service.domain.documents import DocumentType
 from service.errors import NotFound
 from service.jsonutil import json_response

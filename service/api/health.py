@@ -36,11 +36,9 @@ async def health(request: web.Request) -> web.Response:
     body["seed"] = {"state": str(seed.state), "rows": seed.rows, "target": seed.target}
     watcher = app[DOCUMENTS_KEY]
     if watcher is not None:
-        body["documents"] = {
-            "state": str(watcher.status.state),
-            "errors": len(watcher.status.errors),
-            "last_full_sync": watcher.status.last_full,
-        }
+        body["documents"] = watcher.summary()
+        if watcher.status.troubled:
+            body["status"] = "degraded"  # still 200: the API serves; readiness is unaffected
     try:
         # Counting the status table proves the file, the schema and a reader all work.
         row = await app[DB_KEY].check("SELECT count(*) FROM status")

@@ -84,7 +84,7 @@ def _documents_report(config: Config, args: argparse.Namespace, *, dry_run: bool
 
 
 async def _documents_sync_async(config: Config, dirs: list[Path], dry_run: bool) -> Any:
-    from service.document_sync import reconcile
+    from service.documents.sync import reconcile
 
     async with open_database(config, migrate=True) as db:
         return await reconcile(db, dirs, actor=cli_actor(), dry_run=dry_run)

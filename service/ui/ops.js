@@ -41,16 +41,37 @@ function render(data) {
   fillTable("runs", data.runs || [], [["created_at"], ["run_id"], ["git_sha"]]);
   fillTable("audit", data.audit || [], [["ts"], ["actor"], ["event"], ["message"]]);
   if (data.documents) {
-    $("documents-state").textContent = data.documents.state + ", " +
+    $("documents-state").textContent = data.documents.state +
+      (data.documents.reason ? " (" + data.documents.reason + ")" : "") + ", " +
       data.documents.errors.length + " error(s)";
+    $("documents-state").className = data.documents.reason ? "bad" : "";
+    $("sync-reload").hidden = false;
     fillTable("sync-errors", data.documents.errors, [["file"], ["reason"], ["since"]]);
   }
 }
 
-async function poll() {
+function authHeaders() {
   const headers = {};
   const token = sessionStorage.getItem(TOKEN_KEY);
   if (token) headers["Authorization"] = "Bearer " + token;
+  return headers;
+}
+
+// POST /admin/sync/reload needs an admin token: ask for one when the server says so.
+async function reloadDocuments() {
+  const resp = await fetch("/admin/sync/reload", { method: "POST", headers: authHeaders() });
+  if (resp.status === 401 || resp.status === 403) {
+    $("token-form").hidden = false;
+    $("sync-reload-result").textContent = "a rescan needs an admin token";
+    return;
+  }
+  const data = await resp.json();
+  $("sync-reload-result").textContent = resp.status === 202 ? "rescan started" :
+    (data.error ? data.error.message : "HTTP " + resp.status);
+}
+
+async function poll() {
+  const headers = authHeaders();
   try {
     const resp = await fetch("/ui/data", { headers });
     if (resp.status === 401 || resp.status === 403) {
@@ -77,6 +98,10 @@ $("token-form").addEventListener("submit", (event) => {
   sessionStorage.setItem(TOKEN_KEY, $("token").value.trim());
   $("token").value = "";
   $("token-form").hidden = true;
+});
+
+$("sync-reload").addEventListener("click", () => {
+  reloadDocuments().catch((err) => { $("sync-reload-result").textContent = err.message; });
 });
 
 poll();

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from service.db.search import words
-from service.document_sync import scan
+from service.documents.sync import scan
 from service.domain.documents import DEFAULT_MAX_FILE_BYTES, ParsedDocument
 
 FRESH_S = 1.0
