@@ -64,7 +64,7 @@ async def _database_ctx(app: web.Application) -> AsyncIterator[None]:
     try:
         context = app[RUN_CONTEXT_KEY]
         await after_migrations(db, applied, direction="apply", actor=SYSTEM_ACTOR, context=context)
-        await ensure_initial_admin_token(db)
+        await ensure_initial_admin_token(db, config.data_dir)
     except BaseException:
         await db.close()
         raise

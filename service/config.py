@@ -71,6 +71,8 @@ class Config:
     cors_origins: str = ""  # comma-separated origins browsers may call from; empty: no CORS
     auth_reads: bool = False
     migrations_dir: Path = field(default=DEFAULT_MIGRATIONS_DIR)
+    data_dir: Path = Path("data")  # files the server writes beside a server database
+    shutdown_grace_s: float = 5.0  # /readyz says 503 this long before the listener closes
 
     def __post_init__(self) -> None:
         if not isinstance(self.db, DatabaseURL):
@@ -117,6 +119,8 @@ class Config:
         for root in self.document_roots:
             if not root.is_dir():
                 raise ConfigError(f"documents_dirs: not a directory: {root}")
+        if not 0 <= self.shutdown_grace_s <= 3600:
+            raise ConfigError(f"shutdown_grace_s must be 0..3600, got {self.shutdown_grace_s}")
         if not 1 <= self.documents_debounce_ms <= 60_000:
             raise ConfigError(
                 f"documents_debounce_ms must be 1..60000, got {self.documents_debounce_ms}"

@@ -58,6 +58,11 @@ async def list_tokens(db: Database) -> list[TokenRecord]:
     return await db.read(tokens_repo.list_all())
 
 
+async def list_token_page(db: Database, *, after: int | None, limit: int) -> list[TokenRecord]:
+    """Up to ``limit`` tokens with ids above ``after``, by id."""
+    return await db.read(tokens_repo.list_page(after or 0, limit))
+
+
 async def revoke_token(db: Database, token_id: int, *, actor: str) -> None:
     def work(w: AuditedWrite) -> Work[None]:
         if not (yield from tokens_repo.revoke(token_id, w.now)):
@@ -76,44 +81,66 @@ class _TokensExist(Exception):
     """Tokens were found inside the transaction: nothing to create."""
 
 
-def initial_token_path(url: DatabaseURL) -> Path:
-    """Next to the SQLite file; for a server database, ``data/<dbname>.admin-token`` under
-    the working directory of the process that created it."""
+class TokenFileError(OSError):
+    """The initial admin token file cannot be written: the start fails, and no token is made."""
+
+
+def initial_token_path(url: DatabaseURL, data_dir: Path = Path("data")) -> Path:
+    """Next to the SQLite file; for a server database, ``<data_dir>/<dbname>.admin-token``
+    (``--data-dir``, default ``data/``: the image and compose make ``/data`` writable)."""
     if url.path is not None:
         return url.path.with_name(url.path.name + ".admin-token")
     dbname = url.redacted.rsplit("/", 1)[-1].split("?", 1)[0] or "bobgen"
-    return Path("data") / f"{dbname}.admin-token"
+    return data_dir / f"{dbname}.admin-token"
 
 
-async def ensure_initial_admin_token(db: Database) -> Path | None:
+async def ensure_initial_admin_token(db: Database, data_dir: Path = Path("data")) -> Path | None:
     """On a database with no tokens at all, create an admin token and write it to a 0600 file.
 
     Returns the file's path (which is logged; the token never is), or None if tokens exist.
-    The count is re-read inside the write, with the table locked for inserts, so several
-    instances starting at once on one PostgreSQL database create one token, not several.
+    The file is written inside the transaction, before the COMMIT that makes the token valid:
+    a token that nobody can read is never committed (the container lost its only admin token
+    so: the row committed, the file write failed, and the next start saw a token and made
+    none). If the COMMIT fails after the file was written, the file holds a token that is not
+    valid, and the next start writes a new one over it. The count is re-read inside the write,
+    with the table locked for inserts, so several instances starting at once on one PostgreSQL
+    database create one token, not several.
     """
     if await db.read(tokens_repo.count_all()):
         return None
+    path = initial_token_path(db.url, data_dir)
 
-    def work(w: AuditedWrite) -> Work[tuple[str, TokenRecord]]:
+    def work(w: AuditedWrite) -> Work[TokenRecord]:
         yield from lock_for_inserts("auth_tokens")
         if (yield from tokens_repo.count_all()):
             raise _TokensExist
-        return (
-            yield from issue_token(w, user="admin", name="initial admin token", scopes=ALL_SCOPES)
+        token, record = yield from issue_token(
+            w, user="admin", name="initial admin token", scopes=ALL_SCOPES
         )
+        _write_token_file(path, token)
+        return record
 
     try:
-        token, record = await audited_write(db, SYSTEM_ACTOR, work)
+        record = await audited_write(db, SYSTEM_ACTOR, work)
     except _TokensExist:
         return None
-    path = initial_token_path(db.url)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    _write_private(path, token + "\n")
     log.warning(
         "created initial admin token %d; it is in %s (readable by this user only)", record.id, path
     )
     return path
+
+
+def _write_token_file(path: Path, token: str) -> None:
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        _write_private(path, token + "\n")
+    except OSError as exc:
+        raise TokenFileError(
+            exc.errno,
+            f"cannot write the initial admin token into {path.parent}: "
+            f"{exc.strerror or exc}; make that directory writable for this user or point "
+            "--data-dir (BOBGEN_DATA_DIR) at one that is; no token was created",
+        ) from None
 
 
 def _write_private(path: Path, text: str) -> None:

@@ -7,26 +7,25 @@ is about the SQLite file itself says so with ``@sqlite_only`` (and why, in a com
 
 from __future__ import annotations
 
-import asyncio
 import dataclasses
-import socket
+import shutil
+import tempfile
 from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
-from aiohttp import web
 from aiohttp.test_utils import TestClient
 
 from service.app import create_app
 from service.config import DEFAULT_MIGRATIONS_DIR, Config
 from service.db import Database, DatabaseOptions, DatabaseURL, connect
 from service.db.migrations import apply_migrations
-from service.keys import SEEDER_KEY
 from service.timeutil import Clock
-from tests.backends import BACKENDS, PgCluster, plant_tokens
-
-REPO_ROOT = Path(__file__).resolve().parent.parent
+from tests.backends import BACKENDS, PgCluster
+from tests.support import wait_for_seed
+from tests.support.auth import ADMIN_TOKEN, bearer, plant_test_tokens
+from tests.support.deployed import Deployed, install
 
 
 @pytest.fixture(autouse=True)
@@ -83,22 +82,6 @@ def make_config(db_url: DatabaseURL) -> Callable[..., Config]:
     return factory
 
 
-# Known tokens, planted in each test database before the app starts (so no initial admin token
-# is generated). Only their hashes are stored, as in production.
-ADMIN_TOKEN = "bgt_test-admin"
-WRITER_TOKEN = "bgt_test-writer"
-READER_TOKEN = "bgt_test-reader"
-TEST_TOKENS = {
-    ADMIN_TOKEN: ("ops", "read,write,admin"),
-    WRITER_TOKEN: ("ci-bot", "read,write"),
-    READER_TOKEN: ("dashboard", "read"),
-}
-
-
-def bearer(token: str) -> dict[str, str]:
-    return {"Authorization": f"Bearer {token}"}
-
-
 @pytest.fixture
 async def db(db_url: DatabaseURL) -> AsyncIterator[Database]:
     """An open Database on a freshly migrated database of the test's backend."""
@@ -107,14 +90,6 @@ async def db(db_url: DatabaseURL) -> AsyncIterator[Database]:
     await database.open()
     yield database
     await database.close()
-
-
-def plant_test_tokens(target: DatabaseURL | Path) -> DatabaseURL:
-    """Migrate ``target`` and store the known test tokens in it."""
-    url = DatabaseURL.parse(target)
-    apply_migrations(url, DEFAULT_MIGRATIONS_DIR)
-    plant_tokens(url, TEST_TOKENS)
-    return url
 
 
 @pytest.fixture
@@ -147,11 +122,6 @@ async def client(make_client: Any) -> TestClient:
     return await make_client()
 
 
-async def wait_for_seed(app: web.Application, timeout: float = 30.0) -> None:
-    async with asyncio.timeout(timeout):
-        await app[SEEDER_KEY].wait()
-
-
 @pytest.fixture
 async def seeded_client(make_client: Any) -> TestClient:
     """A client whose database holds 1,000 deterministic seed rows."""
@@ -160,7 +130,19 @@ async def seeded_client(make_client: Any) -> TestClient:
     return client
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+@pytest.fixture
+def shared_tmp() -> Iterator[Path]:
+    """A temp folder other users can enter (tmp_path's parents are private to root): for a
+    server run as a non-root user. Removed afterwards."""
+    folder = Path(tempfile.mkdtemp(prefix="bobgen-shared-"))
+    folder.chmod(0o755)
+    yield folder
+    shutil.rmtree(folder, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def deployed() -> Iterator[Deployed]:
+    """The wheel installed in a fresh venv, runnable as a non-root user (tests/support)."""
+    installed = install()
+    yield installed
+    shutil.rmtree(installed.root, ignore_errors=True)

@@ -15,8 +15,8 @@ from service.db import DatabaseURL
 from service.keys import DB_KEY
 from service.tokens import initial_token_path, revoke_token
 from tests.backends import cli_db, sql
-from tests.conftest import ADMIN_TOKEN, READER_TOKEN, WRITER_TOKEN, bearer
 from tests.helpers import VALID, assert_error
+from tests.support.auth import ADMIN_TOKEN, READER_TOKEN, WRITER_TOKEN, bearer
 
 
 @pytest.fixture

@@ -19,8 +19,8 @@ from service.db import DatabaseURL
 from service.keys import SEEDER_KEY
 from service.seeding import SeedState
 from tests.backends import sql
-from tests.conftest import free_port
 from tests.helpers import BOBGEN, run_cli
+from tests.support.server import free_port
 
 
 def test_version_and_help() -> None:

@@ -11,8 +11,8 @@ from aiohttp.test_utils import TestClient
 
 from service.db import DatabaseURL
 from tests.backends import sql
-from tests.conftest import READER_TOKEN, bearer
 from tests.helpers import ManualClock, assert_error
+from tests.support.auth import READER_TOKEN, bearer
 
 
 async def call(

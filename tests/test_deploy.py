@@ -21,8 +21,9 @@ import pytest
 import yaml
 from aiohttp.test_utils import TestClient
 
-from tests.conftest import REPO_ROOT, free_port
 from tests.helpers import BOBGEN
+from tests.support import REPO_ROOT
+from tests.support.server import free_port
 
 DEPLOY = REPO_ROOT / "deploy"
 PROMETHEUS = DEPLOY / "prometheus"

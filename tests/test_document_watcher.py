@@ -17,9 +17,9 @@ from aiohttp.test_utils import TestClient
 from service.config import ConfigError
 from service.db import DatabaseURL
 from tests.backends import sql
-from tests.conftest import READER_TOKEN, bearer
 from tests.helpers import assert_error
 from tests.support import eventually
+from tests.support.auth import READER_TOKEN, bearer
 
 DEBOUNCE_MS = 100
 

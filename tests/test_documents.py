@@ -282,7 +282,7 @@ def test_documents_sync_cli(db_url: DatabaseURL, root: Path, tmp_path: Path) -> 
 
 def test_the_shipped_examples_all_parse() -> None:
     from service.documents.sync import scan
-    from tests.conftest import REPO_ROOT
+    from tests.support import REPO_ROOT
 
     files = scan([REPO_ROOT / "seeds" / "documents"])
     assert files.errors == []

@@ -9,8 +9,8 @@ from typing import Any
 import pytest
 from aiohttp.test_utils import TestClient
 
-from tests.conftest import READER_TOKEN, bearer
 from tests.helpers import VALID, assert_error
+from tests.support.auth import READER_TOKEN, bearer
 
 NO_TOKEN = {"Authorization": ""}
 

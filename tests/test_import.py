@@ -9,8 +9,8 @@ from service.db import Database, DatabaseURL
 from service.domain.runs import RunContext
 from service.importer import DumpUnreadable, import_dump
 from tests.backends import cli_db, sql
-from tests.conftest import REPO_ROOT
 from tests.helpers import run_cli
+from tests.support import REPO_ROOT
 
 EXAMPLE = json.loads((REPO_ROOT / "seeds" / "memory_dump_example.json").read_text())
 TABLES = (

@@ -12,8 +12,8 @@ from service.db.migrations import (
     migration_state,
     rollback_migrations,
 )
-from tests.conftest import REPO_ROOT
 from tests.helpers import ALL_MIGRATIONS
+from tests.support import REPO_ROOT
 
 
 def tables(db: Path) -> set[str]:

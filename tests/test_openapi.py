@@ -8,7 +8,7 @@ import pytest
 from aiohttp.test_utils import TestClient
 
 from service.api.openapi import Undocumented, build_spec, operation
-from tests.conftest import REPO_ROOT
+from tests.support import REPO_ROOT
 
 
 def router_operations(client: TestClient) -> set[tuple[str, str]]:

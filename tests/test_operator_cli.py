@@ -182,7 +182,7 @@ async def test_backup_then_restore_gives_the_same_rows(
 ) -> None:
     client: TestClient = await make_client(seed_rows=0)
     await client.post("/admin/seed", json={"rows": 700})
-    from tests.conftest import wait_for_seed
+    from tests.support import wait_for_seed
 
     await wait_for_seed(client.app)
     await client.post("/bobgen/status", json=VALID)

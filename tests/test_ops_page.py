@@ -14,8 +14,9 @@ from typing import Any
 import pytest
 from aiohttp.test_utils import TestClient
 
-from tests.conftest import ADMIN_TOKEN, READER_TOKEN, bearer, free_port, plant_test_tokens
 from tests.helpers import BOBGEN, assert_error
+from tests.support.auth import ADMIN_TOKEN, READER_TOKEN, bearer, plant_test_tokens
+from tests.support.server import free_port
 
 CHROMIUM = "/usr/bin/chromium"
 CHROMEDRIVER = "/usr/bin/chromedriver"

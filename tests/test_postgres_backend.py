@@ -11,8 +11,8 @@ from service.app import create_app
 from service.config import DEFAULT_MIGRATIONS_DIR, Config
 from service.db import DatabaseOptions, DatabaseURL, Work, connect, execute, query_one
 from service.db.migrations import apply_migrations
-from tests.conftest import ADMIN_TOKEN, bearer, plant_test_tokens
 from tests.helpers import VALID
+from tests.support.auth import ADMIN_TOKEN, bearer, plant_test_tokens
 
 
 async def test_deadlocks_are_retried_until_both_units_commit(pg_url: DatabaseURL) -> None:

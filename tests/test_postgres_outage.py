@@ -15,8 +15,8 @@ from service.app import create_app
 from service.config import Config
 from service.db import DatabaseURL
 from tests.backends import sql
-from tests.conftest import ADMIN_TOKEN, bearer, plant_test_tokens
 from tests.helpers import VALID, assert_error
+from tests.support.auth import ADMIN_TOKEN, bearer, plant_test_tokens
 
 TIMEOUT_S = 5.0
 

@@ -7,8 +7,8 @@ from aiohttp.test_utils import TestClient
 from service.db import DatabaseURL, ForeignKeyViolation, execute
 from service.keys import DB_KEY
 from tests.backends import sql
-from tests.conftest import READER_TOKEN, bearer
 from tests.helpers import assert_error
+from tests.support.auth import READER_TOKEN, bearer
 
 GRAPH = {
     "nodes": [{"id": "fetch"}, {"id": "parse", "label": "Parse"}, {"id": "report"}],

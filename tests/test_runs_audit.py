@@ -9,8 +9,9 @@ from service.db import DatabaseURL, ForeignKeyViolation, Work, execute
 from service.domain.auth import InvalidScopes, Scope
 from service.keys import DB_KEY, RUN_CONTEXT_KEY
 from tests.backends import sql, wipe
-from tests.conftest import WRITER_TOKEN, wait_for_seed
 from tests.helpers import VALID, assert_error
+from tests.support import wait_for_seed
+from tests.support.auth import WRITER_TOKEN
 
 
 def audit_rows(url: DatabaseURL) -> list[tuple[Any, ...]]:

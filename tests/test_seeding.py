@@ -15,7 +15,7 @@ from service.repositories import status as status_repo
 from service.repositories.status import WRITABLE_FIELDS
 from service.seeding import SeedAlreadyRunning, Seeder, SeedProgress, SeedState, seed_row
 from tests.backends import cli_db, sql
-from tests.conftest import wait_for_seed
+from tests.support import wait_for_seed
 
 
 def all_rows(url: DatabaseURL) -> list[tuple[Any, ...]]:

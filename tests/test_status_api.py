@@ -9,8 +9,8 @@ from aiohttp.test_utils import TestClient
 from service.repositories.status import STATUS_FIELDS
 from service.seeding import seed_row
 from tests.backends import write_lock_held_elsewhere
-from tests.conftest import REPO_ROOT, wait_for_seed
 from tests.helpers import VALID, assert_error
+from tests.support import REPO_ROOT, wait_for_seed
 
 
 async def test_first_page_defaults(seeded_client: TestClient) -> None:

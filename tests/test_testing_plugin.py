@@ -7,7 +7,7 @@ import re
 
 import pytest
 
-from tests.conftest import REPO_ROOT
+from tests.support import REPO_ROOT
 
 GUIDE = REPO_ROOT / "docs" / "testing-with-bobgen.md"
 

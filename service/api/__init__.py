@@ -8,6 +8,7 @@ from service.api import admin, documents, health, probes, runs, status
 from service.api.openapi import setup_openapi
 from service.api.projects import setup_project_routes
 from service.api.sessions import setup_session_routes
+from service.api.tokens import setup_token_routes
 from service.api.ui import setup_ui
 from service.api.workflow_runs import setup_workflow_run_routes
 from service.api.worktrees import setup_worktree_routes
@@ -38,6 +39,7 @@ def setup_routes(app: web.Application) -> None:
     app.router.add_get("/personas/{name}", documents.get_persona)
     app.router.add_get("/prompts", documents.list_prompts)
     app.router.add_get("/prompts/{name}", documents.get_prompt)
+    setup_token_routes(app)
     setup_project_routes(app)
     setup_workflow_run_routes(app)
     setup_worktree_routes(app)

@@ -1,7 +1,8 @@
 """Bearer-token authentication and scope checks, as one middleware.
 
-Rules: ``/admin/*`` needs ``admin``; every other mutating request needs ``write``; reads,
-``/health`` and ``/metrics`` are open unless ``--auth-reads``, which makes them need ``read``.
+Rules: ``/admin/*`` and ``/tokens*`` need ``admin`` (reads too); every other mutating request
+needs ``write``; reads, ``/health`` and ``/metrics`` are open unless ``--auth-reads``, which
+makes them need ``read``.
 Scopes are independent: a token has exactly the scopes it was given.
 """
 
@@ -60,6 +61,8 @@ def principal(request: web.Request) -> Principal:
 
 
 OPEN_PATHS = frozenset({"/livez", "/readyz"})  # probes: orchestrators carry no tokens
+ADMIN_ROOTS = frozenset({"/admin", "/tokens"})  # these and everything below them: admin only
+ADMIN_PREFIXES = tuple(f"{root}/" for root in sorted(ADMIN_ROOTS))
 
 
 def required_scope(request: web.Request, *, auth_reads: bool) -> Scope | None:
@@ -70,7 +73,7 @@ def required_scope(request: web.Request, *, auth_reads: bool) -> Scope | None:
         return None  # probes, and the ops page's files (they hold no data)
     if path == "/ui/data":
         return Scope.ADMIN if auth_reads else None
-    if request.path == "/admin" or request.path.startswith("/admin/"):
+    if path in ADMIN_ROOTS or path.startswith(ADMIN_PREFIXES):
         return Scope.ADMIN
     if request.method in MUTATING_METHODS:
         return Scope.WRITE

@@ -49,6 +49,27 @@ def build_parser() -> argparse.ArgumentParser:
     )
     serve.add_argument("--body-timeout-s", type=float, help="to receive a body (default 30)")
     serve.add_argument("--request-timeout-s", type=float, help="to answer (default 60)")
+    serve.add_argument(
+        "--max-body-bytes", type=int, help="largest request body (default 65536; then 413)"
+    )
+    serve.add_argument(
+        "--busy-timeout-ms",
+        type=int,
+        help="wait for a lock: SQLite busy_timeout, PostgreSQL lock_timeout (default 5000)",
+    )
+    serve.add_argument(
+        "--token-cache-ttl-s", type=float, help="longest a checked token is cached (default 30)"
+    )
+    serve.add_argument(
+        "--shutdown-grace-s",
+        type=float,
+        help="on SIGTERM, /readyz says 503 this long before the listener closes (default 5)",
+    )
+    serve.add_argument(
+        "--shutdown-timeout-s",
+        type=float,
+        help="then, the longest wait for requests and background work to finish (default 10)",
+    )
     serve.add_argument("--access-log", action="store_const", const=True, help="log every request")
     serve.add_argument(
         "--auth-reads", action="store_const", const=True, help="require a 'read' token for reads"

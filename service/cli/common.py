@@ -38,6 +38,11 @@ def add_common(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--log-format", choices=("text", "json"), help="text (default) or json (BOBGEN_LOG_FORMAT)"
     )
+    p.add_argument(
+        "--data-dir",
+        help="where the initial admin token of a PostgreSQL database is written "
+        "(BOBGEN_DATA_DIR; default data/; a SQLite database keeps it next to its file)",
+    )
 
 
 @asynccontextmanager

@@ -101,6 +101,8 @@ def doctor(config: Config, args: argparse.Namespace) -> int:
     from service.db.doctor import diagnose, render
     from service.tokens import initial_token_path
 
-    report = diagnose(config.db, config.migrations_dir, initial_token_path(config.db))
+    report = diagnose(
+        config.db, config.migrations_dir, initial_token_path(config.db, config.data_dir)
+    )
     print(json.dumps(report.to_dict(), indent=2) if args.json else render(report))
     return 0 if report.ok else 1

@@ -6,7 +6,9 @@ once cannot both decide to apply the same migration.
 
 from __future__ import annotations
 
+import getpass
 import logging
+import os
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -50,9 +52,23 @@ def database_uri(target: Target) -> str:
     return f"sqlite:///{Path(target).resolve()}"
 
 
+def _name_the_user() -> None:
+    """Give yoyo a user name to record when the process's uid has none.
+
+    yoyo logs ``getpass.getuser()`` with every migration, which raises KeyError for a uid
+    without a passwd entry (a container run with an arbitrary ``--user``, OpenShift): the
+    first start then died in the middle of migrating. getuser() reads $USER first.
+    """
+    try:
+        getpass.getuser()
+    except (KeyError, OSError):
+        os.environ["USER"] = f"uid-{os.getuid()}"
+
+
 @contextmanager
 def _locked_backend(target: Target, lock_timeout_s: float) -> Iterator[DatabaseBackend]:
     """A yoyo backend holding yoyo's migration lock; always closed afterwards."""
+    _name_the_user()
     uri = database_uri(target)
     if uri.startswith("sqlite:"):
         Path(uri.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)

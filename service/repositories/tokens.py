@@ -71,6 +71,13 @@ def list_all() -> Work[list[TokenRecord]]:
     return [_record(r) for r in rows]
 
 
+def list_page(after: int, limit: int) -> Work[list[TokenRecord]]:
+    rows = yield from query(
+        f"SELECT {_COLUMNS} FROM auth_tokens WHERE id > ? ORDER BY id LIMIT ?", (after, limit)
+    )
+    return [_record(r) for r in rows]
+
+
 def get(token_id: int) -> Work[TokenRecord | None]:
     row = yield from query_one(f"SELECT {_COLUMNS} FROM auth_tokens WHERE id = ?", (token_id,))
     return _record(row) if row else None

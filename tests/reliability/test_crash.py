@@ -16,7 +16,7 @@ from typing import Any
 import aiohttp
 import pytest
 
-from tests.reliability.conftest import (
+from tests.support.ledger import (
     WRITE_HEADERS,
     audit_ids,
     integrity,

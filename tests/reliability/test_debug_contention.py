@@ -11,8 +11,8 @@ import pytest
 
 from service.db import DatabaseURL
 from tests.backends import sql
-from tests.conftest import ADMIN_TOKEN, bearer, plant_test_tokens
-from tests.reliability.conftest import Server
+from tests.support.auth import ADMIN_TOKEN, bearer, plant_test_tokens
+from tests.support.server import Server
 
 pytestmark = pytest.mark.slow
 

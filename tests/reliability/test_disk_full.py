@@ -14,8 +14,8 @@ from typing import Any
 import aiohttp
 import pytest
 
-from tests.conftest import plant_test_tokens
-from tests.reliability.conftest import WRITE_HEADERS, integrity, rows_by_version, status_body
+from tests.support.auth import plant_test_tokens
+from tests.support.ledger import WRITE_HEADERS, integrity, rows_by_version, status_body
 
 FS_SIZE = "12m"
 

@@ -12,8 +12,8 @@ import aiohttp
 import orjson
 import pytest
 
-from tests.conftest import WRITER_TOKEN
-from tests.reliability.conftest import WRITE_HEADERS, status_body
+from tests.support.auth import WRITER_TOKEN
+from tests.support.ledger import WRITE_HEADERS, status_body
 
 BODY = orjson.dumps(status_body("trickled"))
 

@@ -6,9 +6,14 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Awaitable, Callable
-from typing import TypeVar
+from pathlib import Path
+from typing import Any, TypeVar
+
+from service.keys import SEEDER_KEY
 
 T = TypeVar("T")
+
+REPO_ROOT = Path(__file__).resolve().parent.parent.parent
 
 POLL_S = 0.02
 
@@ -40,4 +45,6 @@ def eventually_sync(check: Callable[[], T], timeout: float = 10.0, what: str = "
         time.sleep(POLL_S)
 
 
-__all__ = ["eventually", "eventually_sync"]
+async def wait_for_seed(app: Any, timeout: float = 30.0) -> None:
+    async with asyncio.timeout(timeout):
+        await app[SEEDER_KEY].wait()
