@@ -13,6 +13,7 @@ from service.audit import Body, audited_write
 from service.errors import InvalidBody, NotFound
 from service.keys import DB_KEY
 from service.repositories.projects import project_exists
+from service.schemas.common import RESERVED_IDS
 from service.schemas.projects import ProjectPath
 
 T = TypeVar("T")
@@ -22,6 +23,14 @@ _PROJECT_PATH = ProjectPath()
 async def write(request: web.Request, body: Body[T]) -> T:
     """Run ``body`` as one audited unit of work on behalf of the request's token user."""
     return await audited_write(request.app[DB_KEY], principal(request).user, body)
+
+
+def id_segment(name: str) -> str:
+    """A path segment ``{name}`` that matches any id but the reserved words, so that a fixed
+    route beside it (``/context/totals``) is the only route for that path: a request there
+    reaches one handler, and a 405's ``Allow`` lists that route's methods only."""
+    reserved = "|".join(sorted(RESERVED_IDS))
+    return f"{{{name}:(?!(?:{reserved})$)[^{{}}/]+}}"
 
 
 def new_id() -> str:

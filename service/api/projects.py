@@ -6,7 +6,13 @@ from typing import Any
 
 from aiohttp import web
 
-from service.api.common import project_not_found, project_path, require_changes, write
+from service.api.common import (
+    id_segment,
+    project_not_found,
+    project_path,
+    require_changes,
+    write,
+)
 from service.api.etag import etag, if_match
 from service.api.openapi import operation
 from service.api.paging import versioned_page
@@ -239,8 +245,9 @@ def setup_project_routes(app: web.Application) -> None:
         base = f"/projects/{{project_id}}/{resource.collection}"
         r.add_post(base, h.create)
         r.add_get(base, h.list)
-        r.add_get(base + "/{item_id}", h.get)
-        r.add_patch(base + "/{item_id}", h.update)
-        r.add_delete(base + "/{item_id}", h.delete)
+        item = f"{base}/{id_segment('item_id')}"
+        r.add_get(item, h.get)
+        r.add_patch(item, h.update)
+        r.add_delete(item, h.delete)
     r.add_post("/projects/{project_id}/context/{item_id}/pin", pin_item)
     r.add_post("/projects/{project_id}/context/{item_id}/unpin", unpin_item)

@@ -6,7 +6,7 @@ from typing import Any
 
 from aiohttp import web
 
-from service.api.common import write
+from service.api.common import id_segment, write
 from service.api.debug_common import audit, insert_row
 from service.api.etag import etag, if_match
 from service.api.openapi import operation
@@ -278,7 +278,7 @@ def setup_worktree_routes(app: web.Application) -> None:
     r.add_post("/repositories/{repository_id}/worktrees", create_worktree)
     r.add_get("/repositories/{repository_id}/worktrees", list_worktrees)
     r.add_post("/repositories/{repository_id}/worktrees/reserve", reserve_worktree)
-    base = "/repositories/{repository_id}/worktrees/{worktree_id}"
+    base = f"/repositories/{{repository_id}}/worktrees/{id_segment('worktree_id')}"
     r.add_get(base, get_worktree)
     r.add_patch(base, update_worktree)
     r.add_delete(base, delete_worktree)

@@ -10,9 +10,20 @@ from typing import Any
 import orjson
 from marshmallow import Schema, ValidationError, fields, validate
 
+# Fixed path segments beside an ``{id}`` segment (``/context/totals``, ``/worktrees/reserve``).
+# The id routes do not match them (``id_route`` in api/common.py), and no id may take one of
+# these names: an item created as "totals" answered 201 and could never be read again.
+RESERVED_IDS = frozenset({"totals", "reserve"})
+
 DEFAULT_LIMIT = 50
 MAX_LIMIT = 500
 MAX_OFFSET = 10_000_000
+
+
+def not_reserved(value: str) -> None:
+    """Refuse an id that names a route (:data:`RESERVED_IDS`)."""
+    if value in RESERVED_IDS:
+        raise ValidationError(f"'{value}' is reserved: it names a route; choose another id.")
 
 
 def _is_id(value: Any) -> bool:

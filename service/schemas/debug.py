@@ -9,7 +9,7 @@ import orjson
 from marshmallow import Schema, ValidationError, fields, validate, validates_schema
 
 from service.domain.debug import CommandState, LogStream, SessionState, WorktreeState
-from service.schemas.common import Cursor, limit_field
+from service.schemas.common import Cursor, limit_field, not_reserved
 from service.schemas.projects import ID, ListQuery
 from service.schemas.runs import SHA256
 
@@ -26,7 +26,7 @@ PATH = validate.Length(min=1, max=4096)
 
 
 def _id(**kwargs: Any) -> fields.String:
-    return fields.String(validate=ID, **kwargs)
+    return fields.String(validate=[ID, not_reserved], **kwargs)
 
 
 def _json_object(value: dict[str, Any]) -> None:

@@ -7,7 +7,7 @@ from typing import Any
 from marshmallow import Schema, ValidationError, fields, validate, validates_schema
 
 from service.domain.projects import ContextType, IdeaStatus, NodeStatus, Priority
-from service.schemas.common import Cursor, limit_field
+from service.schemas.common import Cursor, limit_field, not_reserved
 
 ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,63}$"
 ID = validate.Regexp(ID_PATTERN, error="1-64 letters, digits, '_', '.', ':' or '-'.")
@@ -16,7 +16,7 @@ MAX_MESSAGES = 100
 
 
 def _id_field(**kwargs: Any) -> fields.String:
-    return fields.String(validate=ID, **kwargs)
+    return fields.String(validate=[ID, not_reserved], **kwargs)
 
 
 def _is_keyset_position(value: Any) -> bool:
