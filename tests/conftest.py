@@ -8,6 +8,7 @@ is about the SQLite file itself says so with ``@sqlite_only`` (and why, in a com
 from __future__ import annotations
 
 import dataclasses
+import os
 import shutil
 import tempfile
 from collections.abc import AsyncIterator, Callable, Iterator
@@ -26,6 +27,10 @@ from tests.backends import BACKENDS, PgCluster
 from tests.support import wait_for_seed
 from tests.support.auth import ADMIN_TOKEN, bearer, plant_test_tokens
 from tests.support.deployed import Deployed, install
+
+# Servers the tests start stop at once on SIGTERM: the drain (--shutdown-grace-s, default 5 s)
+# is tested where it is the subject (tests/test_shutdown.py), not paid by every other test.
+os.environ.setdefault("BOBGEN_SHUTDOWN_GRACE_S", "0")
 
 
 @pytest.fixture(autouse=True)

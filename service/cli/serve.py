@@ -4,10 +4,14 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import logging
 import os
+import signal
 import socket
 import sys
+from functools import partial
+from typing import TYPE_CHECKING
 
 from service import __version__
 from service.cli.common import (
@@ -17,6 +21,9 @@ from service.cli.common import (
     run_context,
 )
 from service.config import Config
+
+if TYPE_CHECKING:
+    from aiohttp import web
 
 log = logging.getLogger("service")
 
@@ -35,11 +42,8 @@ def serve(config: Config, args: argparse.Namespace) -> int:
         log.info("bobgen %s serving on http://%s:%d with %s", __version__, host, port, config.db)
         notify_systemd("READY=1")
 
-    async def stopping(_: web.Application) -> None:
-        notify_systemd("STOPPING=1")
-
     app = create_app(config)
-    app.on_shutdown.append(stopping)
+    app.on_startup.append(partial(_drain_on_sigterm, grace_s=config.shutdown_grace_s))
     web.run_app(
         app,
         sock=sock,
@@ -51,6 +55,38 @@ def serve(config: Config, args: argparse.Namespace) -> int:
         loop=_event_loop(),
     )
     return 0
+
+
+async def _drain_on_sigterm(app: web.Application, *, grace_s: float) -> None:
+    """Replace aiohttp's SIGTERM handler with a drain, as orchestrators expect.
+
+    aiohttp closes the listener as soon as SIGTERM arrives, so a load balancer still sending
+    traffic meets refused connections, and ``/readyz`` never gets to say 503. Instead: from
+    SIGTERM on, ``/readyz`` answers 503 and systemd hears STOPPING=1, while every request, new
+    or in flight, is still served; ``grace_s`` later the usual graceful exit runs (listener
+    closed, in-flight requests finished within ``--shutdown-timeout-s``). A second SIGTERM
+    ends the grace at once. SIGINT (Ctrl+C) keeps aiohttp's immediate exit.
+    """
+    from aiohttp.web import GracefulExit
+
+    from service.keys import LIFECYCLE_KEY  # not at the top: the CLI starts without aiohttp
+
+    loop = asyncio.get_running_loop()
+    lifecycle = app[LIFECYCLE_KEY]
+
+    def exit_now() -> None:
+        raise GracefulExit  # a SystemExit: it leaves run_app's loop, which then cleans up
+
+    def begin_drain() -> None:
+        if lifecycle.stopping:
+            exit_now()
+        lifecycle.stopping = True
+        notify_systemd("STOPPING=1")
+        log.info("SIGTERM: draining for %.1f s (/readyz says 503), then stopping", grace_s)
+        loop.call_later(grace_s, exit_now)
+
+    with contextlib.suppress(NotImplementedError):  # no signal handlers on Windows
+        loop.add_signal_handler(signal.SIGTERM, begin_drain)
 
 
 def notify_systemd(state: str) -> None:

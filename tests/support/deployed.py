@@ -38,7 +38,10 @@ class Deployed:
         """A minimal environment with the venv first on PATH (as the image's PATH has
         /usr/local/bin), plus ``extra``."""
         path = f"{self.venv / 'bin'}:/usr/local/bin:/usr/bin:/bin"
-        return {"PATH": path, "LANG": "C.UTF-8", "HOME": str(self.root), **extra}
+        home = str(self.root)
+        # No drain on SIGTERM (tests/conftest.py says why); a test may set its own.
+        base = {"PATH": path, "LANG": "C.UTF-8", "HOME": home, "BOBGEN_SHUTDOWN_GRACE_S": "0"}
+        return {**base, **extra}
 
 
 def _runnable_by_nobody(python: str) -> bool:
