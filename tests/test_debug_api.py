@@ -139,7 +139,8 @@ async def test_an_expired_lease_is_reclaimed_and_audited(make_client: Any) -> No
     assert taken["reserved_by"] == second
     assert (await call(client, "GET", f"/sessions/{first}"))["worktree_id"] is None
     [event] = await audit_events(client, "worktree.reclaimed")
-    assert event["data"]["from_session"] == first
+    assert event["data"]["from_session"] == first and event["data"]["session_id"] == second
+    assert len(await audit_events(client, "worktree.reserved")) == 1  # the first one only
     assert event["data"]["lease_expired_at"] == wt["lease_expires_at"]
     base = f"/repositories/{repository_id}/worktrees/{wt['id']}"
     late = await call(client, "POST", f"{base}/renew", {"session_id": first, "lease_s": 5}, 409)

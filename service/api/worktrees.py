@@ -215,18 +215,24 @@ async def reserve_worktree(request: web.Request) -> web.Response:
             lease_until=clock.iso(body["lease_s"]),
             now=w.now,
         )
-        wt = got.worktree
-        if got.reclaimed_from is not None:
+        wt, session_id = got.worktree, body["session_id"]
+        if got.reclaimed_from is None:
+            message = f"worktree {wt['id']} reserved by session {session_id}"
+            audit(w, "worktree.reserved", message, id=wt["id"], session_id=session_id)
+        else:  # one write, one audit row: the reclaim names both sessions
+            message = (
+                f"worktree {wt['id']} reclaimed by session {session_id} from session "
+                f"{got.reclaimed_from}, whose lease expired at {got.expired_at}"
+            )
             audit(
                 w,
                 "worktree.reclaimed",
-                f"worktree {wt['id']} reclaimed from session {got.reclaimed_from}",
+                message,
                 id=wt["id"],
+                session_id=session_id,
                 from_session=got.reclaimed_from,
                 lease_expired_at=got.expired_at,
             )
-        message = f"worktree {wt['id']} reserved by session {body['session_id']}"
-        audit(w, "worktree.reserved", message, id=wt["id"], session_id=body["session_id"])
         return wt
 
     row = await write(request, work)
