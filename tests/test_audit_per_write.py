@@ -112,10 +112,9 @@ async def test_every_write_route_adds_exactly_one_audit_row(
     await s.call("POST", "/sessions/{s}/end", {}, status=200, s=sess)
     await s.call("DELETE", trees + "/{w}", status=204, r=rp, w=wt)
 
-    unused = {"name": "unused", "graph": GRAPH}
-    items["workflows"] = (await s.call("POST", "/projects/{p}/workflows", unused, status=201, p=p))[
-        "id"
-    ]  # the first one has a run
+    unused = {"name": "unused", "graph": GRAPH}  # the first workflow has a run: 409 to delete
+    second = await s.call("POST", "/projects/{p}/workflows", unused, status=201, p=p)
+    items["workflows"] = second["id"]
     for kind, i in items.items():
         await s.call("DELETE", "/projects/{p}/" + kind + "/{i}", status=204, p=p, i=i)
     await s.call("DELETE", "/projects/{p}?cascade=true", status=204, p=p)
