@@ -20,7 +20,7 @@ from service.db import DatabaseBusy, DatabaseUnavailable, DiskFull
 from service.domain.debug import Refused
 from service.domain.statemachine import InvalidTransition
 from service.jsonutil import json_response
-from service.keys import REQUEST_ID_KEY
+from service.keys import DB_KEY, REQUEST_ID_KEY
 from service.repositories.versioned import VersionMismatch
 
 log = logging.getLogger(__name__)
@@ -182,7 +182,10 @@ def _error_for(request: web.Request, error: BaseException) -> web.StreamResponse
     except DatabaseUnavailable as exc:
         # Transient by nature (an external lock holder, a restart): tell clients to retry.
         code = "database_busy" if isinstance(exc, DatabaseBusy) else "database_unavailable"
-        log.warning("%s on %s %s: %s", code, request.method, request.path, exc)
+        if code == "database_busy":
+            log.warning("%s on %s %s: %s", code, request.method, request.path, exc)
+        else:  # logged once per outage, not once per request (db/outage.py)
+            _report_outage(request, exc)
         resp = _respond(request, 503, code, str(exc))
         resp.headers["Retry-After"] = "1"
         return resp
@@ -202,3 +205,12 @@ def _error_for(request: web.Request, error: BaseException) -> web.StreamResponse
         # Never leak internals: log the traceback, give the client an opaque error.
         log.exception("unhandled error on %s %s", request.method, request.path)
         return _respond(request, 500, "internal_error", "internal server error")
+
+
+def _report_outage(request: web.Request, exc: DatabaseUnavailable) -> None:
+    db = request.app.get(DB_KEY)
+    if db is None:
+        log.warning("database_unavailable on %s %s: %s", request.method, request.path, exc)
+    else:
+        db.outage.failed(exc)
+        log.debug("database_unavailable on %s %s: %s", request.method, request.path, exc)

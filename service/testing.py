@@ -38,10 +38,13 @@ try:
     from pytest_asyncio import fixture as async_fixture
 
     HAS_PYTEST_ASYNCIO = True
-except ImportError:  # the plugin loads anyway; its async fixtures then say what is missing
-    async_fixture = pytest.fixture  # type: ignore[assignment]
+except ImportError:  # the plugin loads anyway; its fixture then says what is missing
     HAS_PYTEST_ASYNCIO = False
 
+MISSING_PYTEST_ASYNCIO = (
+    "the bobgen fixtures need pytest-asyncio: pip install pytest-asyncio "
+    "(or bobgen[testing]), and set asyncio_mode = auto"
+)
 ADMIN_SCOPES = frozenset({Scope.READ, Scope.WRITE, Scope.ADMIN})
 
 
@@ -95,18 +98,26 @@ async def _admin_token(url: DatabaseURL) -> str:
     return token
 
 
-@async_fixture
-async def bobgen(bobgen_config: Config) -> AsyncIterator[BobGen]:
-    if not HAS_PYTEST_ASYNCIO:
-        pytest.fail("the bobgen fixtures need pytest-asyncio: pip install pytest-asyncio")
-    token = await _admin_token(bobgen_config.db)
-    app = create_app(bobgen_config)
-    client = TestClient(TestServer(app), headers={"Authorization": f"Bearer {token}"})
-    await client.start_server()
-    try:
-        yield BobGen(app, client, token, bobgen_config.db)
-    finally:
-        await client.close()
+if HAS_PYTEST_ASYNCIO:
+
+    @async_fixture
+    async def bobgen(bobgen_config: Config) -> AsyncIterator[BobGen]:
+        token = await _admin_token(bobgen_config.db)
+        app = create_app(bobgen_config)
+        client = TestClient(TestServer(app), headers={"Authorization": f"Bearer {token}"})
+        await client.start_server()
+        try:
+            yield BobGen(app, client, token, bobgen_config.db)
+        finally:
+            await client.close()
+
+else:
+
+    @pytest.fixture
+    def bobgen(bobgen_config: Config) -> BobGen:
+        # Without pytest-asyncio an async fixture fails with pytest's generic message, which
+        # does not say what is missing: say it, in one line, before that can happen.
+        pytest.fail(MISSING_PYTEST_ASYNCIO, pytrace=False)
 
 
 @pytest.fixture

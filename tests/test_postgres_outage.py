@@ -7,7 +7,7 @@ a restart.
 
 from __future__ import annotations
 
-import asyncio
+import logging
 import time
 from typing import Any
 
@@ -16,6 +16,7 @@ from service.config import Config
 from service.db import DatabaseURL
 from tests.backends import sql
 from tests.helpers import VALID, assert_error
+from tests.support import eventually
 from tests.support.auth import ADMIN_TOKEN, bearer, plant_test_tokens
 
 TIMEOUT_S = 5.0
@@ -70,10 +71,10 @@ async def test_unreachable_postgresql_is_503_everywhere_then_recovers_by_itself(
         restore(pg_url, admin)
 
     # Back without a restart: the pool makes new connections on demand.
-    deadline = time.monotonic() + 15
-    while (await client.get("/health")).status != 200:
-        assert time.monotonic() < deadline, "the service did not recover"
-        await asyncio.sleep(0.1)
+    async def healthy() -> bool:
+        return (await client.get("/health")).status == 200
+
+    await eventually(healthy, timeout=15, what="the service to recover")
     created = await client.post("/bobgen/status", json=VALID)
     assert created.status == 201
     page = await (await client.get("/bobgen/status")).json()
@@ -84,3 +85,32 @@ def resp_code(body: dict[str, Any]) -> str:
     code = body["error"]["code"]
     assert code in ("database_unavailable", "database_busy", "timeout"), body
     return str(code)
+
+
+async def test_an_outage_is_one_warning_when_it_starts_and_one_line_when_it_ends(
+    aiohttp_client: Any, pg_url: DatabaseURL, pg_cluster: Any, caplog: Any
+) -> None:
+    plant_test_tokens(pg_url)
+    config = Config(db=pg_url, seed_rows=0, port=0, pg_connect_timeout_s=1.0)
+    client = await aiohttp_client(create_app(config), headers=bearer(ADMIN_TOKEN))
+    assert (await client.post("/bobgen/status", json=VALID)).status == 201
+    admin = pg_cluster.url("postgres")
+    caplog.set_level(logging.INFO)
+    caplog.clear()
+    cut(pg_url, admin)
+    try:
+        for _ in range(5):
+            assert (await client.get("/bobgen/status")).status == 503
+            assert (await client.post("/bobgen/status", json=VALID)).status == 503
+    finally:
+        restore(pg_url, admin)
+
+    async def recovered() -> bool:
+        return (await client.get("/bobgen/status")).status == 200
+
+    await eventually(recovered, timeout=15)
+    records = [r for r in caplog.records if r.levelno >= logging.INFO and "aiohttp" not in r.name]
+    warnings = [r for r in records if r.levelno >= logging.WARNING]
+    assert [r.getMessage().split(":")[0] for r in warnings] == ["database unavailable"]
+    assert any("database available again" in r.getMessage() for r in records)
+    assert not any(r.exc_info for r in records)  # no tracebacks

@@ -89,3 +89,24 @@ def test_the_guide_example_passes_as_written(pytester: pytest.Pytester) -> None:
         (pytester.path / name).write_text(content)
     result = pytester.runpytest_subprocess("-p", "no:cacheprovider")
     result.assert_outcomes(passed=3)
+
+
+def test_without_pytest_asyncio_the_fixture_says_what_is_missing(
+    pytester: pytest.Pytester,
+) -> None:
+    """pytest-asyncio not importable (a module of that name that fails to import shadows it,
+    and its plugin is not loaded): one line naming it, not pytest's generic async error."""
+    (pytester.path / "pytest_asyncio").mkdir()
+    (pytester.path / "pytest_asyncio" / "__init__.py").write_text("raise ImportError('absent')")
+    pytester.makepyfile(
+        test_consumer="""
+def test_uses_bobgen(bobgen):
+    pass
+"""
+    )
+    blocked = ["-p", "no:asyncio", "-p", "no:aiohttp"]  # pytest-aiohttp imports pytest-asyncio
+    result = pytester.runpytest_subprocess("-p", "no:cacheprovider", *blocked)
+    result.assert_outcomes(errors=1)
+    lines = [line for line in result.outlines if "pytest-asyncio" in line]
+    assert any("need pytest-asyncio: pip install pytest-asyncio" in line for line in lines)
+    assert "async def functions are not natively supported" not in result.stdout.str()

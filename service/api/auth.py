@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from aiohttp import web
 from aiohttp.typedefs import Middleware
 
-from service.db import Database
+from service.db import Database, DatabaseUnavailable
 from service.db.coalescing import BatchedLookup
 from service.domain.auth import Scope, hash_token, hashes_match
 from service.errors import ApiError, Handler
@@ -153,6 +153,8 @@ class _Toucher:
     async def _touch(self, db: Database, token_id: int) -> None:
         try:
             await db.write(tokens_repo.touch(token_id, utc_now()))
+        except DatabaseUnavailable as exc:  # an outage, reported once by the database layer
+            log.debug("could not record last use of token %d: %s", token_id, exc)
         except Exception:
             log.warning("could not record last use of token %d", token_id, exc_info=True)
 

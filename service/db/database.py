@@ -24,6 +24,7 @@ from typing import Any, TypeVar
 
 from service.db.coalescing import BatchedLookup, CommitCache, FetchMany, SingleFlight
 from service.db.errors import DatabaseError, DatabaseUnavailable
+from service.db.outage import OutageLog
 from service.db.search import PerBackend
 from service.db.url import DatabaseURL
 from service.db.work import Work
@@ -72,6 +73,7 @@ class Database(ABC):
 
     def __init__(self, url: DatabaseURL, concurrency: int) -> None:
         self.url = url
+        self.outage = OutageLog()  # one log line when the database goes, one when it is back
         self._concurrency = concurrency
         self._lookups: dict[Callable[..., Any], BatchedLookup[Any, Any]] = {}
         self.reads_started = 0  # borrowings of a connection: tests prove caches save them
@@ -168,13 +170,19 @@ class Database(ABC):
         """The database engine and its version (``SQLite 3.40.1``, ``PostgreSQL 15.19``)."""
 
     async def check(self, sql: str = "SELECT 1", timeout: float = 2.0) -> Row | None:
-        """Run a query for a health check and turn any failure into :class:`DatabaseUnavailable`."""
+        """Run a query for a health check and turn any failure into :class:`DatabaseUnavailable`.
+        Probes run it: it is also what tells :attr:`outage` that an outage began or ended."""
         try:
-            return await asyncio.wait_for(self.fetchone(sql), timeout)
-        except DatabaseUnavailable:
+            row = await asyncio.wait_for(self.fetchone(sql), timeout)
+        except DatabaseUnavailable as exc:
+            self.outage.failed(exc)
             raise
         except (DatabaseError, OSError, ValueError, TimeoutError) as exc:
-            raise DatabaseUnavailable(f"{type(exc).__name__}: {exc}") from exc
+            neutral = DatabaseUnavailable(f"{type(exc).__name__}: {exc}")
+            self.outage.failed(neutral)
+            raise neutral from exc
+        self.outage.succeeded()
+        return row
 
     # ---- change notifications (see work.notify) ----------------------------------------------
 

@@ -39,6 +39,7 @@ import asyncpg
 
 from service.db.database import Database, DatabaseOptions, Params, Row, WorkSource, WriterStats
 from service.db.errors import DatabaseClosed, DatabaseUnavailable, SerializationConflict
+from service.db.outage import POOL_FILTER
 from service.db.pg_errors import is_connection_lost, translate
 from service.db.url import POSTGRESQL, DatabaseURL
 from service.db.work import Notify, Result, Statement, Step, Work, drive_async, read_only
@@ -179,6 +180,7 @@ class PostgresDatabase(Database):
 
     async def open(self) -> None:
         o = self.options
+        logging.getLogger("asyncpg.pool").addFilter(POOL_FILTER)  # once: the same filter object
         try:
             self._pool = await asyncpg.create_pool(
                 self.url.dsn,
@@ -248,7 +250,9 @@ class PostgresDatabase(Database):
             neutral = translate(exc)
             if not isinstance(neutral, DatabaseUnavailable):
                 neutral = DatabaseUnavailable(f"cannot connect to PostgreSQL: {exc}")
+            self.outage.failed(neutral)
             raise neutral from exc
+        self.outage.succeeded()
         try:
             yield conn
         finally:
@@ -380,7 +384,7 @@ class PostgresDatabase(Database):
                 raise
             except Exception as exc:
                 if self._listening:
-                    log.warning("lost the PostgreSQL change listener: %s", translate(exc))
+                    self.outage.failed(f"lost the change listener: {translate(exc)}")
             self._mark_unlistened()
             await self._drop_listener()
             await asyncio.sleep(LISTENER_RETRY_S)
