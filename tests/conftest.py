@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import re
 import shutil
 import tempfile
 from collections.abc import AsyncIterator, Callable, Iterator
@@ -151,3 +152,31 @@ def deployed() -> Iterator[Deployed]:
     installed = install()
     yield installed
     shutil.rmtree(installed.root, ignore_errors=True)
+
+
+# ---- skips in CI ----------------------------------------------------------------------------
+# In CI (CI=true) every tool a test needs is installed by .ci/run (PostgreSQL, promtool,
+# Chromium, pg_dump) and the run is root, so a skip means a test did not run that should
+# have: the run fails, naming it, unless its reason matches one of these (none today).
+ALLOWED_CI_SKIPS: tuple[str, ...] = ()
+_SKIPPED: list[tuple[str, str]] = []
+
+
+def pytest_runtest_logreport(report: pytest.TestReport) -> None:
+    if report.skipped:
+        reason = str(report.longrepr[2] if isinstance(report.longrepr, tuple) else report.longrepr)
+        _SKIPPED.append((report.nodeid, reason))
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    if hasattr(session.config, "workerinput") or os.environ.get("CI", "") not in ("true", "1"):
+        return  # the controller of an xdist run sees every report; outside CI a skip is fine
+    unexpected = [
+        (node, reason)
+        for node, reason in _SKIPPED
+        if not any(re.search(allowed, reason) for allowed in ALLOWED_CI_SKIPS)
+    ]
+    if unexpected:
+        for node, reason in unexpected:
+            print(f"\nunexpected skip in CI: {node}: {reason}")
+        session.exitstatus = pytest.ExitCode.TESTS_FAILED
