@@ -8,10 +8,12 @@ is about the SQLite file itself says so with ``@sqlite_only`` (and why, in a com
 from __future__ import annotations
 
 import dataclasses
+import fcntl
 import os
 import re
 import shutil
 import tempfile
+import threading
 from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -146,12 +148,32 @@ def shared_tmp() -> Iterator[Path]:
     shutil.rmtree(folder, ignore_errors=True)
 
 
+def _deployed_once(shared: Path) -> Deployed:
+    """Install once for the whole run: the first process to take the lock installs, the
+    others read what it recorded."""
+    with (shared / "deployed.lock").open("w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        record = shared / "deployed.json"
+        if record.exists():
+            return Deployed.from_json(record.read_text())
+        installed = install()
+        record.write_text(installed.to_json())
+        return installed
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Start the ~20 s install in the background as soon as the run is known to need it, so
+    the tests that use it do not wait for it (they come a fifth of the way in)."""
+    if any("deployed" in getattr(item, "fixturenames", ()) for item in items):
+        shared = config._tmp_path_factory.getbasetemp().parent  # type: ignore[attr-defined]
+        threading.Thread(target=_deployed_once, args=(shared,), daemon=True).start()
+
+
 @pytest.fixture(scope="session")
-def deployed() -> Iterator[Deployed]:
-    """The wheel installed in a fresh venv, runnable as a non-root user (tests/support)."""
-    installed = install()
-    yield installed
-    shutil.rmtree(installed.root, ignore_errors=True)
+def deployed(tmp_path_factory: pytest.TempPathFactory) -> Deployed:
+    """The wheel installed in a fresh venv, runnable as a non-root user (tests/support):
+    built once per run, shared by the xdist workers (their basetemps share a parent)."""
+    return _deployed_once(tmp_path_factory.getbasetemp().parent)
 
 
 # ---- skips in CI ----------------------------------------------------------------------------

@@ -1,8 +1,10 @@
 import asyncio
 import contextlib
 import sqlite3
+import threading
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -26,6 +28,7 @@ from service.db.sqlite import SqliteDatabase
 from service.domain.auth import Scope
 from service.tokens import issue_token
 from tests.backends import sqlite_only
+from tests.support import eventually
 
 
 @sqlite_only  # SQLite's pragmas
@@ -160,24 +163,42 @@ async def test_concurrent_units_are_serialized_without_lock_errors(db: Database)
     assert await db.fetchone("SELECT count(*), max(id) FROM status") == (100, 100)
 
 
-def blocker(seconds: float) -> Work[None]:
-    """Holds the writer thread so that the units submitted meanwhile form one batch."""
-    time.sleep(seconds)
-    return returning(None)
+class Blocker:
+    """Holds the writer thread until released, so that the units submitted meanwhile queue up
+    and form one batch (events, not sleeps: on a slow machine the test waits longer)."""
+
+    def __init__(self) -> None:
+        self.started, self.released = threading.Event(), threading.Event()
+
+    def unit(self) -> Work[None]:
+        self.started.set()  # on the writer thread, inside its transaction
+        assert self.released.wait(30)
+        yield from returning(None)
+
+    async def hold(self, db: Database) -> asyncio.Future[None]:
+        held = asyncio.ensure_future(db.write(self.unit()))
+        assert await asyncio.to_thread(self.started.wait, 30)
+        return held
+
+    async def release_when_queued(self, db: Any, n: int) -> None:
+        await eventually(lambda: db.queued_writes >= n, what=f"{n} queued writes")
+        self.released.set()
 
 
 @sqlite_only  # group commit is the SQLite writer's
 async def test_group_commit_batches_and_a_failing_unit_rolls_back_alone(db: Database) -> None:
-    block = asyncio.ensure_future(db.write(blocker(0.2)))
-    await asyncio.sleep(0.05)
+    blocker = Blocker()
+    block = await blocker.hold(db)
     units = [failing() if i % 5 == 0 else execute(INSERT_ONE) for i in range(50)]
-    results = await asyncio.gather(*(db.write(u) for u in units), return_exceptions=True)
+    writes = asyncio.gather(*(db.write(u) for u in units), return_exceptions=True)
+    await blocker.release_when_queued(db, 50)
+    results = await writes
     await block
     failures = [r for r in results if isinstance(r, RuntimeError)]
     assert len(failures) == 10
     assert await count(db) == 40
-    assert db.writer_stats.largest_batch >= 40  # they went together...
-    assert db.transactions_committed <= 3  # ...in (about) one transaction
+    assert db.writer_stats.largest_batch == 50  # they went together...
+    assert db.transactions_committed <= 3  # ...in one transaction (plus the blocker's)
 
 
 @sqlite_only  # group commit is the SQLite writer's
@@ -190,10 +211,12 @@ async def test_a_failed_commit_fails_every_unit_in_its_batch(db: Database) -> No
             "VALUES ('missing', 's', 'pending', '{}')"
         )
 
-    block = asyncio.ensure_future(db.write(blocker(0.2)))
-    await asyncio.sleep(0.05)
+    blocker = Blocker()
+    block = await blocker.hold(db)
     units = [execute(INSERT_ONE), dangling_step(), execute(INSERT_ONE)]
-    results = await asyncio.gather(*(db.write(u) for u in units), return_exceptions=True)
+    writes = asyncio.gather(*(db.write(u) for u in units), return_exceptions=True)
+    await blocker.release_when_queued(db, 3)
+    results = await writes
     await block
     assert all(isinstance(r, ForeignKeyViolation) for r in results), results
     assert await count(db) == 0  # none acknowledged, none committed

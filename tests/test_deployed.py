@@ -31,8 +31,6 @@ from tests.support.deployed import (
 )
 from tests.support.server import Server, free_port
 
-# One worker builds and installs the wheel once (tests/support/deployed.py) and runs them all.
-pytestmark = pytest.mark.xdist_group("deployed")
 ENV_FILE = REPO_ROOT / "deploy" / "bobgen.env"
 
 

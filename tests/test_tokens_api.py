@@ -7,7 +7,6 @@ from __future__ import annotations
 import time
 from typing import Any
 
-import pytest
 from aiohttp.test_utils import TestClient
 
 from service.db import DatabaseURL
@@ -74,34 +73,33 @@ async def test_tokens_are_admin_only(client: TestClient) -> None:
     assert (await client.get("/tokens", headers=anonymous)).status == 401
 
 
-@pytest.mark.parametrize(
-    "body",
-    [
-        {"user": "x", "scopes": ["root"]},
-        {"user": "x", "scopes": []},
-        {"user": "x", "scopes": "read,write"},
-        {"scopes": ["read"]},
-        {"user": "", "scopes": ["read"]},
-        {"user": "evil\nINFO forged line", "scopes": ["read"]},
-        {"user": "x" * 101, "scopes": ["read"]},
-        {"user": "x", "scopes": ["read"], "token": "bgt_chosen-by-client"},
-        {"user": "x", "scopes": ["read"], "name": "tab\there"},
-    ],
-)
+BAD_BODIES = [
+    {"user": "x", "scopes": ["root"]},
+    {"user": "x", "scopes": []},
+    {"user": "x", "scopes": "read,write"},
+    {"scopes": ["read"]},
+    {"user": "", "scopes": ["read"]},
+    {"user": "evil\nINFO forged line", "scopes": ["read"]},
+    {"user": "x" * 101, "scopes": ["read"]},
+    {"user": "x", "scopes": ["read"], "token": "bgt_chosen-by-client"},
+    {"user": "x", "scopes": ["read"], "name": "tab\there"},
+]
+
+
 async def test_bad_token_requests_are_400_and_write_nothing(
-    client: TestClient, db_url: DatabaseURL, body: dict[str, Any]
+    client: TestClient, db_url: DatabaseURL
 ) -> None:
     before = sql(db_url, "SELECT count(*) FROM auth_tokens")
-    resp = await client.post("/tokens", json=body)
-    assert resp.status == 400
-    assert_error(await resp.json(), "validation_failed")
+    for body in BAD_BODIES:
+        resp = await client.post("/tokens", json=body)
+        assert resp.status == 400, body
+        assert_error(await resp.json(), "validation_failed")
     assert sql(db_url, "SELECT count(*) FROM auth_tokens") == before
 
 
-@pytest.mark.parametrize("path", ["/tokens/0", "/tokens/x", "/tokens/99999999999999999999"])
-async def test_bad_token_ids_are_400(client: TestClient, path: str) -> None:
-    resp = await client.delete(path)
-    assert resp.status == 400
+async def test_bad_token_ids_are_400(client: TestClient) -> None:
+    for path in ("/tokens/0", "/tokens/x", "/tokens/99999999999999999999"):
+        assert (await client.delete(path)).status == 400, path
 
 
 async def test_the_list_is_paged_by_id(client: TestClient) -> None:

