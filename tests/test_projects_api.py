@@ -152,8 +152,9 @@ async def test_idea_crud_and_etags(client: TestClient, project: str) -> None:
     missing = await client.patch(url, json={"status": "done"})
     assert missing.status == 428
     assert_error(await missing.json(), "precondition_required")
-    bad = await client.patch(url, json={"status": "done"}, headers={"If-Match": "v1"})
-    assert bad.status == 400
+    for bad_tag in ("v1", "", '"1",', '"1" "2"', '"x"'):
+        bad = await client.patch(url, json={"status": "done"}, headers={"If-Match": bad_tag})
+        assert bad.status == 400, bad_tag
     done = await client.patch(url, json={"status": "done"}, headers={"If-Match": 'W/"1"'})
     assert done.status == 200
     body = await done.json()
@@ -163,8 +164,12 @@ async def test_idea_crud_and_etags(client: TestClient, project: str) -> None:
     assert stale.status == 412
     star = await client.patch(url, json={"priority": "high"}, headers={"If-Match": "*"})
     assert star.status == 200 and (await star.json())["version"] == 3
-    assert (await client.delete(url, headers={"If-Match": '"2"'})).status == 412
-    assert (await client.delete(url, headers={"If-Match": '"3"'})).status == 204
+    # A list of ETags (RFC 9110): any of them may be the current one.
+    listed = {"If-Match": '"7", W/"3" , "9"'}
+    low = await client.patch(url, json={"priority": "low"}, headers=listed)
+    assert low.status == 200 and (await low.json())["version"] == 4
+    assert (await client.delete(url, headers={"If-Match": '"2", "3"'})).status == 412
+    assert (await client.delete(url, headers={"If-Match": '"1", "4"'})).status == 204
     assert (await client.get(url)).status == 404
 
 
@@ -525,3 +530,18 @@ async def test_every_resource_round_trip(
     assert (await client.delete(url, headers={"If-Match": '"2"'})).status == 204
     assert (await client.get(url)).status == 404
     assert (await patch(client, url, change, 2)).status == 404
+
+
+async def test_booleans_are_true_or_false_only(client: TestClient, project: str) -> None:
+    base = f"/projects/{project}/context"
+    for pinned in (0, 1, "true", None):
+        body = {"name": "n", "type": "file", "pinned": pinned}
+        assert (await client.post(base, json=body)).status == 400, pinned
+    item = await post(client, base, {"name": "n", "type": "file", "pinned": True})
+    assert item["pinned"] is True
+    assert (await client.get(f"{base}?pinned=1")).status == 400
+    assert (await client.get(f"{base}?pinned=True")).status == 400
+    assert [i["id"] for i in (await (await client.get(f"{base}?pinned=true")).json())["items"]] == [
+        item["id"]
+    ]
+    assert (await client.delete(f"/projects/{project}?cascade=1")).status == 400

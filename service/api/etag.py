@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 from aiohttp import web
 
 from service.errors import ApiError, InvalidParameter, PreconditionFailed
@@ -17,8 +19,12 @@ def etag(version: int) -> dict[str, str]:
     return {"ETag": f'"{version}"'}
 
 
-def if_match(request: web.Request, *, required: bool) -> int | None:
-    """The version named by ``If-Match``; None for ``*`` or (when allowed) no header."""
+ETAG = re.compile(r'\s*(?:W/)?"(\d{1,18})"\s*')
+
+
+def if_match(request: web.Request, *, required: bool) -> frozenset[int] | None:
+    """The versions named by ``If-Match`` (one ETag, or a list as RFC 9110 allows:
+    ``"3", "4"``); None for ``*`` or (when allowed) no header."""
     raw = request.headers.get("If-Match")
     if raw is None:
         if required:
@@ -26,12 +32,12 @@ def if_match(request: web.Request, *, required: bool) -> int | None:
                 "send If-Match with the ETag of the version you are changing"
             )
         return None
-    raw = raw.strip()
-    if raw == "*":
+    if raw.strip() == "*":
         return None
-    value = raw.removeprefix("W/").strip('"')
-    if not value.isdigit() or len(value) > 18:
+    tags = [ETAG.fullmatch(part) for part in raw.split(",")]
+    if not raw.strip() or not all(tags):
         raise InvalidParameter(
-            "If-Match must be an ETag from a previous response", details={"If-Match": raw}
+            "If-Match must be an ETag from a previous response, a list of them, or *",
+            details={"If-Match": raw},
         )
-    return int(value)
+    return frozenset(int(tag.group(1)) for tag in tags if tag)

@@ -9,6 +9,7 @@ writer at a time, PostgreSQL locks the rows (``query_for_update``).
 
 from __future__ import annotations
 
+from collections.abc import Collection
 from dataclasses import dataclass
 from typing import Any
 
@@ -136,7 +137,9 @@ def _change_locked(
 # ---- repositories -------------------------------------------------------------------------
 
 
-def delete_repository(repository_id: str, *, expected_version: int | None) -> Work[None]:
+def delete_repository(
+    repository_id: str, *, expected_version: Collection[int] | None
+) -> Work[None]:
     """Delete a repository and everything under it, unless one of its sessions is active."""
     active = yield from query(
         "SELECT id FROM sessions WHERE repository_id = ? AND state = ? LIMIT 5",

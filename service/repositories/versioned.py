@@ -8,7 +8,7 @@ listed newest-first or by an indexed column with a keyset cursor. One implementa
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -108,10 +108,10 @@ def update(
     row_id: str,
     changes: Mapping[str, Any],
     *,
-    expected_version: int | None,
+    expected_version: Collection[int] | None,
     now: str,
 ) -> Work[dict[str, Any] | None]:
-    """Apply ``changes`` if the row is still at ``expected_version`` (None: any version).
+    """Apply ``changes`` if the row is still at one of ``expected_version`` (None: any).
 
     Returns the new row, None when there is no such row in the project, and raises
     :class:`VersionMismatch` when another writer got there first. The version check is in the
@@ -126,8 +126,8 @@ def update(
     sql = f"UPDATE {table.name} SET {', '.join([*sets, 'version = version + 1'])} WHERE {where}"
     params += key_params
     if expected_version is not None:
-        sql += " AND version = ?"
-        params.append(expected_version)
+        sql += _version_in(expected_version)
+        params += sorted(expected_version)
     rows = yield from query(sql + f" RETURNING {table.select}", params)
     if rows:
         return table.decode_row(rows[0])
@@ -138,20 +138,29 @@ def update(
 
 
 def delete(
-    table: Table, project_id: str | None, row_id: str, *, expected_version: int | None
+    table: Table,
+    project_id: str | None,
+    row_id: str,
+    *,
+    expected_version: Collection[int] | None,
 ) -> Work[bool]:
     """Delete; False when absent; :class:`VersionMismatch` when the version moved on."""
     where, params = table.key(project_id, row_id)
     sql = f"DELETE FROM {table.name} WHERE {where}"
     if expected_version is not None:
-        sql += " AND version = ?"
-        params.append(expected_version)
+        sql += _version_in(expected_version)
+        params += sorted(expected_version)
     if (yield from execute(sql, params)):
         return True
     current = yield from get(table, project_id, row_id)
     if current is None:
         return False
     raise VersionMismatch(current["version"])
+
+
+def _version_in(versions: Collection[int]) -> str:
+    """The version check of an optimistic write: one of the ETags If-Match named."""
+    return f" AND version IN ({', '.join('?' * len(versions))})"
 
 
 @dataclass(frozen=True, slots=True)

@@ -79,6 +79,21 @@ class FieldList(fields.Field[list[str]]):
         return list(dict.fromkeys(names))  # de-duplicated, order kept
 
 
+class StrictBoolean(fields.Boolean):
+    """JSON ``true`` or ``false`` only. ``truthy={True}`` is not enough: ``0 == False`` and
+    they hash alike, so ``"pinned": 0`` passed a set-membership check as false."""
+
+    def _deserialize(self, value: Any, attr: str | None, data: Any, **kwargs: Any) -> bool:
+        if type(value) is not bool:
+            raise self.make_error("invalid", input=value)
+        return value
+
+
+def query_boolean(**kwargs: Any) -> fields.Boolean:
+    """A query-string flag: the strings ``true`` or ``false``, nothing else (no 1/0/yes)."""
+    return fields.Boolean(truthy={"true"}, falsy={"false"}, **kwargs)
+
+
 def limit_field() -> fields.Integer:
     return fields.Integer(load_default=DEFAULT_LIMIT, validate=validate.Range(min=1, max=MAX_LIMIT))
 

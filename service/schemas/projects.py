@@ -7,7 +7,13 @@ from typing import Any
 from marshmallow import Schema, ValidationError, fields, validate, validates_schema
 
 from service.domain.projects import ContextType, IdeaStatus, NodeStatus, Priority
-from service.schemas.common import Cursor, limit_field, not_reserved
+from service.schemas.common import (
+    Cursor,
+    StrictBoolean,
+    limit_field,
+    not_reserved,
+    query_boolean,
+)
 
 ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,63}$"
 ID = validate.Regexp(ID_PATTERN, error="1-64 letters, digits, '_', '.', ':' or '-'.")
@@ -68,7 +74,7 @@ class ProjectListQuery(ListQuery):
 
 
 class DeleteQuery(Schema):
-    cascade = fields.Boolean(load_default=False)
+    cascade = query_boolean(load_default=False)
 
 
 # ---- ideas -----------------------------------------------------------------------------
@@ -103,7 +109,7 @@ class ContextCreate(Schema):
     name = fields.String(required=True, validate=validate.Length(min=1, max=300))
     type = fields.Enum(ContextType, by_value=True, required=True)
     tokens = fields.Integer(load_default=0, strict=True, validate=validate.Range(0, 2**31 - 1))
-    pinned = fields.Boolean(load_default=False, truthy={True}, falsy={False})  # not 0/1
+    pinned = StrictBoolean(load_default=False)
     canonical_document_id = fields.String(
         load_default=None, allow_none=True, validate=validate.Length(min=1, max=200)
     )
@@ -113,12 +119,12 @@ class ContextUpdate(Schema):
     name = fields.String(validate=validate.Length(min=1, max=300))
     type = fields.Enum(ContextType, by_value=True)
     tokens = fields.Integer(strict=True, validate=validate.Range(0, 2**31 - 1))
-    pinned = fields.Boolean(truthy={True}, falsy={False})
+    pinned = StrictBoolean()
     canonical_document_id = fields.String(allow_none=True, validate=validate.Length(1, 200))
 
 
 class ContextListQuery(ListQuery):
-    pinned = fields.Boolean(load_default=None)
+    pinned = query_boolean(load_default=None)
     type = fields.Enum(ContextType, by_value=True, load_default=None)
 
 
