@@ -10,6 +10,7 @@ from the ``swagger-ui-py`` package's files (no CDN).
 
 from __future__ import annotations
 
+import re
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from importlib import resources
@@ -23,6 +24,7 @@ from apispec.ext.marshmallow.common import resolve_schema_cls
 from marshmallow import Schema, fields, validate
 
 from service import __version__
+from service.api.auth import ADMIN_ROOTS
 from service.schemas.common import Cursor, FieldList
 
 H = TypeVar("H", bound=Callable[..., Awaitable[web.StreamResponse]])
@@ -142,11 +144,16 @@ def build_spec(app: web.Application) -> dict[str, Any]:
     untyped: Any = plugin  # apispec's plugin methods carry no annotations
     untyped.map_to_openapi_type(Cursor, "string", None)
     untyped.map_to_openapi_type(FieldList, "string", None)
+    untyped.converter.add_attribute_function(_field_extras)
     spec.components.schema("Error", ERROR)
     spec.components.schema("Page", PAGE)
     spec.components.security_scheme(
         "bearer", {"type": "http", "scheme": "bearer", "description": "a BobGen token"}
     )
+    for name, header in HEADERS.items():
+        spec.components.header(name, header)
+    for tag in TAGS:
+        spec.tag(tag)
     paths: dict[str, dict[str, Any]] = {}
     for route in app.router.routes():
         resource = route.resource
@@ -154,13 +161,81 @@ def build_spec(app: web.Application) -> dict[str, Any]:
             continue
         op = _describe(route.handler, route.method)
         method = route.method.lower()
-        paths.setdefault(resource.canonical, {})[method] = _operation(op, method)
+        path = resource.canonical
+        paths.setdefault(path, {})[method] = _operation(op, method, path)
     for path, operations in sorted(paths.items()):
         spec.path(path=path, operations=operations)
-    return spec.to_dict()
+    document: dict[str, Any] = spec.to_dict()
+    _tighten(document)
+    return document
 
 
-def _operation(op: Operation, method: str) -> dict[str, Any]:
+def _field_extras(converter: Any, field: fields.Field[Any], **_: Any) -> dict[str, Any]:
+    """What apispec does not say of our fields, so that a request the document allows is one
+    the validators accept (schemathesis checks exactly that)."""
+    extra: dict[str, Any] = {}
+    if isinstance(field, Cursor):
+        extra.update(
+            minLength=1,
+            pattern=r"^[A-Za-z0-9_-]+$",
+            description="opaque: the 'next' of the previous page, as given (a cursor not "
+            "made by the server is a 400)",
+        )
+    elif isinstance(field, FieldList):
+        extra.update(
+            minLength=1,
+            pattern=rf"^({'|'.join(field.choices)})(,({'|'.join(field.choices)}))*$",
+            description="a comma-separated list of " + ", ".join(field.choices),
+        )
+    if isinstance(field, fields.Enum):  # an Enum narrowed by OneOf: only what is accepted
+        for validator in field.validators:
+            if isinstance(validator, validate.OneOf):
+                extra["enum"] = [getattr(c, "value", c) for c in validator.choices]
+    return extra
+
+
+def _tighten(document: dict[str, Any]) -> None:
+    """Rules the marshmallow schemas hold in code: a PATCH changes at least one field, the
+    open-named ``field.<path>`` filters, and each schema's own ``openapi_extra``."""
+    components = document["components"]["schemas"]
+    for operations in document["paths"].values():
+        patch = operations.get("patch", {}).get("requestBody")
+        if patch:
+            ref = patch["content"]["application/json"]["schema"].get("$ref", "")
+            if ref:
+                components[ref.rsplit("/", 1)[-1]]["minProperties"] = 1
+        for op in operations.values():
+            op["parameters"] = [_field_filters(p) for p in op.get("parameters", [])]
+    for op in _OPERATIONS.values():
+        extra = getattr(op.body, "openapi_extra", None)
+        if extra is not None:
+            components[_schema_name(op.body)].update(extra)
+
+
+def _field_filters(parameter: dict[str, Any]) -> dict[str, Any]:
+    if parameter.get("name") != "field_filters":
+        return parameter
+    from service.repositories.documents import JSON_PATH
+    from service.schemas.documents import FIELD_PREFIX, MAX_FIELD_FILTERS
+
+    name = "^" + re.escape(FIELD_PREFIX) + JSON_PATH.pattern + "$"
+    return {
+        "in": "query",
+        "name": "field",
+        "style": "form",
+        "explode": True,
+        "description": "field.<path>=<value>: documents whose JSON has that value at that "
+        f"dotted path (at most {MAX_FIELD_FILTERS}; e.g. field.model=gpt-4o)",
+        "schema": {
+            "type": "object",
+            "patternProperties": {name: {"type": "string", "minLength": 1, "maxLength": 300}},
+            "additionalProperties": False,
+            "maxProperties": MAX_FIELD_FILTERS,
+        },
+    }
+
+
+def _operation(op: Operation, method: str, path: str) -> dict[str, Any]:
     parameters: list[dict[str, Any]] = []
     if op.path is not None:
         parameters.append({"in": "path", "schema": op.path})
@@ -172,24 +247,32 @@ def _operation(op: Operation, method: str) -> dict[str, Any]:
                 "in": "header",
                 "name": "If-Match",
                 "required": op.if_match == "required",
-                "schema": {"type": "string"},
-                "description": "the ETag of the version being changed (428 without, 412 stale)",
+                "schema": {"type": "string", "pattern": IF_MATCH_PATTERN},
+                "description": "the ETag of the version being changed, a comma-separated list "
+                "of ETags (any may be current), or * (428 without, when required; 412 stale)",
             }
         )
-    success: dict[str, Any] = {"description": "success"}
+    success: dict[str, Any] = {"description": "success", "headers": _success_headers(op, method)}
     if op.returns != "empty":
         success["content"] = _BODIES[op.returns]
     result: dict[str, Any] = {
         "summary": op.summary,
+        "operationId": operation_id(method, path),
+        "tags": [tag_of(path)],
         "parameters": parameters,
         "responses": {
             str(op.status): success,
             "default": {
-                "description": "an error (4xx, or 503 when the database is unavailable)",
+                "description": "an error (4xx, or 503 when the database is unavailable, with "
+                "Retry-After)",
+                "headers": {
+                    "X-Request-ID": {"$ref": "#/components/headers/X-Request-ID"},
+                    "Retry-After": {"$ref": "#/components/headers/Retry-After"},
+                },
                 "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}},
             },
         },
-        "security": [] if op.open else [{"bearer": []}, {}],
+        "security": security(op, method, path),
     }
     if method == "get" and op.returns == "object":
         result["responses"]["304"] = {"description": "not modified (If-None-Match matched)"}
@@ -199,6 +282,92 @@ def _operation(op: Operation, method: str) -> dict[str, Any]:
             "content": {"application/json": {"schema": op.body}},
         }
     return result
+
+
+# An ETag is the row version in quotes (weak W/ accepted); If-Match takes one, a list, or *.
+_ETAG = r'(W/)?"[0-9]{1,18}"'
+IF_MATCH_PATTERN = rf"^(\*|{_ETAG}([ \t]*,[ \t]*{_ETAG})*)$"
+
+HEADERS: dict[str, dict[str, Any]] = {
+    "X-Request-ID": {
+        "description": "the request's id: echoed when the client sent one, made otherwise; in "
+        "error bodies and logs too",
+        "schema": {"type": "string"},
+    },
+    "ETag": {
+        "description": "the row version, quoted; send it back as If-Match to change the row",
+        "schema": {"type": "string"},
+    },
+    "Link": {
+        "description": 'the next page as <url>; rel="next" (RFC 8288), when there is one',
+        "schema": {"type": "string"},
+    },
+    "Location": {"description": "the new resource's URL", "schema": {"type": "string"}},
+    "Retry-After": {
+        "description": "seconds to wait before retrying (503 database busy or unavailable, "
+        "507 disk full)",
+        "schema": {"type": "integer"},
+    },
+}
+
+
+def _success_headers(op: Operation, method: str) -> dict[str, Any]:
+    names = ["X-Request-ID"]
+    if op.returns == "page":
+        names.append("Link")
+    if op.status == 201:
+        names.append("Location")
+    if op.returns == "object" and (method == "get" or op.if_match is not None):
+        names.append("ETag")
+    return {name: {"$ref": f"#/components/headers/{name}"} for name in names}
+
+
+TAGS = [
+    {"name": "status", "description": "status records (/bobgen/status)"},
+    {"name": "runs and audit", "description": "runs of jobs, their steps, the audit log"},
+    {"name": "projects", "description": "projects, ideas, context, workflows and their runs"},
+    {"name": "documents", "description": "personas and prompt templates synced from files"},
+    {"name": "debug metadata", "description": "repositories, worktrees, sessions, commands"},
+    {"name": "admin", "description": "seeding, document sync, tokens (admin scope)"},
+    {"name": "probes", "description": "health, readiness, metrics, versions, these docs, /ui"},
+]
+_TAG_BY_PREFIX = {
+    "bobgen": "status",
+    "runs": "runs and audit",
+    "audit": "runs and audit",
+    "projects": "projects",
+    "documents": "documents",
+    "personas": "documents",
+    "prompts": "documents",
+    "repositories": "debug metadata",
+    "sessions": "debug metadata",
+    "commands": "debug metadata",
+    "artifacts": "debug metadata",
+    "admin": "admin",
+    "tokens": "admin",
+}
+
+
+def tag_of(path: str) -> str:
+    """The domain a path belongs to (its first segment decides)."""
+    return _TAG_BY_PREFIX.get(path.strip("/").split("/", 1)[0], "probes")
+
+
+def operation_id(method: str, path: str) -> str:
+    """``get_projects_project_id_ideas_item_id``: unique, since (method, path) is."""
+    words = re.findall(r"[A-Za-z0-9]+", path)
+    return "_".join([method, *words]) if words else method
+
+
+def security(op: Operation, method: str, path: str) -> list[dict[str, list[str]]]:
+    """What the auth middleware asks (api/auth.py): nothing for probes; a token for writes
+    and for admin paths; reads are open unless the server runs with --auth-reads."""
+    if op.open:
+        return []
+    first = "/" + path.strip("/").split("/", 1)[0]
+    if method in ("post", "put", "patch", "delete") or first in ADMIN_ROOTS:
+        return [{"bearer": []}]
+    return [{"bearer": []}, {}]
 
 
 # ---- serving ------------------------------------------------------------------------------

@@ -79,6 +79,29 @@ class FieldList(fields.Field[list[str]]):
         return list(dict.fromkeys(names))  # de-duplicated, order kept
 
 
+class JsonInteger(fields.Integer):
+    """A JSON integer: an int, or a number with no fractional part (``472.0``: JSON Schema
+    calls it an integer, so clients generated from the OpenAPI document may send it). Never a
+    boolean and never a string (``strict`` marshmallow would refuse ``472.0`` as well)."""
+
+    def _validated(self, value: Any) -> int:
+        if isinstance(value, float) and value.is_integer():
+            value = int(value)
+        if type(value) is not int:
+            raise self.make_error("invalid", input=value)
+        return int(super()._validated(value))
+
+
+def http_url(**kwargs: Any) -> fields.Url:
+    """An http(s) URL of at most 2,048 characters; the document says so with a pattern."""
+    return fields.Url(
+        schemes={"http", "https"},
+        validate=validate.Length(max=2048),
+        metadata={"pattern": r"^https?://[^\s/$.?#][^\s]*$"},
+        **kwargs,
+    )
+
+
 class StrictBoolean(fields.Boolean):
     """JSON ``true`` or ``false`` only. ``truthy={True}`` is not enough: ``0 == False`` and
     they hash alike, so ``"pinned": 0`` passed a set-membership check as false."""
@@ -95,7 +118,11 @@ def query_boolean(**kwargs: Any) -> fields.Boolean:
 
 
 def limit_field() -> fields.Integer:
-    return fields.Integer(load_default=DEFAULT_LIMIT, validate=validate.Range(min=1, max=MAX_LIMIT))
+    return fields.Integer(
+        load_default=DEFAULT_LIMIT,
+        validate=validate.Range(min=1, max=MAX_LIMIT),
+        metadata={"description": f"items per page, 1 to {MAX_LIMIT} (default {DEFAULT_LIMIT})"},
+    )
 
 
 class PageQuerySchema(Schema):

@@ -3,13 +3,13 @@ artifacts and debugger state. Unknown keys are refused, as everywhere."""
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, ClassVar
 
 import orjson
 from marshmallow import Schema, ValidationError, fields, validate, validates_schema
 
 from service.domain.debug import CommandState, LogStream, SessionState, WorktreeState
-from service.schemas.common import Cursor, limit_field, not_reserved
+from service.schemas.common import Cursor, JsonInteger, limit_field, not_reserved
 from service.schemas.projects import ID, ListQuery
 from service.schemas.runs import SHA256
 
@@ -35,7 +35,7 @@ def _json_object(value: dict[str, Any]) -> None:
 
 
 def _lease() -> fields.Integer:
-    return fields.Integer(required=True, strict=True, validate=validate.Range(1, MAX_LEASE_S))
+    return JsonInteger(required=True, validate=validate.Range(1, MAX_LEASE_S))
 
 
 # ---- paths -------------------------------------------------------------------------------
@@ -172,11 +172,20 @@ class CommandCreate(Schema):
 
 
 class CommandUpdate(Schema):
+    # What exit_code_when_it_exited checks, said in the document (JSON Schema if/then).
+    openapi_extra: ClassVar[dict[str, Any]] = {
+        "if": {
+            "properties": {
+                "state": {"enum": [CommandState.SUCCEEDED.value, CommandState.FAILED.value]}
+            },
+            "required": ["state"],
+        },
+        "then": {"required": ["exit_code"], "properties": {"exit_code": {"type": "integer"}}},
+    }
     state = fields.Enum(CommandState, by_value=True, required=True)
-    exit_code = fields.Integer(
+    exit_code = JsonInteger(
         load_default=None,
         allow_none=True,
-        strict=True,
         validate=validate.Range(-(2**31), 2**31 - 1),
     )
 
@@ -195,7 +204,7 @@ class CommandListQuery(ListQuery):
 
 
 class LogChunk(Schema):
-    seq = fields.Integer(required=True, strict=True, validate=validate.Range(1, 2**31 - 1))
+    seq = JsonInteger(required=True, validate=validate.Range(1, 2**31 - 1))
     stream = fields.Enum(LogStream, by_value=True, required=True)
     text = fields.String(required=True)  # size checked by the handler: 413, not 400
 
@@ -224,9 +233,7 @@ class ArtifactCreate(Schema):
     name = fields.String(required=True, validate=validate.Length(min=1, max=300))
     kind = fields.String(required=True, validate=validate.Length(min=1, max=64))
     uri = fields.String(required=True, validate=PATH)
-    size_bytes = fields.Integer(
-        load_default=None, allow_none=True, strict=True, validate=validate.Range(0, 2**62)
-    )
+    size_bytes = JsonInteger(load_default=None, allow_none=True, validate=validate.Range(0, 2**62))
     sha256 = fields.String(load_default=None, allow_none=True, validate=SHA256)
     content_type = fields.String(
         load_default=None, allow_none=True, validate=validate.Length(min=1, max=255)

@@ -9,6 +9,7 @@ from marshmallow import Schema, ValidationError, fields, validate, validates_sch
 from service.domain.projects import ContextType, IdeaStatus, NodeStatus, Priority
 from service.schemas.common import (
     Cursor,
+    JsonInteger,
     StrictBoolean,
     limit_field,
     not_reserved,
@@ -108,7 +109,7 @@ class ContextCreate(Schema):
     id = _id_field(load_default=None)
     name = fields.String(required=True, validate=validate.Length(min=1, max=300))
     type = fields.Enum(ContextType, by_value=True, required=True)
-    tokens = fields.Integer(load_default=0, strict=True, validate=validate.Range(0, 2**31 - 1))
+    tokens = JsonInteger(load_default=0, validate=validate.Range(0, 2**31 - 1))
     pinned = StrictBoolean(load_default=False)
     canonical_document_id = fields.String(
         load_default=None, allow_none=True, validate=validate.Length(min=1, max=200)
@@ -118,7 +119,7 @@ class ContextCreate(Schema):
 class ContextUpdate(Schema):
     name = fields.String(validate=validate.Length(min=1, max=300))
     type = fields.Enum(ContextType, by_value=True)
-    tokens = fields.Integer(strict=True, validate=validate.Range(0, 2**31 - 1))
+    tokens = JsonInteger(validate=validate.Range(0, 2**31 - 1))
     pinned = StrictBoolean()
     canonical_document_id = fields.String(allow_none=True, validate=validate.Length(1, 200))
 
@@ -180,14 +181,16 @@ class RunListQuery(ListQuery):
 
 
 class NodeUpdate(Schema):
-    status = fields.Enum(NodeStatus, by_value=True, load_default=None)
-    progress = fields.Float(load_default=None, validate=validate.Range(0, 100))
+    # Absent is None, null is refused: the document can then say "at least one field".
+    status = fields.Enum(NodeStatus, by_value=True, load_default=None, allow_none=False)
+    progress = fields.Float(load_default=None, allow_none=False, validate=validate.Range(0, 100))
     messages = fields.List(
         fields.String(validate=validate.Length(max=2000)),
         load_default=None,
+        allow_none=False,
         validate=validate.Length(max=MAX_MESSAGES),
     )
-    error = fields.String(load_default=None, validate=validate.Length(max=10_000))
+    error = fields.String(load_default=None, allow_none=False, validate=validate.Length(max=10_000))
 
     @validates_schema
     def _something(self, data: dict[str, Any], **kwargs: Any) -> None:

@@ -58,8 +58,11 @@ class StepCreateSchema(Schema):
 
 
 class StepUpdateSchema(Schema):
-    status = fields.Enum(StepStatus, by_value=True, load_default=None)
-    stats = fields.Dict(keys=fields.String(), load_default=None, validate=_small_object)
+    # Absent is None, null is refused: the document can then say "at least one field".
+    status = fields.Enum(StepStatus, by_value=True, load_default=None, allow_none=False)
+    stats = fields.Dict(
+        keys=fields.String(), load_default=None, allow_none=False, validate=_small_object
+    )
 
     @validates_schema
     def _something_to_change(self, data: dict[str, Any], **kwargs: Any) -> None:

@@ -7,7 +7,7 @@ from typing import Any
 from marshmallow import Schema, ValidationError, fields, post_load, validate, validates_schema
 
 from service.repositories.status import STATUS_FIELDS
-from service.schemas.common import FieldList, PageQuerySchema
+from service.schemas.common import FieldList, JsonInteger, PageQuerySchema, http_url
 from service.timeutil import utc_iso
 
 
@@ -32,21 +32,9 @@ class StatusCreateSchema(Schema):
     latency = fields.Float(required=True, validate=validate.Range(min=0))
     error_rate = fields.Float(required=True, validate=validate.Range(min=0, max=1))
     last_run = fields.AwareDateTime(load_default=None, allow_none=True)
-    blocks = fields.Integer(
-        load_default=0, strict=True, validate=validate.Range(min=0, max=2**31 - 1)
-    )
-    runbook_link = fields.Url(
-        load_default=None,
-        allow_none=True,
-        schemes={"http", "https"},
-        validate=validate.Length(max=2048),
-    )
-    dashboard_link = fields.Url(
-        load_default=None,
-        allow_none=True,
-        schemes={"http", "https"},
-        validate=validate.Length(max=2048),
-    )
+    blocks = JsonInteger(load_default=0, validate=validate.Range(min=0, max=2**31 - 1))
+    runbook_link = http_url(load_default=None, allow_none=True)
+    dashboard_link = http_url(load_default=None, allow_none=True)
 
     @validates_schema(pass_original=True)
     def _no_booleans_as_numbers(self, data: dict[str, Any], original: Any, **kwargs: Any) -> None:
