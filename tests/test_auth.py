@@ -5,6 +5,7 @@ import stat
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 from aiohttp.test_utils import TestClient
@@ -16,6 +17,7 @@ from service.keys import DB_KEY
 from service.tokens import initial_token_path, revoke_token
 from tests.backends import cli_db, sql
 from tests.helpers import VALID, assert_error
+from tests.support import eventually
 from tests.support.auth import ADMIN_TOKEN, READER_TOKEN, WRITER_TOKEN, bearer
 
 
@@ -161,3 +163,23 @@ async def test_first_start_writes_an_initial_admin_token_file(
     second = await aiohttp_client(create_app(make_config(db=db)))
     assert not token_file.exists()  # tokens exist: no new admin token
     assert (await second.get("/health")).status == 200
+
+
+async def test_a_lost_revocation_signal_is_bounded_by_the_cache_lifetime(
+    make_client: Any, db_url: DatabaseURL
+) -> None:
+    """A token revoked behind the server's back (raw SQL: no notification) is refused once its
+    cache entry expires: --token-cache-ttl-s is the worst case (docs/security.md)."""
+    ttl = 0.5
+    client = await make_client(token=None, token_cache_ttl_s=ttl)
+    headers = bearer(WRITER_TOKEN)
+    assert (await client.post("/bobgen/status", json=VALID, headers=headers)).status == 201
+    sql(db_url, "UPDATE auth_tokens SET revoked_at = '2026-01-01T00:00:00Z' WHERE id = 2")
+    revoked = time.monotonic()
+
+    async def refused() -> bool:
+        resp = await client.post("/bobgen/status", json=VALID, headers=headers)
+        return resp.status == 401
+
+    await eventually(refused, timeout=10)
+    assert time.monotonic() - revoked < ttl + 0.5  # the lifetime, plus a poll's slack

@@ -11,6 +11,7 @@ from service.app import create_app
 from service.config import DEFAULT_MIGRATIONS_DIR, Config
 from service.db import DatabaseOptions, DatabaseURL, Work, connect, execute, query_one
 from service.db.migrations import apply_migrations
+from tests.backends import sql
 from tests.helpers import VALID
 from tests.support.auth import ADMIN_TOKEN, bearer, plant_test_tokens
 
@@ -58,3 +59,37 @@ async def test_another_instances_writes_show_in_totals_within_a_second(
         await asyncio.sleep(0.02)
     # Rows themselves are never cached: the new row is readable at once on the other instance.
     assert (await second.get("/bobgen/status/1")).status == 200
+
+
+async def test_a_pooled_connection_killed_while_idle_is_retried_invisibly(
+    aiohttp_client: Any, pg_url: DatabaseURL, pg_cluster: Any
+) -> None:
+    """A server restart or an idle timeout kills pooled connections while nobody uses them:
+    the next request gets a fresh connection, not an error (service/db/postgres.py)."""
+    plant_test_tokens(pg_url)
+    config = Config(db=pg_url, seed_rows=0, port=0, log_level="WARNING")
+    client = await aiohttp_client(create_app(config), headers=bearer(ADMIN_TOKEN))
+    assert (await client.post("/bobgen/status", json=VALID)).status == 201
+    name = pg_url.redacted.rsplit("/", 1)[-1]
+
+    def kill_idle_pool_connections() -> int:
+        return int(
+            sql(
+                pg_cluster.url("postgres"),
+                "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
+                f"WHERE datname = '{name}' AND state = 'idle' AND query NOT LIKE 'LISTEN%'",
+            )[0][0]
+        )
+
+    # A point read (one query), a write (a transaction) and a paged read (a read-only
+    # transaction), each first thing after every idle connection of the pool was killed.
+    for method, path, body, status in (
+        ("GET", "/bobgen/status/1", None, 200),
+        ("POST", "/bobgen/status", VALID, 201),
+        ("GET", "/projects", None, 200),
+        ("POST", "/projects", {"name": "p"}, 201),
+    ):
+        await asyncio.gather(*(client.get("/bobgen/status?limit=1") for _ in range(4)))
+        assert kill_idle_pool_connections() >= 1  # the pool's, not the change listener
+        resp = await client.request(method, path, json=body)
+        assert resp.status == status, (method, path, await resp.text())

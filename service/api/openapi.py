@@ -109,7 +109,7 @@ PAGE = {
     "type": "object",
     "required": ["items", "limit", "next", "next_url"],
     "properties": {
-        "items": {"type": "array", "items": {}},
+        "items": {"type": "array", "items": {"type": "object"}},
         "limit": {"type": "integer"},
         "next": {"type": ["string", "null"], "description": "the cursor of the next page"},
         "next_url": {"type": ["string", "null"], "description": "the next page's URL"},

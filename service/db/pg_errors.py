@@ -65,9 +65,16 @@ def translate(exc: BaseException) -> BaseException:
     return neutral
 
 
-def is_connection_lost(exc: BaseException) -> bool:
-    """True when retrying on a fresh connection may succeed (a pooled connection died)."""
-    return isinstance(exc, asyncpg.ConnectionDoesNotExistError | asyncpg.AdminShutdownError)
+def is_connection_lost(exc: BaseException | None) -> bool:
+    """True when retrying on a fresh connection may succeed (a pooled connection died). A
+    connection whose server session was terminated while idle can also fail with asyncpg's
+    InternalClientError ("another operation is in progress"): its protocol state is gone."""
+    lost = (
+        asyncpg.ConnectionDoesNotExistError,
+        asyncpg.AdminShutdownError,
+        asyncpg.exceptions.InternalClientError,
+    )
+    return isinstance(exc, lost) or (exc is not None and isinstance(exc.__cause__, lost))
 
 
 def _message(exc: BaseException) -> str:

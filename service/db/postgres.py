@@ -148,6 +148,19 @@ def _rowcount(status: str) -> int:
     return int(last) if last.isdigit() else -1
 
 
+class _StaleConnection(DatabaseUnavailable):
+    """BEGIN failed on a pooled connection that died while idle: nothing ran, try another."""
+
+
+async def _begin(tx: Any) -> None:
+    try:
+        await tx.start()
+    except Exception as exc:
+        if is_connection_lost(exc):
+            raise _StaleConnection(f"a pooled connection was dead: {exc}") from exc
+        raise translate(exc) from exc
+
+
 class PostgresDatabase(Database):
     """Owns an asyncpg pool and one listener connection."""
 
@@ -255,6 +268,13 @@ class PostgresDatabase(Database):
         self.outage.succeeded()
         try:
             yield conn
+        except Exception as exc:
+            if is_connection_lost(exc):
+                # Never hand a broken connection back to the pool (asyncpg may have detached
+                # a closed one from its proxy already: then there is nothing to end).
+                with suppress(asyncpg.InterfaceError):
+                    conn.terminate()
+            raise
         finally:
             # Release resets the session (rolls back an open transaction, drops LISTENs and
             # session advisory locks) and closes a broken connection, which the pool then
@@ -268,32 +288,39 @@ class PostgresDatabase(Database):
 
     async def write(self, work: WorkSource[T]) -> T:
         """Run a unit in its own transaction; retry serialization failures and deadlocks when
-        ``work`` is a factory (up to ``max_retries`` times, with jittered backoff)."""
-        attempt = 0
+        ``work`` is a factory (up to ``max_retries`` times, with jittered backoff). A BEGIN
+        that fails on a connection that died while idle is retried on the next connection,
+        factory or not: nothing of the unit ran."""
+        attempt = stale = 0
+        unit = work() if callable(work) else work
         while True:
-            unit = work() if callable(work) else work
             try:
                 return await self._write_once(unit)
+            except _StaleConnection:
+                stale += 1
+                if stale > self.options.pool_size:
+                    raise
             except SerializationConflict:
                 if not callable(work) or attempt >= self.max_retries:
                     raise
                 attempt += 1
                 self._stats.retried += 1
                 await asyncio.sleep(random.uniform(0, 0.005 * 2**attempt))
+                unit = work()
 
     async def _write_once(self, unit: Work[T]) -> T:
         channels: list[str] = []
         async with self._connection() as conn:
-            self._stats.units += 1
             tx = conn.transaction()
+            await _begin(tx)
+            self._stats.units += 1
             try:
-                await tx.start()
                 value = await _drive(conn, unit, channels)
                 await tx.commit()
             except BaseException as exc:
                 self._stats.rolled_back += 1
-                # Never started, already failed, or the connection broke: release() resets or
-                # closes the connection in every case, so a failed ROLLBACK changes nothing.
+                # Already failed, or the connection broke: release() resets or closes the
+                # connection in every case, so a failed ROLLBACK changes nothing.
                 with suppress(OSError, asyncpg.PostgresError, asyncpg.InterfaceError):
                     await tx.rollback()
                 if isinstance(exc, Exception):
@@ -313,10 +340,12 @@ class PostgresDatabase(Database):
 
     async def fetchall(self, sql: str, params: Params = ()) -> list[Row]:
         """One query on a pooled connection. A connection that died while idle in the pool
-        (the server restarted) is retried once on a fresh one."""
+        (the server restarted) is dropped and the query retried on the next one: every idle
+        connection may be dead, so up to pool size + 1 tries (a dead one fails at once)."""
         self.reads_started += 1
         statement = to_dollar_params(sql)
-        for attempt in (1, 2):
+        tries = self.options.pool_size + 1
+        for attempt in range(1, tries + 1):
             try:
                 async with self._connection() as conn:
                     rows = await conn.fetch(statement, *params)
@@ -324,20 +353,34 @@ class PostgresDatabase(Database):
             except DatabaseUnavailable:
                 raise
             except Exception as exc:
-                if attempt == 1 and is_connection_lost(exc):
+                if attempt < tries and is_connection_lost(exc):
                     continue
                 raise translate(exc) from exc
         raise AssertionError("unreachable")  # pragma: no cover
 
     async def read(self, work: Work[T]) -> T:
         """Statement by statement on one connection, in a read-only transaction (one snapshot
-        per statement is enough for our reads; a transaction keeps them on one connection)."""
+        per statement is enough for our reads; a transaction keeps them on one connection).
+        A BEGIN on a connection that died while idle is retried on the next one."""
+        for _ in range(self.options.pool_size):
+            with suppress(_StaleConnection):
+                return await self._read_once(work)
+        return await self._read_once(work)
+
+    async def _read_once(self, work: Work[T]) -> T:
         async with self._connection() as conn:
+            tx = conn.transaction(readonly=True, isolation="read_committed")
+            await _begin(tx)
             try:
-                async with conn.transaction(readonly=True, isolation="read_committed"):
-                    return await _drive(conn, work, None)
-            except Exception as exc:
-                raise translate(exc) from exc
+                value = await _drive(conn, work, None)
+                await tx.commit()
+                return value
+            except BaseException as exc:
+                with suppress(OSError, asyncpg.PostgresError, asyncpg.InterfaceError):
+                    await tx.rollback()
+                if isinstance(exc, Exception):
+                    raise translate(exc) from exc
+                raise
 
     async def table_exists(self, name: str) -> bool:
         row = await self.fetchone("SELECT to_regclass(?) IS NOT NULL", (name,))
