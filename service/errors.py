@@ -16,7 +16,7 @@ from aiohttp import web
 from aiohttp.typedefs import Middleware
 from marshmallow import ValidationError
 
-from service.db import DatabaseBusy, DatabaseUnavailable, DiskFull
+from service.db import DatabaseBusy, DatabaseUnavailable, DiskFull, ValueOutOfRange
 from service.domain.debug import Refused
 from service.domain.statemachine import InvalidTransition
 from service.jsonutil import json_response
@@ -173,6 +173,8 @@ def _error_for(request: web.Request, error: BaseException) -> web.StreamResponse
         )
         resp.headers.update(api_error.headers)
         return resp
+    except ValueOutOfRange as exc:
+        return _respond(request, 400, "invalid_value", str(exc))
     except DiskFull as exc:
         # 507: the request was fine and nothing was committed; retry once space is freed.
         log.error("disk full on %s %s: %s", request.method, request.path, exc)

@@ -21,7 +21,7 @@ from tests.support import REPO_ROOT
 
 DOCS = [REPO_ROOT / "README.md", *sorted((REPO_ROOT / "docs").glob("*.md"))]
 # Flags of other tools that the docs show beside ours, recognised by the tool named on the line.
-OTHER_TOOLS = ("docker", "yoyo", "pg_dump", "pg_restore", "bench/")
+OTHER_TOOLS = ("docker", "yoyo", "pg_dump", "pg_restore", "schemathesis", "bench/")
 BENCH_SOURCES = "".join(p.read_text() for p in (REPO_ROOT / "bench").glob("*.py"))
 
 

@@ -277,3 +277,16 @@ async def test_write_blocked_by_another_process_is_a_503_then_recovers(
     assert (await client.post("/bobgen/status", json=VALID)).status == 201
     page = await (await client.get("/bobgen/status")).json()
     assert page["total"] == 1  # the refused write left nothing behind
+
+
+async def test_integers_out_of_the_columns_range_are_400_on_both_backends(
+    client: TestClient,
+) -> None:
+    for path in ("/bobgen/status/2147483648", "/bobgen/status/999999999999", "/tokens/2147483648"):
+        resp = await client.request("DELETE" if "tokens" in path else "GET", path)
+        assert resp.status == 400, path
+    # An integral number sent as 3.0 is an integer (JSON Schema says so); 3.5 and true are not.
+    ok = await client.post("/bobgen/status", json={**VALID, "blocks": 3.0})
+    assert ok.status == 201 and (await ok.json())["blocks"] == 3
+    for blocks in (3.5, True, "3"):
+        assert (await client.post("/bobgen/status", json={**VALID, "blocks": blocks})).status == 400

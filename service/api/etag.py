@@ -19,6 +19,7 @@ def etag(version: int) -> dict[str, str]:
     return {"ETag": f'"{version}"'}
 
 
+MAX_VERSION = 2**31 - 1  # the version columns are 32-bit integers
 ETAG = re.compile(r'\s*(?:W/)?"(\d{1,18})"\s*')
 
 
@@ -40,4 +41,7 @@ def if_match(request: web.Request, *, required: bool) -> frozenset[int] | None:
             "If-Match must be an ETag from a previous response, a list of them, or *",
             details={"If-Match": raw},
         )
-    return frozenset(int(tag.group(1)) for tag in tags if tag)
+    # A version beyond the column's range can never be current: it matches nothing (412),
+    # and 0 stands for "nothing" (versions start at 1) so the list is never empty.
+    versions = frozenset(int(tag.group(1)) for tag in tags if tag)
+    return frozenset(v for v in versions if v <= MAX_VERSION) or frozenset({0})

@@ -51,6 +51,7 @@ class Operation:
     returns: str = "object"  # object | page | empty | text | html | json (any) | asset
     if_match: str | None = None  # "required" or "optional"
     open: bool = False  # no token ever (probes)
+    response: Any = None  # the object returned (or each item of a page): a Schema or a dict
 
 
 _OPERATIONS: dict[Callable[..., Any], Operation] = {}
@@ -70,6 +71,25 @@ def operation(summary: str, **details: Any) -> Callable[[H], H]:
         return handler
 
     return mark
+
+
+TIMESTAMP = {"type": "string", "format": "date-time", "description": "ISO-8601, UTC"}
+
+
+def stored_row(create: Schema, *, key: str = "id", scoped: bool = True) -> dict[str, Any]:
+    """A row as the API returns it: what ``create`` takes, plus its key, its version (the
+    ETag) and its timestamps (and its project, for project-scoped rows)."""
+    properties: dict[str, Any] = {
+        key: {"type": "string"},
+        "version": {"type": "integer", "minimum": 1, "description": "the row version (ETag)"},
+        "created_at": TIMESTAMP,
+        "updated_at": TIMESTAMP,
+    }
+    if scoped:
+        properties["project_id"] = {"type": "string"}
+    added = {"type": "object", "required": sorted(properties), "properties": properties}
+    # Marked for _tighten: the create schema refuses unknown keys, a returned row has more.
+    return {"allOf": [create, added], "x-row": True}
 
 
 class Undocumented(LookupError):
@@ -187,6 +207,11 @@ def _field_extras(converter: Any, field: fields.Field[Any], **_: Any) -> dict[st
             pattern=rf"^({'|'.join(field.choices)})(,({'|'.join(field.choices)}))*$",
             description="a comma-separated list of " + ", ".join(field.choices),
         )
+    if isinstance(field, fields.Dict) and field.key_field is not None:
+        for validator in field.key_field.validators:
+            if isinstance(validator, validate.Length):
+                names = {"minLength": validator.min, "maxLength": validator.max}
+                extra["propertyNames"] = {k: v for k, v in names.items() if v is not None}
     if isinstance(field, fields.Enum):  # an Enum narrowed by OneOf: only what is accepted
         for validator in field.validators:
             if isinstance(validator, validate.OneOf):
@@ -210,6 +235,27 @@ def _tighten(document: dict[str, Any]) -> None:
         extra = getattr(op.body, "openapi_extra", None)
         if extra is not None:
             components[_schema_name(op.body)].update(extra)
+    _open_rows(document["paths"], components)
+
+
+def _open_rows(node: Any, components: dict[str, Any]) -> None:
+    """Each ``stored_row`` takes its create schema's properties as an inline copy that allows
+    the row's other columns (the request schema itself stays closed)."""
+    if isinstance(node, list):
+        for item in node:
+            _open_rows(item, components)
+        return
+    if not isinstance(node, dict):
+        return
+    if node.pop("x-row", False):
+        create = node["allOf"][0]
+        name = create.get("$ref", "").rsplit("/", 1)[-1]
+        if name:
+            node["allOf"][0] = {
+                k: v for k, v in components[name].items() if k != "additionalProperties"
+            }
+    for value in node.values():
+        _open_rows(value, components)
 
 
 def _field_filters(parameter: dict[str, Any]) -> dict[str, Any]:
@@ -255,6 +301,12 @@ def _operation(op: Operation, method: str, path: str) -> dict[str, Any]:
     success: dict[str, Any] = {"description": "success", "headers": _success_headers(op, method)}
     if op.returns != "empty":
         success["content"] = _BODIES[op.returns]
+    if op.response is not None and op.returns == "object":
+        success["content"] = {"application/json": {"schema": op.response}}
+    elif op.response is not None and op.returns == "page":
+        items = {"type": "object", "properties": {"items": {"type": "array", "items": op.response}}}
+        page = {"allOf": [{"$ref": "#/components/schemas/Page"}, items]}
+        success["content"] = {"application/json": {"schema": page}}
     result: dict[str, Any] = {
         "summary": op.summary,
         "operationId": operation_id(method, path),

@@ -14,7 +14,7 @@ from service.api.common import (
     write,
 )
 from service.api.etag import etag, if_match
-from service.api.openapi import operation
+from service.api.openapi import operation, stored_row
 from service.api.paging import versioned_page
 from service.api.requests import load_json, load_match, load_query
 from service.api.resources import Resource, ResourceHandlers, insert_new, not_found
@@ -91,7 +91,10 @@ _PROJECT_PATH, _ITEM_PATH, _DELETE = s.ProjectPath(), s.ItemPath(), s.DeleteQuer
 # ---- projects (not scoped to anything, so not the generic handlers) ----------------------
 
 
-@operation("Create a project", body=PROJECT.create, status=201)
+PROJECT_ROW = stored_row(PROJECT.create, scoped=False)
+
+
+@operation("Create a project", body=PROJECT.create, status=201, response=PROJECT_ROW)
 async def create_project(request: web.Request) -> web.Response:
     values = await load_json(PROJECT.create, request)
 
@@ -110,13 +113,13 @@ async def create_project(request: web.Request) -> web.Response:
     return json_response(row, status=201, headers=headers)
 
 
-@operation("Projects", query=PROJECT.list_query, returns="page")
+@operation("Projects", query=PROJECT.list_query, returns="page", response=PROJECT_ROW)
 async def list_projects(request: web.Request) -> web.Response:
     q = load_query(PROJECT.list_query, request)
     return await versioned_page(request, PROJECTS, q)
 
 
-@operation("One project", path=_PROJECT_PATH)
+@operation("One project", path=_PROJECT_PATH, response=PROJECT_ROW)
 async def get_project(request: web.Request) -> web.Response:
     project_id = load_match(_PROJECT_PATH, request)["project_id"]
     row = await request.app[DB_KEY].read(versioned.get(PROJECTS, None, project_id))
@@ -125,7 +128,13 @@ async def get_project(request: web.Request) -> web.Response:
     return json_response(row, headers=etag(row["version"]))
 
 
-@operation("Change a project", path=_PROJECT_PATH, body=PROJECT.update, if_match="required")
+@operation(
+    "Change a project",
+    path=_PROJECT_PATH,
+    body=PROJECT.update,
+    if_match="required",
+    response=PROJECT_ROW,
+)
 async def update_project(request: web.Request) -> web.Response:
     project_id = load_match(_PROJECT_PATH, request)["project_id"]
     expected = if_match(request, required=True)
@@ -192,13 +201,13 @@ async def context_totals(request: web.Request) -> web.Response:
     return json_response({"project_id": project_id, **totals})
 
 
-@operation("Pin a context item", path=_ITEM_PATH)
+@operation("Pin a context item", path=_ITEM_PATH, response=stored_row(CONTEXT.create))
 async def pin_item(request: web.Request) -> web.Response:
     """``POST .../pin``: idempotent, so no If-Match needed."""
     return await _set_pinned(request, True)
 
 
-@operation("Unpin a context item", path=_ITEM_PATH)
+@operation("Unpin a context item", path=_ITEM_PATH, response=stored_row(CONTEXT.create))
 async def unpin_item(request: web.Request) -> web.Response:
     return await _set_pinned(request, False)
 

@@ -16,7 +16,7 @@ from marshmallow import Schema
 
 from service.api.common import new_id, project_path, require_changes, write
 from service.api.etag import etag, if_match
-from service.api.openapi import Operation, describe
+from service.api.openapi import Operation, describe, stored_row
 from service.api.paging import versioned_page
 from service.api.requests import load_json, load_match, load_query
 from service.audit import AuditedWrite
@@ -90,22 +90,37 @@ class ResourceHandlers:
     def __init__(self, res: Resource) -> None:
         self.res = res
         kind = res.kind.replace("_", " ")
+        row = stored_row(res.create)
         for handler, op in (
             (
                 self.create,
-                Operation(f"Create a {kind}", path=ProjectPath(), body=res.create, status=201),
+                Operation(
+                    f"Create a {kind}",
+                    path=ProjectPath(),
+                    body=res.create,
+                    status=201,
+                    response=row,
+                ),
             ),
             (
                 self.list,
                 Operation(
-                    f"List {kind}s", path=ProjectPath(), query=res.list_query, returns="page"
+                    f"List {kind}s",
+                    path=ProjectPath(),
+                    query=res.list_query,
+                    returns="page",
+                    response=row,
                 ),
             ),
-            (self.get, Operation(f"Get a {kind}", path=_ITEM_PATH)),
+            (self.get, Operation(f"Get a {kind}", path=_ITEM_PATH, response=row)),
             (
                 self.update,
                 Operation(
-                    f"Change a {kind}", path=_ITEM_PATH, body=res.update, if_match="required"
+                    f"Change a {kind}",
+                    path=_ITEM_PATH,
+                    body=res.update,
+                    if_match="required",
+                    response=row,
                 ),
             ),
             (

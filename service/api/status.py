@@ -19,6 +19,7 @@ from service.repositories import status as status_repo
 from service.repositories.status import STATUS_FIELDS
 from service.schemas.common import encode_cursor
 from service.schemas.status import (
+    STATUS_RECORD,
     StatusCreateSchema,
     StatusFieldsQuerySchema,
     StatusIdSchema,
@@ -31,7 +32,12 @@ _CREATE = StatusCreateSchema()
 _FIELDS_ONLY = StatusFieldsQuerySchema()
 
 
-@operation("A page of status records (offset or cursor)", query=_LIST_QUERY, returns="page")
+@operation(
+    "A page of status records (offset or cursor)",
+    query=_LIST_QUERY,
+    returns="page",
+    response=STATUS_RECORD,
+)
 async def list_statuses(request: web.Request) -> web.Response:
     q = load_query(_LIST_QUERY, request)
     db = request.app[DB_KEY]
@@ -51,7 +57,7 @@ async def list_statuses(request: web.Request) -> web.Response:
     return page_response(request, page.items, q["limit"], cursor, extra=extra)
 
 
-@operation("One status record", path=_ID, query=_FIELDS_ONLY)
+@operation("One status record", path=_ID, query=_FIELDS_ONLY, response=STATUS_RECORD)
 async def get_status(request: web.Request) -> web.Response:
     status_id = load_match(_ID, request)["id"]
     columns = load_query(_FIELDS_ONLY, request)["columns"] or STATUS_FIELDS
@@ -61,7 +67,7 @@ async def get_status(request: web.Request) -> web.Response:
     return json_response(record)
 
 
-@operation("Create a status record", body=_CREATE, status=201)
+@operation("Create a status record", body=_CREATE, status=201, response=STATUS_RECORD)
 async def create_status(request: web.Request) -> web.Response:
     values = await load_json(_CREATE, request)
 

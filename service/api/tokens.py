@@ -15,7 +15,13 @@ from service.errors import NotFound
 from service.jsonutil import json_response
 from service.keys import DB_KEY
 from service.schemas.common import encode_cursor
-from service.schemas.tokens import TokenCreateSchema, TokenIdSchema, TokenListQuerySchema
+from service.schemas.tokens import (
+    NEW_TOKEN,
+    TOKEN_RECORD,
+    TokenCreateSchema,
+    TokenIdSchema,
+    TokenListQuerySchema,
+)
 from service.tokens import TokenNotFound, create_token, list_token_page, revoke_token
 
 _CREATE, _ID, _LIST = TokenCreateSchema(), TokenIdSchema(), TokenListQuerySchema()
@@ -25,6 +31,7 @@ _CREATE, _ID, _LIST = TokenCreateSchema(), TokenIdSchema(), TokenListQuerySchema
     "Create a token; the response is the only time its secret is shown",
     body=_CREATE,
     status=201,
+    response=NEW_TOKEN,
 )
 async def create(request: web.Request) -> web.Response:
     body = await load_json(_CREATE, request)
@@ -42,7 +49,12 @@ async def create(request: web.Request) -> web.Response:
     )
 
 
-@operation("Tokens by id (metadata only: never a secret or a hash)", query=_LIST, returns="page")
+@operation(
+    "Tokens by id (metadata only: never a secret or a hash)",
+    query=_LIST,
+    returns="page",
+    response=TOKEN_RECORD,
+)
 async def list_all(request: web.Request) -> web.Response:
     q = load_query(_LIST, request)
     records = await list_token_page(request.app[DB_KEY], after=q["cursor"], limit=q["limit"] + 1)

@@ -9,7 +9,7 @@ from aiohttp import web
 from service.api.common import id_segment, write
 from service.api.debug_common import audit, insert_row
 from service.api.etag import etag, if_match
-from service.api.openapi import operation
+from service.api.openapi import operation, stored_row
 from service.api.paging import versioned_page
 from service.api.requests import load_json, load_match, load_query
 from service.audit import AuditedWrite
@@ -32,8 +32,11 @@ _RESERVE, _RENEW, _RELEASE = schemas.Reserve(), schemas.Renew(), schemas.Release
 
 # ---- repositories -------------------------------------------------------------------------
 
+REPOSITORY_ROW = stored_row(_REPOSITORY_CREATE, scoped=False)
+WORKTREE_ROW = stored_row(_WORKTREE_CREATE, scoped=False)
 
-@operation("Create a repository", body=_REPOSITORY_CREATE, status=201)
+
+@operation("Create a repository", body=_REPOSITORY_CREATE, status=201, response=REPOSITORY_ROW)
 async def create_repository(request: web.Request) -> web.Response:
     body = await load_json(_REPOSITORY_CREATE, request)
 
@@ -46,13 +49,13 @@ async def create_repository(request: web.Request) -> web.Response:
     return json_response(row, status=201, headers=headers)
 
 
-@operation("Repositories", query=_REPOSITORY_LIST, returns="page")
+@operation("Repositories", query=_REPOSITORY_LIST, returns="page", response=REPOSITORY_ROW)
 async def list_repositories(request: web.Request) -> web.Response:
     q = load_query(_REPOSITORY_LIST, request)
     return await versioned_page(request, repo.REPOSITORIES, q)
 
 
-@operation("One repository", path=_REPOSITORY_PATH)
+@operation("One repository", path=_REPOSITORY_PATH, response=REPOSITORY_ROW)
 async def get_repository(request: web.Request) -> web.Response:
     repository_id = load_match(_REPOSITORY_PATH, request)["repository_id"]
     row = await request.app[DB_KEY].read(
@@ -62,7 +65,11 @@ async def get_repository(request: web.Request) -> web.Response:
 
 
 @operation(
-    "Change a repository", path=_REPOSITORY_PATH, body=_REPOSITORY_UPDATE, if_match="required"
+    "Change a repository",
+    path=_REPOSITORY_PATH,
+    body=_REPOSITORY_UPDATE,
+    if_match="required",
+    response=REPOSITORY_ROW,
 )
 async def update_repository(request: web.Request) -> web.Response:
     repository_id = load_match(_REPOSITORY_PATH, request)["repository_id"]
@@ -113,7 +120,11 @@ async def delete_repository(request: web.Request) -> web.Response:
 
 
 @operation(
-    "Add a worktree to a repository", path=_REPOSITORY_PATH, body=_WORKTREE_CREATE, status=201
+    "Add a worktree to a repository",
+    path=_REPOSITORY_PATH,
+    body=_WORKTREE_CREATE,
+    status=201,
+    response=WORKTREE_ROW,
 )
 async def create_worktree(request: web.Request) -> web.Response:
     repository_id = load_match(_REPOSITORY_PATH, request)["repository_id"]
@@ -136,7 +147,13 @@ async def create_worktree(request: web.Request) -> web.Response:
     return json_response(row, status=201, headers={"Location": location, **etag(row["version"])})
 
 
-@operation("Worktrees of a repository", path=_REPOSITORY_PATH, query=_WORKTREE_LIST, returns="page")
+@operation(
+    "Worktrees of a repository",
+    path=_REPOSITORY_PATH,
+    query=_WORKTREE_LIST,
+    returns="page",
+    response=WORKTREE_ROW,
+)
 async def list_worktrees(request: web.Request) -> web.Response:
     repository_id = load_match(_REPOSITORY_PATH, request)["repository_id"]
     q = load_query(_WORKTREE_LIST, request)
@@ -146,7 +163,7 @@ async def list_worktrees(request: web.Request) -> web.Response:
     return await versioned_page(request, repo.WORKTREES, q, filters=filters)
 
 
-@operation("One worktree", path=_WORKTREE_PATH)
+@operation("One worktree", path=_WORKTREE_PATH, response=WORKTREE_ROW)
 async def get_worktree(request: web.Request) -> web.Response:
     path = load_match(_WORKTREE_PATH, request)
     row = await request.app[DB_KEY].read(repo.worktree_in(**path))
@@ -158,6 +175,7 @@ async def get_worktree(request: web.Request) -> web.Response:
     path=_WORKTREE_PATH,
     body=_WORKTREE_UPDATE,
     if_match="required",
+    response=WORKTREE_ROW,
 )
 async def update_worktree(request: web.Request) -> web.Response:
     path = load_match(_WORKTREE_PATH, request)
@@ -200,6 +218,7 @@ async def delete_worktree(request: web.Request) -> web.Response:
     path=_REPOSITORY_PATH,
     body=_RESERVE,
     status=201,
+    response=WORKTREE_ROW,
 )
 async def reserve_worktree(request: web.Request) -> web.Response:
     repository_id = load_match(_REPOSITORY_PATH, request)["repository_id"]
@@ -240,7 +259,9 @@ async def reserve_worktree(request: web.Request) -> web.Response:
     return json_response(row, status=201, headers={"Location": location, **etag(row["version"])})
 
 
-@operation("Extend the lease (holder only)", path=_WORKTREE_PATH, body=_RENEW)
+@operation(
+    "Extend the lease (holder only)", path=_WORKTREE_PATH, body=_RENEW, response=WORKTREE_ROW
+)
 async def renew_worktree(request: web.Request) -> web.Response:
     path = load_match(_WORKTREE_PATH, request)
     body = await load_json(_RENEW, request)
@@ -259,7 +280,9 @@ async def renew_worktree(request: web.Request) -> web.Response:
     return json_response(row, headers=etag(row["version"]))
 
 
-@operation("Release the worktree (holder only)", path=_WORKTREE_PATH, body=_RELEASE)
+@operation(
+    "Release the worktree (holder only)", path=_WORKTREE_PATH, body=_RELEASE, response=WORKTREE_ROW
+)
 async def release_worktree(request: web.Request) -> web.Response:
     path = load_match(_WORKTREE_PATH, request)
     session_id = (await load_json(_RELEASE, request))["session_id"]

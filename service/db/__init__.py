@@ -15,6 +15,7 @@ from service.db.errors import (
     IntegrityViolation,
     SerializationConflict,
     UniqueViolation,
+    ValueOutOfRange,
 )
 from service.db.url import DatabaseURL, InvalidDatabaseURL
 from service.db.work import (
@@ -66,6 +67,7 @@ __all__ = [
     "InvalidDatabaseURL",
     "SerializationConflict",
     "UniqueViolation",
+    "ValueOutOfRange",
     "Work",
     "connect",
     "execute",

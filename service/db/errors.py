@@ -51,3 +51,8 @@ class SerializationConflict(DatabaseBusy):
     The database undid this one; running it again normally succeeds. ``Database.write``
     retries units given as factories a bounded number of times before raising this.
     """
+
+
+class ValueOutOfRange(DatabaseError, ValueError):
+    """A value the database cannot hold (an integer beyond its column's range): bad input
+    that got past validation, answered 400 rather than a 500."""

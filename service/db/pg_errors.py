@@ -13,6 +13,7 @@ from service.db.errors import (
     IntegrityViolation,
     SerializationConflict,
     UniqueViolation,
+    ValueOutOfRange,
 )
 
 # The connection is gone or never came: the server is down, restarting, or unreachable.
@@ -53,6 +54,8 @@ def translate(exc: BaseException) -> BaseException:
         # asyncpg lost track of the session's state, seen when the server ended the session
         # in the middle of a statement (a restart, pg_terminate_backend).
         neutral = DatabaseUnavailable(f"the PostgreSQL session broke: {_message(exc)}")
+    elif isinstance(exc, asyncpg.DataError):  # 22xxx: a value out of its column's range
+        neutral = ValueOutOfRange(f"a value does not fit the database: {_message(exc)}")
     elif isinstance(exc, asyncpg.InterfaceError) and "pool is closing" in str(exc):
         neutral = DatabaseClosed("database is closed")
     elif isinstance(exc, (*_CONNECTION_LOST, asyncpg.InterfaceError)):

@@ -15,6 +15,10 @@ from marshmallow import Schema, ValidationError, fields, validate
 # these names: an item created as "totals" answered 201 and could never be read again.
 RESERVED_IDS = frozenset({"totals", "reserve"})
 
+# Integer keys (status, steps, tokens) are 32-bit on PostgreSQL: a larger id names no row,
+# and is refused as bad input rather than sent to the database.
+MAX_ROW_ID = 2**31 - 1
+
 DEFAULT_LIMIT = 50
 MAX_LIMIT = 500
 MAX_OFFSET = 10_000_000

@@ -7,7 +7,7 @@ from typing import Any
 from marshmallow import Schema, ValidationError, fields, validate, validates_schema
 
 from service.domain.runs import INITIAL_STATUSES, StepStatus
-from service.schemas.common import Cursor, limit_field
+from service.schemas.common import MAX_ROW_ID, Cursor, limit_field
 
 HEX_SHA = validate.Regexp(r"^[0-9a-f]{7,64}$", error="Must be 7 to 64 lowercase hex digits.")
 SHA256 = validate.Regexp(r"^[0-9a-f]{64}$", error="Must be 64 lowercase hex digits.")
@@ -35,7 +35,7 @@ class RunIdSchema(Schema):
 
 
 class StepPathSchema(RunIdSchema):
-    step_id = fields.Integer(required=True, validate=validate.Range(min=1, max=2**63 - 1))
+    step_id = fields.Integer(required=True, validate=validate.Range(min=1, max=MAX_ROW_ID))
 
 
 class RunListQuerySchema(Schema):

@@ -7,7 +7,7 @@ from typing import Any
 from marshmallow import Schema, ValidationError, fields, post_load, validate, validates_schema
 
 from service.repositories.status import STATUS_FIELDS
-from service.schemas.common import FieldList, JsonInteger, PageQuerySchema, http_url
+from service.schemas.common import MAX_ROW_ID, FieldList, JsonInteger, PageQuerySchema, http_url
 from service.timeutil import utc_iso
 
 
@@ -21,7 +21,7 @@ class StatusListQuerySchema(PageQuerySchema):
 
 
 class StatusIdSchema(Schema):
-    id = fields.Integer(required=True, strict=False, validate=validate.Range(min=1, max=2**63 - 1))
+    id = fields.Integer(required=True, strict=False, validate=validate.Range(min=1, max=MAX_ROW_ID))
 
 
 class StatusCreateSchema(Schema):
@@ -56,3 +56,25 @@ class StatusCreateSchema(Schema):
 
 class StatusFieldsQuerySchema(Schema):
     columns = FieldList(STATUS_FIELDS, load_default=None, data_key="fields")
+
+
+_NUMBER = {"type": "number"}
+_TEXT_OR_NULL = {"type": ["string", "null"]}
+# A record as GET and POST return it. No property is required: ?fields= picks a subset.
+STATUS_RECORD: dict[str, Any] = {
+    "type": "object",
+    "properties": {
+        "id": {"type": "integer", "minimum": 1},
+        "uptime": _NUMBER,
+        "version": {"type": "string"},
+        "latency": _NUMBER,
+        "error_rate": _NUMBER,
+        "last_run": {**_TEXT_OR_NULL, "description": "ISO-8601, UTC"},
+        "blocks": {"type": "integer"},
+        "runbook_link": _TEXT_OR_NULL,
+        "dashboard_link": _TEXT_OR_NULL,
+        "created_at": {"type": "string", "description": "ISO-8601, UTC"},
+        "updated_at": {"type": "string", "description": "ISO-8601, UTC"},
+    },
+    "additionalProperties": False,
+}

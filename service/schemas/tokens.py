@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from marshmallow import Schema, fields, validate
 
 from service.domain.auth import ALL_SCOPES
-from service.schemas.common import Cursor, limit_field
+from service.schemas.common import MAX_ROW_ID, Cursor, limit_field
 
 # A user name lands in audit rows and log lines: printable, no control characters.
 USER = validate.Regexp(
@@ -32,9 +34,35 @@ class TokenCreateSchema(Schema):
 
 
 class TokenIdSchema(Schema):
-    id = fields.Integer(required=True, validate=validate.Range(min=1, max=2**63 - 1))
+    id = fields.Integer(required=True, validate=validate.Range(min=1, max=MAX_ROW_ID))
 
 
 class TokenListQuerySchema(Schema):
     limit = limit_field()
     cursor = Cursor(load_default=None)
+
+
+_WHEN = {"type": ["string", "null"], "description": "ISO-8601, UTC"}
+# A token's metadata as GET /tokens lists it; POST adds the secret, "token", once.
+TOKEN_RECORD: dict[str, Any] = {
+    "type": "object",
+    "required": ["id", "user", "name", "scopes", "created_at", "last_used_at", "revoked_at"],
+    "properties": {
+        "id": {"type": "integer", "minimum": 1},
+        "user": {"type": "string"},
+        "name": {"type": "string"},
+        "scopes": {"type": "string", "description": "comma-separated: read, write, admin"},
+        "created_at": {"type": "string", "description": "ISO-8601, UTC"},
+        "last_used_at": _WHEN,
+        "revoked_at": _WHEN,
+    },
+    "additionalProperties": False,
+}
+NEW_TOKEN: dict[str, Any] = {
+    **TOKEN_RECORD,
+    "required": [*TOKEN_RECORD["required"], "token"],
+    "properties": {
+        **TOKEN_RECORD["properties"],
+        "token": {"type": "string", "pattern": "^bgt_", "description": "shown this once"},
+    },
+}

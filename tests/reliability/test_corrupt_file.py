@@ -25,12 +25,21 @@ def seeded_single_file(db_path: Path, rows: int = 5000) -> None:
 
 
 def smash_a_table_page(db_path: Path) -> None:
-    """Overwrite the middle of a leaf page of the status table's b-tree."""
+    """Overwrite the middle of leaf pages of the status table's b-tree: found by asking
+    SQLite (dbstat), since which page numbers they got depends on how the seed's writes
+    interleaved with the audit log's (guessed numbers sometimes hit free pages)."""
     with sqlite3.connect(db_path) as conn:
         page_size = conn.execute("PRAGMA page_size").fetchone()[0]
-        root = conn.execute("SELECT rootpage FROM sqlite_master WHERE name = 'status'").fetchone()
+        leaves = [
+            row[0]
+            for row in conn.execute(
+                "SELECT pageno FROM dbstat WHERE name = 'status' AND pagetype = 'leaf' "
+                "ORDER BY pageno LIMIT 4"
+            )
+        ]
+    assert len(leaves) == 4
     with db_path.open("r+b") as f:
-        for page in range(root[0] + 2, root[0] + 6):  # interior pages point at these leaves
+        for page in leaves:
             f.seek((page - 1) * page_size + 8)
             f.write(b"\xa5" * (page_size - 16))
 
