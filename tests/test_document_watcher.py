@@ -6,8 +6,10 @@ Asynchronous effects are awaited by polling with a deadline (``eventually``), ne
 from __future__ import annotations
 
 import asyncio
+import itertools
 import json
 import os
+import time
 from pathlib import Path
 from typing import Any
 
@@ -139,9 +141,22 @@ async def test_a_burst_of_saves_is_read_once_and_written_once(
     client = await make_client(documents_dirs=str(root))
     await eventually(lambda: _state_is(client, "watching"))
     before = synced_audits(db_url)
-    for i in range(20):  # an editor saving every 15 ms: 300 ms in all, truncate-then-write
-        write(root, "personas/alice.json", persona("Alice", version=i))
-        await asyncio.sleep(0.015)  # the pace of the burst, not a wait for its effect
+
+    def save_in_a_burst() -> list[float]:
+        """An editor saving every 15 ms (300 ms in all, truncate-then-write), from a thread so
+        the test's event loop does not set the pace; returns when each save happened."""
+        times = []
+        for i in range(20):
+            write(root, "personas/alice.json", persona("Alice", version=i))
+            times.append(time.monotonic())
+            time.sleep(0.015)  # the pace of the burst, not a wait for its effect
+        return times
+
+    times = await asyncio.to_thread(save_in_a_burst)
+    # The promise holds for gaps under the quiet time (100 ms) within the window (500 ms); a
+    # machine too busy to keep the pace made more than one burst, each one write at most.
+    gaps = [b - a for a, b in itertools.pairwise(times)]
+    bursts = 1 + sum(g >= 0.1 for g in gaps) + int((times[-1] - times[0]) // 0.5)
 
     async def last_version() -> bool:
         rows = sql(db_url, "SELECT document FROM documents WHERE name = 'Alice'")
@@ -154,17 +169,18 @@ async def test_a_burst_of_saves_is_read_once_and_written_once(
         return status if status["events"].get("updated:ok") else {}
 
     status = await eventually(counted)
-    assert synced_audits(db_url) - before == 1  # one read, one write for the whole burst
-    assert status["events"]["updated:ok"] == 1
+    assert 1 <= synced_audits(db_url) - before <= bursts  # one read, one write a burst
+    assert status["events"]["updated:ok"] == synced_audits(db_url) - before
     assert "change:error" not in status["events"] and status["errors"] == []
 
+    written = synced_audits(db_url)
     write(root, "personas/alice.json", persona("Alice", version=19))  # the same bytes again
 
     async def seen_unchanged() -> bool:
         return (await sync_status(client))["events"].get("unchanged:ok", 0) >= 1
 
     await eventually(seen_unchanged)
-    assert synced_audits(db_url) - before == 1  # nothing written for it
+    assert synced_audits(db_url) == written  # nothing written for it
 
 
 async def test_a_file_read_empty_mid_save_gets_a_second_look_before_it_is_an_error(

@@ -281,7 +281,7 @@ class PostgresDatabase(Database):
             # replaces on the next acquire: that is how the service recovers by itself.
             try:
                 await pool.release(conn)
-            except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+            except Exception as exc:  # a broken session: asyncpg closes it, the pool replaces it
                 log.debug("releasing a PostgreSQL connection failed: %r", exc)
 
     # ---- writing -----------------------------------------------------------------------------
