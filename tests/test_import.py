@@ -166,3 +166,30 @@ def test_import_cli(db_url: DatabaseURL, tmp_path: Path) -> None:
     assert unreadable.returncode == 2 and "Traceback" not in unreadable.stderr
     missing = run_cli("import", str(tmp_path / "nope.json"), "--db", cli_db(db_url))
     assert missing.returncode == 2
+
+
+async def test_an_import_that_fails_while_writing_rolls_back_whole(
+    db: Database, db_url: DatabaseURL, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Fault injection: after its projects, ideas and first workflow run are written, the
+    import's transaction meets a real database error (a statement on a missing table). Not a
+    row of it stays: no project, no run, no audit entry."""
+    from service import importer
+    from service.db import execute
+
+    real = importer._insert_nodes
+
+    def then_fail(run: dict[str, Any], node_ids: list[str]) -> Any:
+        yield from real(run, node_ids)
+        yield from execute("INSERT INTO no_such_table (x) VALUES (1)")
+
+    monkeypatch.setattr(importer, "_insert_nodes", then_fail)
+    audit_before = sql(db_url, "SELECT count(*) FROM audit_log")
+    with pytest.raises(Exception) as failed:
+        await run_import(db, EXAMPLE)
+    assert "no_such_table" in str(failed.value) or failed.value.__cause__ is not None
+    assert set(counts(db_url).values()) == {0}
+    assert sql(db_url, "SELECT count(*) FROM runs") == [(0,)]
+    assert sql(db_url, "SELECT count(*) FROM audit_log") == audit_before
+    monkeypatch.undo()
+    assert (await run_import(db, EXAMPLE)).ok  # and the same dump imports cleanly afterwards
