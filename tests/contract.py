@@ -72,33 +72,39 @@ def run_against(url: DatabaseURL, workdir: Path, examples: int) -> int:
     try:
         wait_ready(base, server)
         started = time.monotonic()
-        result = subprocess.run(
-            [
-                str(Path(sys.executable).with_name("schemathesis")),
-                "--config-file",
-                str(CONFIG),
-                "run",
-                f"{base}/openapi.json",
-                "--header",
-                f"Authorization: Bearer {TOKEN}",
-                "--checks",
-                "all",
-                "--report",
-                "junit",
-                "--report-junit-path",
-                str(workdir / f"junit-{url.backend}.xml"),
-                "--max-examples",
-                str(examples),
-                "--seed",
-                "20261126",
-                "--phases",
-                "examples,fuzzing",
-                "--no-color",
-            ],
-            cwd=workdir,
-        )
+        log_path = workdir / f"schemathesis-{url.backend}.log"
+        with log_path.open("w") as log:
+            result = subprocess.run(
+                [
+                    str(Path(sys.executable).with_name("schemathesis")),
+                    "--config-file",
+                    str(CONFIG),
+                    "run",
+                    f"{base}/openapi.json",
+                    "--header",
+                    f"Authorization: Bearer {TOKEN}",
+                    "--checks",
+                    "all",
+                    "--report",
+                    "junit",
+                    "--report-junit-path",
+                    str(workdir / f"junit-{url.backend}.xml"),
+                    "--max-examples",
+                    str(examples),
+                    "--seed",
+                    "20261126",
+                    "--phases",
+                    "examples,fuzzing",
+                    "--no-color",
+                ],
+                cwd=workdir,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+            )
         took = time.monotonic() - started
         unexpected = unexpected_findings(workdir / f"junit-{url.backend}.xml")
+        if unexpected or result.returncode not in (0, 1):
+            print(log_path.read_text())  # schemathesis' own account, to reproduce each
         for finding in unexpected:
             print(f"NOT ACCEPTED: {finding}")
         verdict = "failed" if unexpected else "passed"
