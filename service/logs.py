@@ -49,3 +49,23 @@ def configure(level: str, log_format: str = "text") -> None:
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level.upper())
+    logging.getLogger("aiohttp.server").addFilter(MALFORMED_REQUESTS)
+
+
+class OneLineForMalformedRequests(logging.Filter):
+    """A request aiohttp cannot parse (a NUL in a header, a bad request line) is the client's
+    fault: one warning line without a traceback, not an ERROR with one. The parser's message
+    shows the offending bytes as a Python bytes repr, so nothing in it can forge a line."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        exc = record.exc_info[1] if record.exc_info else None
+        if exc is not None and type(exc).__name__ in MALFORMED:
+            record.msg = "malformed request refused: %s"
+            record.args = (str(exc).replace("\n", " "),)
+            record.exc_info = record.exc_text = None
+            record.levelno, record.levelname = logging.WARNING, "WARNING"
+        return True
+
+
+MALFORMED = frozenset({"BadHttpMessage", "BadStatusLine", "LineTooLong", "InvalidHeader"})
+MALFORMED_REQUESTS = OneLineForMalformedRequests()
