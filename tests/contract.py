@@ -15,7 +15,6 @@ import argparse
 import os
 import re
 import shutil
-import socket
 import subprocess
 import sys
 import tempfile
@@ -32,17 +31,12 @@ from service.config import DEFAULT_MIGRATIONS_DIR  # noqa: E402
 from service.db import DatabaseURL  # noqa: E402
 from service.db.migrations import apply_migrations  # noqa: E402
 from tests.backends import plant_tokens  # noqa: E402
+from tests.support.server import free_port  # noqa: E402
 
 TOKEN = "bgt_contract-admin"
 CONFIG = ROOT / "tests" / "schemathesis.toml"
 API_MD = ROOT / "docs" / "api.md"
 PG_ADMIN = os.environ.get("BOBGEN_TEST_PG_DSN", "postgresql://postgres@127.0.0.1:5432/test")
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def wait_ready(base: str, proc: subprocess.Popen[bytes], timeout: float = 60) -> None:
