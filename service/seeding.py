@@ -28,6 +28,7 @@ from service.db import (
 from service.domain.runs import RunContext, StepStatus, new_run_id
 from service.repositories import runs as runs_repo
 from service.repositories import status as status_repo
+from service.timeutil import utc_iso
 
 log = logging.getLogger(__name__)
 
@@ -66,8 +67,12 @@ class SeedProgress:
     run_id: str | None = None
 
     def public(self) -> dict[str, Any]:
+        """As the API shows it: times as ISO-8601 text, like every timestamp it answers."""
         data = asdict(self)
         data["state"] = str(self.state)
+        for key in ("started_at", "finished_at"):
+            if data[key] is not None:
+                data[key] = utc_iso(datetime.fromtimestamp(data[key], UTC))
         return data
 
 

@@ -11,7 +11,12 @@ from service.documents.watcher import DocumentWatcher, ReloadRunning
 from service.errors import Conflict, NotFound
 from service.jsonutil import json_response
 from service.keys import DOCUMENTS_KEY, SEEDER_KEY
-from service.schemas.admin import SeedRequestSchema
+from service.schemas.admin import (
+    RELOAD_STARTED,
+    SEED_ANSWER,
+    SYNC_STATUS,
+    SeedRequestSchema,
+)
 from service.seeding import SeedAlreadyRunning
 
 _SEED = SeedRequestSchema()
@@ -21,6 +26,7 @@ _SEED = SeedRequestSchema()
     "Start seeding the status table in the background (202; 409 while one runs)",
     body=_SEED,
     status=202,
+    response=SEED_ANSWER,
 )
 async def start_seed(request: web.Request) -> web.Response:
     body = await load_json(_SEED, request)
@@ -34,7 +40,7 @@ async def start_seed(request: web.Request) -> web.Response:
     )
 
 
-@operation("Seed progress")
+@operation("Seed progress", response=SEED_ANSWER)
 async def seed_progress(request: web.Request) -> web.Response:
     return json_response({"seed": request.app[SEEDER_KEY].progress.public()})
 
@@ -46,12 +52,16 @@ def _watcher(request: web.Request) -> DocumentWatcher:
     return watcher
 
 
-@operation("Document sync status: watcher state, last full sync, errors")
+@operation("Document sync status: watcher state, last full sync, errors", response=SYNC_STATUS)
 async def sync_status(request: web.Request) -> web.Response:
     return json_response(await _watcher(request).describe())
 
 
-@operation("Rescan the document files in the background (202; 409 while one runs)", status=202)
+@operation(
+    "Rescan the document files in the background (202; 409 while one runs)",
+    status=202,
+    response=RELOAD_STARTED,
+)
 async def sync_reload(request: web.Request) -> web.Response:
     watcher = _watcher(request)
     try:

@@ -19,6 +19,9 @@ from service.keys import DB_KEY, DOCUMENT_FILES_KEY
 from service.repositories import documents as documents_repo
 from service.schemas.common import encode_cursor
 from service.schemas.documents import (
+    DOCUMENT_RECORD,
+    PERSONA,
+    PROMPT_TEMPLATE,
     DocumentIdSchema,
     DocumentListQuerySchema,
     DocumentNameSchema,
@@ -56,6 +59,7 @@ async def _files(request: web.Request, exc: DatabaseUnavailable) -> list[dict[st
     "Documents: filters, JSON-field filters (field.<path>=), full-text q",
     query=_LIST,
     returns="page",
+    response=DOCUMENT_RECORD,
 )
 async def list_documents(request: web.Request) -> web.Response:
     q = load_query(_LIST, request)
@@ -85,7 +89,7 @@ async def list_documents(request: web.Request) -> web.Response:
     return _page(request, items, q["limit"], position)
 
 
-@operation("One document", path=_ID)
+@operation("One document", path=_ID, response=DOCUMENT_RECORD)
 async def get_document(request: web.Request) -> web.Response:
     document_id = load_match(_ID, request)["id"]
     headers: dict[str, str] = {}
@@ -131,21 +135,26 @@ async def _get_kind(request: web.Request, kind: DocumentType) -> web.Response:
     return json_response(found["document"], headers=headers or None)
 
 
-@operation("Personas as their files have them", query=_KIND_LIST, returns="page")
+@operation("Personas as their files have them", query=_KIND_LIST, returns="page", response=PERSONA)
 async def list_personas(request: web.Request) -> web.Response:
     return await _list_kind(request, DocumentType.PERSONA)
 
 
-@operation("One persona by name", path=_NAME)
+@operation("One persona by name", path=_NAME, response=PERSONA)
 async def get_persona(request: web.Request) -> web.Response:
     return await _get_kind(request, DocumentType.PERSONA)
 
 
-@operation("Prompt templates as their files have them", query=_KIND_LIST, returns="page")
+@operation(
+    "Prompt templates as their files have them",
+    query=_KIND_LIST,
+    returns="page",
+    response=PROMPT_TEMPLATE,
+)
 async def list_prompts(request: web.Request) -> web.Response:
     return await _list_kind(request, DocumentType.PROMPT_TEMPLATE)
 
 
-@operation("One prompt template by name", path=_NAME)
+@operation("One prompt template by name", path=_NAME, response=PROMPT_TEMPLATE)
 async def get_prompt(request: web.Request) -> web.Response:
     return await _get_kind(request, DocumentType.PROMPT_TEMPLATE)

@@ -20,10 +20,11 @@ from service.keys import (
     STARTED_KEY,
 )
 from service.metrics import CONTENT_TYPE
+from service.schemas.probes import HEALTH
 from service.seeding import SeedState
 
 
-@operation("Health for people: database, seed and document sync state")
+@operation("Health for people: database, seed and document sync state", response=HEALTH)
 async def health(request: web.Request) -> web.Response:
     app = request.app
     body: dict[str, Any] = {

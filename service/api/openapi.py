@@ -230,7 +230,7 @@ def _tighten(document: dict[str, Any]) -> None:
             if ref:
                 components[ref.rsplit("/", 1)[-1]]["minProperties"] = 1
         for op in operations.values():
-            op["parameters"] = [_field_filters(p) for p in op.get("parameters", [])]
+            op["parameters"] = [_explained(_field_filters(p)) for p in op.get("parameters", [])]
     for op in _OPERATIONS.values():
         extra = getattr(op.body, "openapi_extra", None)
         if extra is not None:
@@ -256,6 +256,50 @@ def _open_rows(node: Any, components: dict[str, Any]) -> None:
             }
     for value in node.values():
         _open_rows(value, components)
+
+
+# What each parameter means, where its field does not say: filled in with the bounds of the
+# parameter's own schema, so a limit changed in code cannot leave a stale number here.
+_MEANINGS = {
+    "id": "the row's id",
+    "name": "the name, exactly (case-sensitive)",
+    "node_id": "the node's id in the workflow's graph",
+    "limit": "items per page, {minimum} to {maximum} (default {default})",
+    "after_seq": "chunks after this seq (default 0: from the start); the answer's next_after_seq "
+    "continues",
+    "cascade": "true: delete what belongs to it too (otherwise 409 while anything does)",
+    "offset": "skip this many rows (at most {maximum}; slower than a cursor on deep pages)",
+    "since": "only rows at or after this moment (ISO-8601 with a time zone)",
+    "sort": "the order: a column, descending with a leading '-'",
+    "q": "full-text search: rows holding every word, best first (no query syntax; one page)",
+    "version": "the reporting tool's version, exactly",
+    "git_sha": "the git commit the run was made from (7 to 64 hex digits, exact)",
+    "config_hash": "the SHA-256 of the run's configuration",
+    "pinned": "true or false: pinned items only, or unpinned only",
+    "user": "started by this token user",
+    "run_id": "entries of this run",
+    "scope": "entries of this scope (runs, status, projects, documents, ...)",
+    "event": "entries of this event (e.g. run.created)",
+}
+
+
+def _explained(parameter: dict[str, Any]) -> dict[str, Any]:
+    """The parameter with a description: its own, a meaning from the table, or (for a filter or
+    an id in the path) what it selects."""
+    if "description" in parameter:
+        return parameter
+    name, schema = parameter["name"], parameter.get("schema", {})
+    if name in _MEANINGS and (parameter["in"] == "query" or name in _PATH_MEANINGS):
+        text = _MEANINGS[name].format_map({k: schema.get(k, "") for k in _BOUNDS})
+    elif parameter["in"] == "path":
+        text = f"the {name.removesuffix('_id').replace('_', ' ')}'s id"
+    else:
+        text = f"only rows whose {name.replace('_', ' ')} is this"
+    return {**parameter, "description": text}
+
+
+_BOUNDS = ("minimum", "maximum", "default")
+_PATH_MEANINGS = frozenset({"id", "name", "node_id"})
 
 
 def _field_filters(parameter: dict[str, Any]) -> dict[str, Any]:
@@ -367,7 +411,7 @@ def _success_headers(op: Operation, method: str) -> dict[str, Any]:
     names = ["X-Request-ID"]
     if op.returns == "page":
         names.append("Link")
-    if op.status == 201:
+    if op.status in (201, 202):  # the new resource; for a 202, where to follow the job
         names.append("Location")
     if op.returns == "object" and (method == "get" or op.if_match is not None):
         names.append("ETag")

@@ -13,16 +13,19 @@ from service.api.openapi import operation
 from service.db import DatabaseUnavailable
 from service.jsonutil import json_response
 from service.keys import DB_KEY, LIFECYCLE_KEY, RUN_CONTEXT_KEY
+from service.schemas.probes import LIVE, READY, VERSIONS
 
 
-@operation("Liveness: the process answers (no database access)", open=True)
+@operation("Liveness: the process answers (no database access)", open=True, response=LIVE)
 async def livez(request: web.Request) -> web.Response:
     """The process is up and its event loop answers; no database access."""
     return json_response({"status": "alive"})
 
 
 @operation(
-    "Readiness: migrated, the database answers, not shutting down (503 otherwise)", open=True
+    "Readiness: migrated, the database answers, not shutting down (503 otherwise)",
+    open=True,
+    response=READY,
 )
 async def readyz(request: web.Request) -> web.Response:
     """Ready for traffic: migrated (the app only serves once they ran), the database answers
@@ -52,7 +55,7 @@ def _not_ready(reason: str) -> web.Response:
     return json_response(body, status=503, headers={"Retry-After": "1"})
 
 
-@operation("Versions of BobGen, Python, aiohttp and the database; the git sha")
+@operation("Versions of BobGen, Python, aiohttp and the database; the git sha", response=VERSIONS)
 async def versions(request: web.Request) -> web.Response:
     try:
         database = await request.app[DB_KEY].engine_version()

@@ -194,7 +194,9 @@ async def delete_project(request: web.Request) -> web.Response:
 # ---- context extras ----------------------------------------------------------------------
 
 
-@operation("Token totals of a project's context items", path=_PROJECT_PATH)
+@operation(
+    "Token totals of a project's context items", path=_PROJECT_PATH, response=s.CONTEXT_TOTALS
+)
 async def context_totals(request: web.Request) -> web.Response:
     project_id = await project_path(request)
     totals = await projects_repo.context_totals(request.app[DB_KEY], project_id)

@@ -20,6 +20,10 @@ from service.repositories import audit as audit_repo
 from service.repositories import runs as runs_repo
 from service.schemas.common import encode_cursor
 from service.schemas.runs import (
+    AUDIT_RECORD,
+    RUN_RECORD,
+    RUN_WITH_STEPS,
+    STEP_RECORD,
     AuditQuerySchema,
     RunCreateSchema,
     RunIdSchema,
@@ -35,7 +39,7 @@ _STEP_CREATE, _STEP_PATH, _STEP_UPDATE = StepCreateSchema(), StepPathSchema(), S
 _AUDIT_QUERY = AuditQuerySchema()
 
 
-@operation("Create a run", body=_RUN_CREATE, status=201)
+@operation("Create a run", body=_RUN_CREATE, status=201, response=RUN_RECORD)
 async def create_run(request: web.Request) -> web.Response:
     body = await load_json(_RUN_CREATE, request)
 
@@ -54,7 +58,7 @@ async def create_run(request: web.Request) -> web.Response:
     return json_response(run, status=201, headers={"Location": f"/runs/{run['run_id']}"})
 
 
-@operation("Runs, newest first", query=_RUN_LIST, returns="page")
+@operation("Runs, newest first", query=_RUN_LIST, returns="page", response=RUN_RECORD)
 async def list_runs(request: web.Request) -> web.Response:
     q = load_query(_RUN_LIST, request)
     since = utc_iso(q["since"]) if q["since"] else None
@@ -70,7 +74,7 @@ async def list_runs(request: web.Request) -> web.Response:
     return page_response(request, items, q["limit"], next_cursor)
 
 
-@operation("A run with its steps and derived status", path=_RUN_ID)
+@operation("A run with its steps and derived status", path=_RUN_ID, response=RUN_WITH_STEPS)
 async def get_run(request: web.Request) -> web.Response:
     run_id = load_match(_RUN_ID, request)["run_id"]
     run = await runs_repo.get_run(request.app[DB_KEY], run_id)
@@ -79,7 +83,7 @@ async def get_run(request: web.Request) -> web.Response:
     return json_response(run)
 
 
-@operation("Add a step to a run", path=_RUN_ID, body=_STEP_CREATE, status=201)
+@operation("Add a step to a run", path=_RUN_ID, body=_STEP_CREATE, status=201, response=STEP_RECORD)
 async def create_step(request: web.Request) -> web.Response:
     run_id = load_match(_RUN_ID, request)["run_id"]
     body = await load_json(_STEP_CREATE, request)
@@ -102,7 +106,12 @@ async def create_step(request: web.Request) -> web.Response:
     return json_response(step, status=201, headers={"Location": location})
 
 
-@operation("Change a step (status transitions are checked)", path=_STEP_PATH, body=_STEP_UPDATE)
+@operation(
+    "Change a step (status transitions are checked)",
+    path=_STEP_PATH,
+    body=_STEP_UPDATE,
+    response=STEP_RECORD,
+)
 async def update_step(request: web.Request) -> web.Response:
     path = load_match(_STEP_PATH, request)
     body = await load_json(_STEP_UPDATE, request)
@@ -124,7 +133,7 @@ async def update_step(request: web.Request) -> web.Response:
     return json_response(await write(request, work))
 
 
-@operation("The audit log, newest first", query=_AUDIT_QUERY, returns="page")
+@operation("The audit log, newest first", query=_AUDIT_QUERY, returns="page", response=AUDIT_RECORD)
 async def list_audit(request: web.Request) -> web.Response:
     q = load_query(_AUDIT_QUERY, request)
     items, next_id = await audit_repo.list_page(

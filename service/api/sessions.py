@@ -46,7 +46,7 @@ def _command_id(request: web.Request) -> str:
 # ---- sessions -----------------------------------------------------------------------------
 
 
-@operation("Start a session", body=_SESSION_CREATE, status=201)
+@operation("Start a session", body=_SESSION_CREATE, status=201, response=schemas.SESSION_RECORD)
 async def create_session(request: web.Request) -> web.Response:
     body = await load_json(_SESSION_CREATE, request)
     user = principal(request).user
@@ -70,7 +70,7 @@ async def create_session(request: web.Request) -> web.Response:
     return json_response(row, status=201, headers=headers)
 
 
-@operation("Sessions", query=_SESSION_LIST, returns="page")
+@operation("Sessions", query=_SESSION_LIST, returns="page", response=schemas.SESSION_RECORD)
 async def list_sessions(request: web.Request) -> web.Response:
     q = load_query(_SESSION_LIST, request)
     filters = {
@@ -82,7 +82,7 @@ async def list_sessions(request: web.Request) -> web.Response:
     return await versioned_page(request, repo.SESSIONS, q, filters=filters, at_least=since)
 
 
-@operation("One session", path=_SESSION_PATH)
+@operation("One session", path=_SESSION_PATH, response=schemas.SESSION_RECORD)
 async def get_session(request: web.Request) -> web.Response:
     work = repo.require(repo.SESSIONS, "session", _session_id(request))
     row = await request.app[DB_KEY].read(work)
@@ -93,6 +93,7 @@ async def get_session(request: web.Request) -> web.Response:
     "End a session: releases its worktree, cancels running commands",
     path=_SESSION_PATH,
     body=_SESSION_END,
+    response=schemas.SESSION_RECORD,
 )
 async def end_session(request: web.Request) -> web.Response:
     session_id = _session_id(request)
@@ -115,6 +116,7 @@ async def end_session(request: web.Request) -> web.Response:
     path=_SESSION_PATH,
     body=_COMMAND_CREATE,
     status=201,
+    response=schemas.COMMAND_RECORD,
 )
 async def create_command(request: web.Request) -> web.Response:
     session_id = _session_id(request)
@@ -138,7 +140,13 @@ async def create_command(request: web.Request) -> web.Response:
     return json_response(row, status=201, headers=headers)
 
 
-@operation("Commands of a session", path=_SESSION_PATH, query=_COMMAND_LIST, returns="page")
+@operation(
+    "Commands of a session",
+    path=_SESSION_PATH,
+    query=_COMMAND_LIST,
+    returns="page",
+    response=schemas.COMMAND_RECORD,
+)
 async def list_commands(request: web.Request) -> web.Response:
     session_id = _session_id(request)
     q = load_query(_COMMAND_LIST, request)
@@ -148,7 +156,7 @@ async def list_commands(request: web.Request) -> web.Response:
     return await versioned_page(request, repo.COMMANDS, q, filters=filters)
 
 
-@operation("One command", path=_COMMAND_PATH)
+@operation("One command", path=_COMMAND_PATH, response=schemas.COMMAND_RECORD)
 async def get_command(request: web.Request) -> web.Response:
     row = await request.app[DB_KEY].read(
         repo.require(repo.COMMANDS, "command", _command_id(request))
@@ -156,7 +164,12 @@ async def get_command(request: web.Request) -> web.Response:
     return json_response(row, headers=etag(row["version"]))
 
 
-@operation("Finish or cancel a command", path=_COMMAND_PATH, body=_COMMAND_UPDATE)
+@operation(
+    "Finish or cancel a command",
+    path=_COMMAND_PATH,
+    body=_COMMAND_UPDATE,
+    response=schemas.COMMAND_RECORD,
+)
 async def update_command(request: web.Request) -> web.Response:
     command_id = _command_id(request)
     body = await load_json(_COMMAND_UPDATE, request)
@@ -181,7 +194,10 @@ async def update_command(request: web.Request) -> web.Response:
 
 
 @operation(
-    "Append log chunks (idempotent for retried batches)", path=_COMMAND_PATH, body=_LOG_APPEND
+    "Append log chunks (idempotent for retried batches)",
+    path=_COMMAND_PATH,
+    body=_LOG_APPEND,
+    response=schemas.LOGS_APPENDED,
 )
 async def append_logs(request: web.Request) -> web.Response:
     command_id = _command_id(request)
@@ -216,7 +232,12 @@ def _check_log_sizes(chunks: list[dict[str, Any]]) -> None:
             raise PayloadTooLarge("a log chunk is too long", details=details)
 
 
-@operation("Log chunks after a seq, for tailing", path=_COMMAND_PATH, query=_LOG_QUERY)
+@operation(
+    "Log chunks after a seq, for tailing",
+    path=_COMMAND_PATH,
+    query=_LOG_QUERY,
+    response=schemas.LOG_TAIL,
+)
 async def read_logs(request: web.Request) -> web.Response:
     command_id = _command_id(request)
     q = load_query(_LOG_QUERY, request)
@@ -230,7 +251,11 @@ async def read_logs(request: web.Request) -> web.Response:
 
 
 @operation(
-    "Record an artifact (metadata only)", path=_SESSION_PATH, body=_ARTIFACT_CREATE, status=201
+    "Record an artifact (metadata only)",
+    path=_SESSION_PATH,
+    body=_ARTIFACT_CREATE,
+    status=201,
+    response=schemas.ARTIFACT_RECORD,
 )
 async def create_artifact(request: web.Request) -> web.Response:
     session_id = _session_id(request)
@@ -247,7 +272,13 @@ async def create_artifact(request: web.Request) -> web.Response:
     return json_response(row, status=201, headers={"Location": f"/artifacts/{row['id']}"})
 
 
-@operation("Artifacts of a session", path=_SESSION_PATH, query=_ARTIFACT_LIST, returns="page")
+@operation(
+    "Artifacts of a session",
+    path=_SESSION_PATH,
+    query=_ARTIFACT_LIST,
+    returns="page",
+    response=schemas.ARTIFACT_RECORD,
+)
 async def list_artifacts(request: web.Request) -> web.Response:
     session_id = _session_id(request)
     q = load_query(_ARTIFACT_LIST, request)
@@ -256,7 +287,7 @@ async def list_artifacts(request: web.Request) -> web.Response:
     return await versioned_page(request, repo.ARTIFACTS, q, filters=filters)
 
 
-@operation("One artifact", path=_ARTIFACT_PATH)
+@operation("One artifact", path=_ARTIFACT_PATH, response=schemas.ARTIFACT_RECORD)
 async def get_artifact(request: web.Request) -> web.Response:
     artifact_id = load_match(_ARTIFACT_PATH, request)["artifact_id"]
     row = await request.app[DB_KEY].read(repo.require(repo.ARTIFACTS, "artifact", artifact_id))
@@ -281,7 +312,11 @@ async def delete_artifact(request: web.Request) -> web.Response:
 # ---- debugger state -----------------------------------------------------------------------
 
 
-@operation("The debugger state of a session (ETag = version)", path=_SESSION_PATH)
+@operation(
+    "The debugger state of a session (ETag = version)",
+    path=_SESSION_PATH,
+    response=schemas.DEBUGGER_RECORD,
+)
 async def get_debugger(request: web.Request) -> web.Response:
     row = await request.app[DB_KEY].read(
         repo.require(repo.DEBUGGER, "session", _session_id(request))
@@ -290,7 +325,11 @@ async def get_debugger(request: web.Request) -> web.Response:
 
 
 @operation(
-    "Replace the debugger state", path=_SESSION_PATH, body=_DEBUGGER_PUT, if_match="required"
+    "Replace the debugger state",
+    path=_SESSION_PATH,
+    body=_DEBUGGER_PUT,
+    if_match="required",
+    response=schemas.DEBUGGER_RECORD,
 )
 async def put_debugger(request: web.Request) -> web.Response:
     session_id = _session_id(request)

@@ -22,6 +22,7 @@ from service.keys import DB_KEY, DOCUMENTS_KEY, LIFECYCLE_KEY, METRICS_KEY, SEED
 from service.metrics import Metrics
 from service.repositories import audit as audit_repo
 from service.repositories import runs as runs_repo
+from service.schemas.probes import OPS_SNAPSHOT
 
 UI_DIR = Path(__file__).resolve().parent.parent / "ui"
 UI_FILES = {"ops.js": "application/javascript", "ops.css": "text/css"}
@@ -90,7 +91,10 @@ def _p99_ms(buckets: list[tuple[float, float]]) -> float | None:
     return None
 
 
-@operation("Everything the ops page shows, in one snapshot (admin under --auth-reads)")
+@operation(
+    "Everything the ops page shows, in one snapshot (admin under --auth-reads)",
+    response=OPS_SNAPSHOT,
+)
 async def ui_data(request: web.Request) -> web.Response:
     app = request.app
     db = app[DB_KEY]

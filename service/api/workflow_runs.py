@@ -26,7 +26,13 @@ _ITEM_PATH, _NODE_PATH = s.ItemPath(), s.NodePath()
 _CREATE, _LIST, _NODE_UPDATE = s.RunCreate(), s.RunListQuery(), s.NodeUpdate()
 
 
-@operation("Start a run of a workflow", path=_ITEM_PATH, body=_CREATE, status=201)
+@operation(
+    "Start a run of a workflow",
+    path=_ITEM_PATH,
+    body=_CREATE,
+    status=201,
+    response=s.WORKFLOW_RUN_WITH_NODES,
+)
 async def start_run(request: web.Request) -> web.Response:
     path = load_match(_ITEM_PATH, request)  # item_id is the workflow
     body = await load_json(_CREATE, request)
@@ -65,7 +71,13 @@ async def start_run(request: web.Request) -> web.Response:
     return json_response(run, status=201, headers={"Location": location, **etag(run["version"])})
 
 
-@operation("Workflow runs of a project", path=s.ProjectPath(), query=_LIST, returns="page")
+@operation(
+    "Workflow runs of a project",
+    path=s.ProjectPath(),
+    query=_LIST,
+    returns="page",
+    response=s.WORKFLOW_RUN_RECORD,
+)
 async def list_workflow_runs(request: web.Request) -> web.Response:
     project_id = await project_path(request)
     q = load_query(_LIST, request)
@@ -73,7 +85,7 @@ async def list_workflow_runs(request: web.Request) -> web.Response:
     return await versioned_page(request, WORKFLOW_RUNS, q, project_id=project_id, filters=filters)
 
 
-@operation("A workflow run with its nodes", path=_ITEM_PATH)
+@operation("A workflow run with its nodes", path=_ITEM_PATH, response=s.WORKFLOW_RUN_WITH_NODES)
 async def get_workflow_run(request: web.Request) -> web.Response:
     path = load_match(_ITEM_PATH, request)
 
@@ -89,7 +101,9 @@ async def get_workflow_run(request: web.Request) -> web.Response:
     return json_response(run, headers=etag(run["version"]))
 
 
-@operation("Change a node of a workflow run", path=_NODE_PATH, body=_NODE_UPDATE)
+@operation(
+    "Change a node of a workflow run", path=_NODE_PATH, body=_NODE_UPDATE, response=s.NODE_CHANGED
+)
 async def update_node(request: web.Request) -> web.Response:
     path = load_match(_NODE_PATH, request)
     changes = await load_json(_NODE_UPDATE, request)

@@ -45,6 +45,9 @@ INITIAL_STATUSES = frozenset({StepStatus.PENDING, StepStatus.RUNNING})
 TERMINAL_STATUSES = final_states(TRANSITIONS)
 
 
+RUN_STATUSES = ("empty", "running", "succeeded", "failed")
+
+
 def run_status(step_statuses: list[StepStatus]) -> str:
     """A run's status, derived from its steps (never stored, so it cannot disagree)."""
     if not step_statuses:

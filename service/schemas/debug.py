@@ -11,6 +11,18 @@ from marshmallow import Schema, ValidationError, fields, validate, validates_sch
 from service.domain.debug import CommandState, LogStream, SessionState, WorktreeState
 from service.schemas.common import Cursor, JsonInteger, limit_field, not_reserved
 from service.schemas.projects import ID, ListQuery
+from service.schemas.records import (
+    COUNT,
+    JSON_OBJECT,
+    ROW_VERSION,
+    TEXT,
+    TEXT_OR_NULL,
+    WHEN,
+    WHEN_OR_NULL,
+    array,
+    one_of,
+    record,
+)
 from service.schemas.runs import SHA256
 
 MAX_LEASE_S = 7 * 24 * 3600
@@ -252,3 +264,76 @@ class ArtifactListQuery(Schema):
 
 class DebuggerPut(Schema):
     state = fields.Dict(keys=fields.String(), required=True, validate=_json_object)
+
+
+SESSION_RECORD = record(
+    {
+        "id": TEXT,
+        "repository_id": TEXT,
+        "worktree_id": {**TEXT_OR_NULL, "description": "the worktree it holds, if any"},
+        "user": {**TEXT, "description": "the token's user that started it"},
+        "state": one_of(SessionState),
+        "started_at": WHEN,
+        "ended_at": WHEN_OR_NULL,
+        "metadata": JSON_OBJECT,
+        "version": ROW_VERSION,
+    }
+)
+COMMAND_RECORD = record(
+    {
+        "id": TEXT,
+        "session_id": TEXT,
+        "argv": array(TEXT),
+        "cwd": TEXT_OR_NULL,
+        "env": {
+            "type": "object",
+            "additionalProperties": TEXT,
+            "description": "values of names that look secret are replaced by [redacted]",
+        },
+        "state": one_of(CommandState),
+        "exit_code": {"type": ["integer", "null"]},
+        "started_at": WHEN,
+        "ended_at": WHEN_OR_NULL,
+        "log_seq": {**COUNT, "description": "the highest log chunk seq stored"},
+        "version": ROW_VERSION,
+    }
+)
+LOGS_APPENDED = record(
+    {
+        "command_id": TEXT,
+        "last_seq": COUNT,
+        "stored": {**array(COUNT), "description": "the seqs this request stored"},
+        "already_stored": {**array(COUNT), "description": "seqs sent again, left as they were"},
+    }
+)
+LOG_TAIL = record(
+    {
+        "items": array(
+            record({"seq": COUNT, "stream": one_of(LogStream), "text": TEXT, "at": WHEN})
+        ),
+        "limit": COUNT,
+        "next_after_seq": {**COUNT, "description": "send as after_seq to read on"},
+    }
+)
+ARTIFACT_RECORD = record(
+    {
+        "id": TEXT,
+        "session_id": TEXT,
+        "command_id": TEXT_OR_NULL,
+        "name": TEXT,
+        "kind": TEXT,
+        "uri": TEXT,
+        "size_bytes": {"type": ["integer", "null"], "minimum": 0},
+        "sha256": TEXT_OR_NULL,
+        "content_type": TEXT_OR_NULL,
+        "created_at": WHEN,
+    }
+)
+DEBUGGER_RECORD = record(
+    {
+        "session_id": TEXT,
+        "state": JSON_OBJECT,
+        "updated_at": WHEN,
+        "version": ROW_VERSION,
+    }
+)

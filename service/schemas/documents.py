@@ -10,6 +10,7 @@ from service.db.search import words
 from service.domain.documents import DocumentType
 from service.repositories.documents import JSON_PATH
 from service.schemas.common import Cursor, limit_field
+from service.schemas.records import HEX_ID, JSON_OBJECT, TEXT, WHEN, one_of, record
 
 
 def _is_position(value: Any) -> bool:
@@ -83,3 +84,28 @@ class KindListQuerySchema(Schema):
 
 class DocumentNameSchema(Schema):
     name = fields.String(required=True, validate=validate.Length(min=1, max=300))
+
+
+DOCUMENT_RECORD = record(
+    {
+        "id": {**HEX_ID, "description": "stable: derived from the type and the file's path"},
+        "type": one_of(DocumentType),
+        "name": {**TEXT, "description": "the file's name field, or its file name without suffix"},
+        "document": {**JSON_OBJECT, "description": "the file's content, parsed"},
+        "file_path": {**TEXT, "description": "relative to its documents root"},
+        "file_modified": WHEN,
+        "content_hash": {"type": "string", "pattern": "^[0-9a-f]{64}$"},
+        "created_at": WHEN,
+        "updated_at": WHEN,
+    }
+)
+PERSONA = {
+    "type": "object",
+    "description": "the persona file's JSON object, as written (its keys are the file's own)",
+}
+PROMPT_TEMPLATE = record(
+    {
+        "metadata": {**JSON_OBJECT, "description": "the YAML front matter, as JSON"},
+        "template": {**TEXT, "description": "the text after the front matter"},
+    }
+)

@@ -6,7 +6,7 @@ from typing import Any
 
 from marshmallow import Schema, ValidationError, fields, validate, validates_schema
 
-from service.domain.projects import ContextType, IdeaStatus, NodeStatus, Priority
+from service.domain.projects import ContextType, IdeaStatus, NodeStatus, Priority, RunStatus
 from service.schemas.common import (
     Cursor,
     JsonInteger,
@@ -14,6 +14,20 @@ from service.schemas.common import (
     limit_field,
     not_reserved,
     query_boolean,
+)
+from service.schemas.records import (
+    COUNT,
+    JSON_OBJECT,
+    NUMBER,
+    ROW_VERSION,
+    TEXT,
+    TEXT_OR_NULL,
+    WHEN,
+    WHEN_OR_NULL,
+    array,
+    extend,
+    one_of,
+    record,
 )
 
 ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,63}$"
@@ -208,3 +222,47 @@ class GapAnalysisCreate(Schema):
 
 class GapAnalysisUpdate(Schema):
     report = fields.Dict(keys=fields.String(), required=True)
+
+
+_COUNTS = record({"items": COUNT, "tokens": COUNT})
+CONTEXT_TOTALS = record(
+    {
+        "project_id": TEXT,
+        **_COUNTS["properties"],
+        "pinned_items": COUNT,
+        "pinned_tokens": COUNT,
+        "by_type": {
+            "type": "object",
+            "propertyNames": one_of(ContextType),
+            "additionalProperties": _COUNTS,
+        },
+    }
+)
+NODE_RECORD = record(
+    {
+        "node_id": TEXT,
+        "status": one_of(NodeStatus),
+        "progress": {**NUMBER, "minimum": 0, "maximum": 100},
+        "messages": {**array(TEXT), "description": f"the last {MAX_MESSAGES}"},
+        "started_at": WHEN_OR_NULL,
+        "completed_at": WHEN_OR_NULL,
+        "error": TEXT_OR_NULL,
+    }
+)
+WORKFLOW_RUN_RECORD = record(
+    {
+        "id": TEXT,
+        "project_id": TEXT,
+        "workflow_id": TEXT,
+        "status": {**one_of(RunStatus), "description": "follows the nodes"},
+        "input": JSON_OBJECT,
+        "output": {"type": ["object", "null"]},
+        "started_at": WHEN_OR_NULL,
+        "finished_at": WHEN_OR_NULL,
+        "last_message": TEXT_OR_NULL,
+        "version": ROW_VERSION,
+        "created_at": WHEN,
+    }
+)
+WORKFLOW_RUN_WITH_NODES = extend(WORKFLOW_RUN_RECORD, nodes=array(NODE_RECORD))
+NODE_CHANGED = record({"node": NODE_RECORD, "run": WORKFLOW_RUN_RECORD})

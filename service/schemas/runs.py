@@ -6,8 +6,21 @@ from typing import Any
 
 from marshmallow import Schema, ValidationError, fields, validate, validates_schema
 
-from service.domain.runs import INITIAL_STATUSES, StepStatus
+from service.domain.runs import INITIAL_STATUSES, RUN_STATUSES, StepStatus
 from service.schemas.common import MAX_ROW_ID, Cursor, limit_field
+from service.schemas.records import (
+    HEX_ID,
+    JSON_OBJECT,
+    ROW_ID,
+    TEXT,
+    TEXT_OR_NULL,
+    WHEN,
+    WHEN_OR_NULL,
+    array,
+    extend,
+    one_of,
+    record,
+)
 
 HEX_SHA = validate.Regexp(r"^[0-9a-f]{7,64}$", error="Must be 7 to 64 lowercase hex digits.")
 SHA256 = validate.Regexp(r"^[0-9a-f]{64}$", error="Must be 64 lowercase hex digits.")
@@ -77,3 +90,43 @@ class AuditQuerySchema(Schema):
     scope = fields.String(load_default=None, validate=validate.Length(min=1, max=64))
     event = fields.String(load_default=None, validate=validate.Length(min=1, max=64))
     since = fields.AwareDateTime(load_default=None)
+
+
+RUN_RECORD = record(
+    {
+        "run_id": HEX_ID,
+        "created_at": WHEN,
+        "git_sha": TEXT_OR_NULL,
+        "config_hash": TEXT_OR_NULL,
+        "args": JSON_OBJECT,
+    }
+)
+STEP_RECORD = record(
+    {
+        "step_id": ROW_ID,
+        "run_id": HEX_ID,
+        "name": TEXT,
+        "started_at": WHEN_OR_NULL,
+        "finished_at": WHEN_OR_NULL,
+        "status": one_of(StepStatus),
+        "stats": JSON_OBJECT,
+    }
+)
+RUN_WITH_STEPS = extend(
+    RUN_RECORD,
+    steps=array(STEP_RECORD),
+    status={**one_of(RUN_STATUSES), "description": "derived from the steps, never stored"},
+)
+AUDIT_RECORD = record(
+    {
+        "id": ROW_ID,
+        "ts": WHEN,
+        "level": TEXT,
+        "actor": {**TEXT, "description": "the token's user, or system for the service's jobs"},
+        "run_id": TEXT_OR_NULL,
+        "scope": TEXT,
+        "event": TEXT,
+        "message": TEXT,
+        "data": JSON_OBJECT,
+    }
+)

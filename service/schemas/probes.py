@@ -1,0 +1,68 @@
+"""What the probes, /-/versions and the ops page's snapshot answer."""
+
+from __future__ import annotations
+
+from service.schemas.admin import SEED_PROGRESS, SYNC_STATUS, SYNC_SUMMARY
+from service.schemas.records import (
+    BOOLEAN,
+    COUNT,
+    NUMBER,
+    TEXT,
+    TEXT_OR_NULL,
+    array,
+    one_of,
+    record,
+)
+from service.schemas.runs import AUDIT_RECORD, RUN_RECORD
+from service.seeding import SeedState
+
+LIVE = record({"status": {"type": "string", "const": "alive"}})
+READY = record({"status": {"type": "string", "const": "ready"}})
+HEALTH = record(
+    {
+        "status": {
+            **one_of(["ok", "degraded", "unavailable"]),
+            "description": "degraded: the API serves, document sync is retrying (still 200)",
+        },
+        "db": one_of(["ok", "error"]),
+        "uptime_s": NUMBER,
+        "version": TEXT,
+        "seed": record({"state": one_of(SeedState), "rows": COUNT, "target": COUNT}),
+        "documents": {**SYNC_SUMMARY, "description": "when a documents root is configured"},
+        "reason": {**TEXT, "description": "why the database is unavailable (503 only)"},
+    },
+    optional=("documents", "reason"),
+)
+VERSIONS = record(
+    {
+        "bobgen": TEXT,
+        "python": TEXT,
+        "aiohttp": TEXT,
+        "database": {**TEXT, "description": "the engine and its version, or unavailable"},
+        "git_sha": {**TEXT_OR_NULL, "description": "of the checkout it runs from, if any"},
+    }
+)
+_TRAFFIC = record(
+    {
+        "route": {**TEXT, "description": "the route template"},
+        "requests": COUNT,
+        "rate_per_s": {**NUMBER, "description": "since this snapshot was last asked for"},
+        "p99_ms": {"type": ["number", "null"], "description": "a histogram bucket's bound"},
+    }
+)
+OPS_SNAPSHOT = record(
+    {
+        "uptime_s": NUMBER,
+        "ready": BOOLEAN,
+        "seed": SEED_PROGRESS,
+        "traffic": array(_TRAFFIC),
+        "db": record(
+            {"up": BOOLEAN, "status_rows": COUNT, "reason": TEXT},
+            optional=("status_rows", "reason"),
+        ),
+        "audit": {**array(AUDIT_RECORD), "description": "the newest entries"},
+        "runs": {**array(RUN_RECORD), "description": "the newest runs"},
+        "documents": {**SYNC_STATUS, "type": ["object", "null"]},
+    },
+    optional=("audit", "runs"),
+)
