@@ -1,10 +1,8 @@
 """The console script end to end: real processes, real signals, real sockets."""
 
-import asyncio
 import json
 import os
 import re
-import signal
 import sqlite3
 import subprocess
 import time
@@ -20,7 +18,7 @@ from service.keys import SEEDER_KEY
 from service.seeding import SeedState
 from tests.backends import sql
 from tests.helpers import BOBGEN, run_cli
-from tests.support.server import free_port
+from tests.support.server import Server, free_port
 
 
 def test_version_and_help() -> None:
@@ -85,52 +83,23 @@ def test_seed_on_a_terminal_draws_a_bar_that_log_lines_do_not_garble(db_path: Pa
     assert not any("rows/s" in line for line in log_lines)  # ...on a line of its own
 
 
-async def wait_healthy(
-    session: aiohttp.ClientSession, url: str, proc: asyncio.subprocess.Process
-) -> dict[str, Any]:
-    async with asyncio.timeout(30):
-        while True:
-            assert proc.returncode is None, "server exited early"
-            try:
-                async with session.get(url + "/health") as resp:
-                    if resp.status == 200:
-                        return await resp.json()
-            except aiohttp.ClientConnectionError:
-                pass
-            await asyncio.sleep(0.1)
-
-
 @pytest.mark.slow
 async def test_serve_seeds_in_background_and_stops_gracefully_on_sigterm(db_path: Path) -> None:
-    port = free_port()
-    proc = await asyncio.create_subprocess_exec(
-        *BOBGEN,
-        "serve",
-        "--port",
-        str(port),
-        "--db",
-        str(db_path),
-        "--seed-batch-size",
-        "500",
-        env={**os.environ, "BOBGEN_SEED_ROWS": "2000000", "BOBGEN_LOG_LEVEL": "INFO"},
-        stderr=asyncio.subprocess.PIPE,
-    )
-    url = f"http://127.0.0.1:{port}"
+    env = {**os.environ, "BOBGEN_SEED_ROWS": "2000000", "BOBGEN_LOG_LEVEL": "INFO"}
+    server = Server(db_path, ["--seed-batch-size", "500"], env=env, quiet=False)
     try:
+        await server.start()
         async with aiohttp.ClientSession() as session:
-            health = await wait_healthy(session, url, proc)
+            async with session.get(server.url + "/health") as resp:
+                health = await resp.json()
             assert health["seed"]["target"] == 2_000_000  # taken from BOBGEN_SEED_ROWS
-            async with session.get(url + "/bobgen/status?limit=1") as resp:
+            async with session.get(server.url + "/bobgen/status?limit=1") as resp:
                 assert resp.status == 200
-            proc.send_signal(signal.SIGTERM)
-            async with asyncio.timeout(30):
-                _, err = await proc.communicate()
+        returncode = await server.terminate()
     finally:
-        if proc.returncode is None:
-            proc.kill()
-            await proc.wait()
-    stderr = err.decode()
-    assert proc.returncode == 0, stderr
+        await server.stop()
+    stderr = server.log()
+    assert returncode == 0, stderr
     assert "Traceback" not in stderr
     assert "database closed" in stderr
     with sqlite3.connect(db_path) as conn:
@@ -177,36 +146,20 @@ def test_port_in_use_is_a_clean_error(db_path: Path) -> None:
 
 @pytest.mark.slow
 async def test_json_logs_and_the_serving_line_after_the_bind(db_path: Path) -> None:
-    port = free_port()
-    proc = await asyncio.create_subprocess_exec(
-        *BOBGEN,
-        "serve",
-        "--port",
-        str(port),
-        "--db",
-        str(db_path),
-        "--seed-rows",
-        "0",
-        "--log-format",
-        "json",
-        "--access-log",
-        stderr=asyncio.subprocess.PIPE,
-    )
-    url = f"http://127.0.0.1:{port}"
+    args = ["--seed-rows", "0", "--log-format", "json", "--access-log"]
+    server = Server(db_path, args, quiet=False)
     try:
-        async with aiohttp.ClientSession() as session:
-            await wait_healthy(session, url, proc)
-            headers = {"X-Request-ID": "json-log-1"}
-            async with session.get(url + "/bobgen/status/12345", headers=headers) as resp:
-                assert resp.status == 404
-            proc.send_signal(signal.SIGTERM)
-            async with asyncio.timeout(30):
-                _, err = await proc.communicate()
+        await server.start()
+        headers = {"X-Request-ID": "json-log-1"}
+        async with (
+            aiohttp.ClientSession() as session,
+            session.get(server.url + "/bobgen/status/12345", headers=headers) as resp,
+        ):
+            assert resp.status == 404
+        assert await server.terminate() == 0
     finally:
-        if proc.returncode is None:
-            proc.kill()
-            await proc.wait()
-    lines = [json.loads(line) for line in err.decode().splitlines() if line.strip()]
+        await server.stop()
+    lines = [json.loads(line) for line in server.log().splitlines() if line.strip()]
     assert all({"time", "level", "logger", "message"} <= set(line) for line in lines)
     serving = [i for i, line in enumerate(lines) if "serving on" in line["message"]]
     migrated = [i for i, line in enumerate(lines) if "migration" in line["message"]]

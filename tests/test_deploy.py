@@ -21,9 +21,8 @@ import pytest
 import yaml
 from aiohttp.test_utils import TestClient
 
-from tests.helpers import BOBGEN
-from tests.support import REPO_ROOT
-from tests.support.server import free_port
+from tests.support import REPO_ROOT, eventually
+from tests.support.server import Server
 
 DEPLOY = REPO_ROOT / "deploy"
 PROMETHEUS = DEPLOY / "prometheus"
@@ -94,12 +93,12 @@ async def full_metrics(make_client: Any, tmp_path: Path) -> str:
     (docs / "personas").mkdir(parents=True)
     (docs / "personas" / "a.json").write_text('{"name": "A"}')
     client: TestClient = await make_client(documents_dirs=str(docs))
-    async with asyncio.timeout(30):  # the initial sync counts the documents per type
-        while True:
-            health = await (await client.get("/health")).json()
-            if health["documents"]["state"] == "watching":
-                break
-            await asyncio.sleep(0.02)
+
+    async def watching() -> bool:  # the initial sync counts the documents per type
+        health = await (await client.get("/health")).json()
+        return bool(health["documents"]["state"] == "watching")
+
+    await eventually(watching, timeout=30, what="the first documents sync")
     await client.get("/livez")
     return await (await client.get("/metrics")).text()
 
@@ -181,19 +180,9 @@ async def test_the_systemd_unit_is_told_when_bobgen_is_ready_and_stopping(
     listener = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
     listener.bind(str(notify_path))
     listener.setblocking(False)
-    port = free_port()
-    proc = await asyncio.create_subprocess_exec(
-        *BOBGEN,
-        "serve",
-        "--db",
-        str(tmp_path / "bobgen.db"),
-        "--port",
-        str(port),
-        "--seed-rows",
-        "0",
-        env={**os.environ, "NOTIFY_SOCKET": str(notify_path)},
-        stderr=asyncio.subprocess.DEVNULL,
-    )
+    env = {**os.environ, "NOTIFY_SOCKET": str(notify_path)}
+    server = Server(tmp_path / "bobgen.db", env=env)
+    await server.start(wait=False)
     loop = asyncio.get_running_loop()
     try:
         async with asyncio.timeout(60):
@@ -201,16 +190,15 @@ async def test_the_systemd_unit_is_told_when_bobgen_is_ready_and_stopping(
         assert ready == b"READY=1"
         async with (
             aiohttp.ClientSession() as session,
-            session.get(f"http://127.0.0.1:{port}/readyz") as resp,
+            session.get(server.url + "/readyz") as resp,
         ):
             assert resp.status == 200  # ready means ready
-        proc.send_signal(signal.SIGTERM)
+        assert server.proc is not None
+        server.proc.send_signal(signal.SIGTERM)
         async with asyncio.timeout(30):
             stopping = await loop.sock_recv(listener, 64)
-            assert stopping == b"STOPPING=1"
-            assert await proc.wait() == 0
+        assert stopping == b"STOPPING=1"
+        assert await server.wait_exit(30) == 0
     finally:
         listener.close()
-        if proc.returncode is None:
-            proc.kill()
-            await proc.wait()
+        await server.stop()

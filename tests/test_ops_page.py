@@ -6,17 +6,16 @@ from __future__ import annotations
 import asyncio
 import os
 import shutil
-import signal
-import time
 from pathlib import Path
 from typing import Any
 
 import pytest
 from aiohttp.test_utils import TestClient
 
-from tests.helpers import BOBGEN, assert_error
+from tests.helpers import assert_error
+from tests.support import eventually_sync
 from tests.support.auth import ADMIN_TOKEN, READER_TOKEN, bearer, plant_test_tokens
-from tests.support.server import free_port
+from tests.support.server import Server
 
 CHROMIUM = "/usr/bin/chromium"
 CHROMEDRIVER = "/usr/bin/chromedriver"
@@ -70,22 +69,8 @@ async def test_the_page_in_a_real_browser_shows_the_live_seed_count(tmp_path: Pa
 
     db_path = tmp_path / "bobgen.db"
     plant_test_tokens(db_path)
-    port = free_port()
-    proc = await asyncio.create_subprocess_exec(
-        *BOBGEN,
-        "serve",
-        "--db",
-        str(db_path),
-        "--port",
-        str(port),
-        "--seed-rows",
-        "200000",
-        "--seed-batch-size",
-        "500",
-        "--log-level",
-        "WARNING",
-        stderr=asyncio.subprocess.DEVNULL,
-    )
+    args = ["--seed-rows", "200000", "--seed-batch-size", "500"]
+    server = Server(db_path, args)
     options = webdriver.ChromeOptions()
     options.binary_location = CHROMIUM
     for arg in (
@@ -99,11 +84,12 @@ async def test_the_page_in_a_real_browser_shows_the_live_seed_count(tmp_path: Pa
     options.set_capability("goog:loggingPrefs", {"browser": "ALL"})
     driver = None
     try:
-        await _wait_listening(port)
+        await server.start(wait=False)
+        await server.wait_healthy(timeout=60, path="/readyz")
         driver = await asyncio.to_thread(
             webdriver.Chrome, options=options, service=Service(executable_path=CHROMEDRIVER)
         )
-        await asyncio.to_thread(driver.get, f"http://127.0.0.1:{port}/ui")
+        await asyncio.to_thread(driver.get, server.url + "/ui")
         counts = await asyncio.to_thread(_seed_counts, driver, By)
         assert counts[0] > 0
         assert counts[-1] > counts[0]  # live: the page follows the seed as it runs
@@ -118,38 +104,21 @@ async def test_the_page_in_a_real_browser_shows_the_live_seed_count(tmp_path: Pa
     finally:
         if driver is not None:
             await asyncio.to_thread(driver.quit)
-        if proc.returncode is None:
-            proc.send_signal(signal.SIGTERM)
-            await proc.wait()
+        await server.stop()
 
 
-def _seed_counts(driver: Any, by: Any, deadline_s: float = 60.0) -> list[int]:
+def _seed_counts(driver: Any, by: Any) -> list[int]:
     """The status-row count the page shows, read until it has changed twice (the page polls
-    every 2 s); a deadline, not a fixed sleep."""
+    every 2 s)."""
     seen: list[int] = []
-    deadline = time.monotonic() + deadline_s
-    while time.monotonic() < deadline:
+
+    def changed_twice() -> list[int] | None:
         text = driver.find_element(by.ID, "seed-rows").text.replace(",", "")
         if text.isdigit() and (not seen or int(text) != seen[-1]):
             seen.append(int(text))
-            if len(seen) >= 3:
-                return seen
-        time.sleep(0.1)
-    raise AssertionError(f"the seed count did not move on the page: {seen}")
+        return seen if len(seen) >= 3 else None
 
-
-async def _wait_listening(port: int) -> None:
-    import aiohttp
-
-    async with asyncio.timeout(60), aiohttp.ClientSession() as session:
-        while True:
-            try:
-                async with session.get(f"http://127.0.0.1:{port}/readyz") as resp:
-                    if resp.status == 200:
-                        return
-            except aiohttp.ClientConnectionError:
-                pass
-            await asyncio.sleep(0.1)
+    return eventually_sync(changed_twice, timeout=60, what="the seed count moving on the page")
 
 
 def test_chromium_is_where_the_tests_expect_it() -> None:

@@ -26,7 +26,8 @@ def free_port() -> int:
 
 @dataclass
 class Server:
-    """``bobgen serve --db <db or db_path> --port <port> --seed-rows 0 <args>``, or ``argv``
+    """``bobgen serve --db <db or db_path> --port <port> [--seed-rows 0 --log-level WARNING]
+    <args>``, or ``argv``
     verbatim; its log goes beside ``db_path`` (or into ``log_dir``). Start it again after a
     kill."""
 
@@ -39,6 +40,7 @@ class Server:
     cwd: Path | None = None
     env: dict[str, str] | None = None
     user: int | None = None  # run as this uid (and its group), not as the test's user
+    quiet: bool = True  # --seed-rows 0 --log-level WARNING before args (which may override)
     log_dir: Path | None = None
     proc: asyncio.subprocess.Process | None = None
     log_path: Path | None = None
@@ -52,11 +54,12 @@ class Server:
             return list(self.argv)
         db = self.db or str(self.db_path)
         port = ["--port", str(self.port)]
-        quiet = ["--seed-rows", "0", "--log-level", "WARNING"]
+        quiet = ["--seed-rows", "0", "--log-level", "WARNING"] if self.quiet else []
         return [*self.argv_prefix, "serve", "--db", db, *port, *quiet, *self.args]
 
     async def start(self, *, wait: bool = True) -> None:
         folder = self.log_dir or self.db_path.parent
+        folder.mkdir(parents=True, exist_ok=True)
         self.log_path = folder / f"server-{self.port}.log"
         log = self.log_path.open("ab")
         kwargs = {} if self.user is None else {"user": self.user, "group": self.user}
@@ -94,6 +97,12 @@ class Server:
                     if (await resp.json())["seed"]["state"] == "complete":
                         return
                 await asyncio.sleep(0.05)
+
+    async def terminate(self, timeout: float = 30) -> int:
+        """SIGTERM, then the exit status (no kill: a server that does not stop fails)."""
+        assert self.proc is not None
+        self.proc.send_signal(signal.SIGTERM)
+        return await self.wait_exit(timeout)
 
     def kill9(self) -> None:
         assert self.proc is not None
