@@ -25,7 +25,7 @@ from service.db import connect
 from service.db.maintenance import check_writable, quick_check
 from service.db.migrations import apply_migrations
 from service.domain.runs import RunContext, current_git_sha
-from service.errors import error_middleware
+from service.errors import answer_protocol_errors_in_json, error_middleware
 from service.keys import (
     CLOCK_KEY,
     CONFIG_KEY,
@@ -157,6 +157,7 @@ def _allow_cors(app: web.Application, origins: list[str]) -> None:
 
 def create_app(config: Config, *, clock: Clock | None = None) -> web.Application:
     """The app for ``config``; ``clock`` tells the time that leases expire by (tests move it)."""
+    answer_protocol_errors_in_json()
     metrics = Metrics()
     app = web.Application(
         client_max_size=config.max_body_bytes,

@@ -14,6 +14,8 @@ from typing import Any
 
 from aiohttp import web
 from aiohttp.typedefs import Middleware
+from aiohttp.web_protocol import RequestHandler
+from aiohttp.web_request import BaseRequest
 from marshmallow import ValidationError
 
 from service.db import DatabaseBusy, DatabaseUnavailable, DiskFull, ValueOutOfRange
@@ -216,3 +218,40 @@ def _report_outage(request: web.Request, exc: DatabaseUnavailable) -> None:
     else:
         db.outage.failed(exc)
         log.debug("database_unavailable on %s %s: %s", request.method, request.path, exc)
+
+
+# ---- errors aiohttp answers before any handler runs ----------------------------------------
+
+_PROTOCOL_CODES = {400: "malformed_request", 413: "payload_too_large", 431: "headers_too_large"}
+
+
+def _json_protocol_error(
+    handler: RequestHandler,
+    request: BaseRequest,
+    status: int = 500,
+    exc: BaseException | None = None,
+    message: str | None = None,
+) -> web.StreamResponse:
+    """aiohttp's own answer (logged by it, and refused once a response has started), with
+    the one JSON error shape as its body. The parser's message quotes the offending bytes (a
+    header with its bearer token, say), so it is never sent back: the error kind is."""
+    _AIOHTTP_HANDLE_ERROR(handler, request, status, exc, message)
+    code = _PROTOCOL_CODES.get(status, "internal_error" if status >= 500 else "bad_request")
+    text = "malformed HTTP request" if status < 500 else "internal server error"
+    details = {"reason": type(exc).__name__} if exc is not None and status < 500 else {}
+    resp = error_response(status, code, text, details)
+    resp.force_close()
+    return resp
+
+
+_AIOHTTP_HANDLE_ERROR = RequestHandler.handle_error
+
+
+def answer_protocol_errors_in_json() -> None:
+    """Make aiohttp answer requests it cannot parse (a NUL or a fold in a header, a line too
+    long) with the JSON error shape instead of plain text that echoes the bad header.
+
+    aiohttp has no hook for these: they are answered before the application sees a request,
+    so its ``RequestHandler.handle_error`` is replaced, for every server in this process.
+    Idempotent."""
+    RequestHandler.handle_error = _json_protocol_error  # type: ignore[method-assign,assignment]

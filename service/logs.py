@@ -3,11 +3,17 @@
 JSON: one object per line with ``time``, ``level``, ``logger``, ``message`` and, for lines
 written while a request runs, its ``request_id``; access lines add ``method``, ``route``,
 ``path``, ``status``, ``duration_ms`` and ``remote``. Exceptions go in ``exception``.
+
+Both formats hold two promises for every logger, aiohttp's own included: a message cannot
+start a line of its own (control characters in it are escaped, so a path with ``%0a`` cannot
+forge an entry), and no secret is written (BobGen tokens, bearer values and URL passwords are
+masked in the finished line, tracebacks included).
 """
 
 from __future__ import annotations
 
 import logging
+import re
 import sys
 from datetime import UTC, datetime
 from typing import Any
@@ -19,6 +25,49 @@ from service.requestcontext import current_request_id
 FORMATS = ("text", "json")
 ACCESS_FIELDS = ("method", "route", "path", "status", "duration_ms", "remote")
 TEXT_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
+
+
+# A BobGen token, whatever follows "Bearer", and the password of a URL.
+_SECRETS = re.compile(
+    r"(?P<token>bgt_[A-Za-z0-9_\-]+)"
+    r"|(?P<bearer>(?i:bearer)\s+)(?P<credential>[^\s'\"\\,]+)"
+    r"|(?P<userinfo>[A-Za-z][A-Za-z0-9+.\-]*://[^/\s:@'\"]*:)(?P<password>[^@\s/'\"]+)(?=@)"
+)
+MASK = "***"
+# C0 and C1 controls, DEL, and the Unicode line and paragraph separators.
+_CONTROLS = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029]")
+
+
+def redact(text: str) -> str:
+    """``text`` with every token, bearer value and URL password replaced by ``***``."""
+
+    def mask(match: re.Match[str]) -> str:
+        if match.group("token"):
+            return "bgt_" + MASK
+        if match.group("bearer"):
+            return match.group("bearer") + MASK
+        return match.group("userinfo") + MASK
+
+    return _SECRETS.sub(mask, text)
+
+
+def escape_controls(text: str) -> str:
+    """Control characters as visible escapes (``\\n``, ``\\x00``): one message, one line."""
+    return _CONTROLS.sub(lambda m: repr(m.group())[1:-1], text)
+
+
+class TextFormatter(logging.Formatter):
+    """``TEXT_FORMAT``, with the message escaped and the whole line redacted."""
+
+    def __init__(self) -> None:
+        super().__init__(TEXT_FORMAT)
+
+    def formatMessage(self, record: logging.LogRecord) -> str:
+        record.message = escape_controls(record.message)
+        return super().formatMessage(record)
+
+    def format(self, record: logging.LogRecord) -> str:
+        return redact(super().format(record))
 
 
 class JsonFormatter(logging.Formatter):
@@ -38,13 +87,15 @@ class JsonFormatter(logging.Formatter):
                 data[name] = getattr(record, name)
         if record.exc_info:
             data["exception"] = self.formatException(record.exc_info)
-        return orjson.dumps(data, default=str).decode()
+        # JSON escapes control characters itself; redacting the encoded line is safe because
+        # no secret pattern spans a quote or a backslash.
+        return redact(orjson.dumps(data, default=str).decode())
 
 
 def configure(level: str, log_format: str = "text") -> None:
     """Log to stderr in ``log_format``; replaces whatever handlers were set before."""
     handler = logging.StreamHandler(sys.stderr)
-    formatter = JsonFormatter() if log_format == "json" else logging.Formatter(TEXT_FORMAT)
+    formatter = JsonFormatter() if log_format == "json" else TextFormatter()
     handler.setFormatter(formatter)
     root = logging.getLogger()
     root.handlers[:] = [handler]

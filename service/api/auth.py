@@ -80,12 +80,20 @@ def required_scope(request: web.Request, *, auth_reads: bool) -> Scope | None:
     return Scope.READ if auth_reads else None
 
 
+MAX_TOKEN_LENGTH = 512
+
+
 def _bearer(request: web.Request) -> str:
     header = request.headers.get("Authorization", "")
     scheme, _, token = header.partition(" ")
     if scheme.lower() != "bearer" or not token.strip():
         raise Unauthorized("send a token as 'Authorization: Bearer <token>'")
-    return token.strip()
+    token = token.strip()
+    # Tokens are printable ASCII; anything else (bytes that are not UTF-8 arrive as
+    # surrogates) names no token, and would not even hash.
+    if not (token.isascii() and token.isprintable()) or len(token) > MAX_TOKEN_LENGTH:
+        raise Unauthorized("invalid or revoked token")
+    return token
 
 
 class TokenCache:

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import base64
 import binascii
+import re
 from collections.abc import Callable
+from datetime import UTC, datetime
 from typing import Any
 
 import orjson
@@ -31,7 +33,50 @@ def not_reserved(value: str) -> None:
 
 
 def _is_id(value: Any) -> bool:
-    return type(value) is int and value >= 0
+    return type(value) is int and 0 <= value <= MAX_ROW_ID
+
+
+# The parts of a keyset position, checked before they reach SQL: a cursor is opaque, but a
+# client can still make one, and a wrong type or size in a bound parameter is a driver error.
+MAX_CURSOR_TEXT = 300
+_TIMESTAMP_TEXT = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}\.[0-9]{3}Z")
+_ROW_KEY = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.:-]{0,63}")
+PositionPart = Callable[[Any], bool]
+
+
+def is_text(value: Any) -> bool:
+    """A sort value of a text column: a string of at most 300 characters, without NUL."""
+    return isinstance(value, str) and len(value) <= MAX_CURSOR_TEXT and "\x00" not in value
+
+
+def is_timestamp(value: Any) -> bool:
+    """A stored timestamp, exactly as the API writes them."""
+    return isinstance(value, str) and _TIMESTAMP_TEXT.fullmatch(value) is not None
+
+
+def is_row_key(value: Any) -> bool:
+    """A text id (client-chosen ids and server-made hex alike)."""
+    return isinstance(value, str) and _ROW_KEY.fullmatch(value) is not None
+
+
+def keyset(first: PositionPart, second: PositionPart = is_row_key) -> Callable[[Any], bool]:
+    """A ``[sort value, id]`` position whose parts pass ``first`` and ``second``."""
+    return lambda v: isinstance(v, list) and len(v) == 2 and first(v[0]) and second(v[1])
+
+
+def cursor_fits_sort(
+    data: dict[str, Any], checks: dict[str, PositionPart], default: PositionPart = is_text
+) -> None:
+    """Refuse a cursor whose sort value is not of the kind its ``sort`` column holds (a name
+    where a timestamp belongs): it was not made by the server for this order."""
+    position = data.get("cursor")
+    if position is None:
+        return
+    column = str(data.get("sort", "")).removeprefix("-")
+    if not checks.get(column, default)(position[0]):
+        raise ValidationError(
+            "Not a valid cursor for this sort; use the value of 'next' as is.", "cursor"
+        )
 
 
 class Cursor(fields.Field[Any]):
@@ -83,6 +128,34 @@ class FieldList(fields.Field[list[str]]):
         return list(dict.fromkeys(names))  # de-duplicated, order kept
 
 
+_ASCII_INTEGER = re.compile(r"-?[0-9]{1,20}")
+
+
+class TextInteger(fields.Integer):
+    """An integer written in a URL (a path segment, a query value): ASCII digits only.
+    Python's ``int`` also reads U+0661 (Arabic-Indic one), U+FF11 (fullwidth one), `` 1`` and
+    ``+1``; an id or a limit is none of those."""
+
+    def _validated(self, value: Any) -> int:
+        if isinstance(value, str) and not _ASCII_INTEGER.fullmatch(value):
+            raise self.make_error("invalid", input=value)
+        return int(super()._validated(value))
+
+
+class UtcDateTime(fields.AwareDateTime):
+    """An ISO-8601 time with its zone, loaded as UTC. A zone that moves it outside the
+    calendar (``0001-01-01T00:00:00+23:59``) is out of range, a 400, not an overflow later."""
+
+    def _deserialize(self, value: Any, attr: str | None, data: Any, **kwargs: Any) -> datetime:
+        moment = super()._deserialize(value, attr, data, **kwargs)
+        try:
+            return moment.astimezone(UTC)
+        except OverflowError:
+            raise ValidationError(
+                "Out of range: the time and its zone leave the calendar."
+            ) from None
+
+
 class JsonInteger(fields.Integer):
     """A JSON integer: an int, or a number with no fractional part (``472.0``: JSON Schema
     calls it an integer, so clients generated from the OpenAPI document may send it). Never a
@@ -130,7 +203,7 @@ def query_boolean(**kwargs: Any) -> fields.Boolean:
 
 
 def limit_field() -> fields.Integer:
-    return fields.Integer(
+    return TextInteger(
         load_default=DEFAULT_LIMIT,
         validate=validate.Range(min=1, max=MAX_LIMIT),
         metadata={"description": f"items per page, 1 to {MAX_LIMIT} (default {DEFAULT_LIMIT})"},
@@ -141,7 +214,7 @@ class PageQuerySchema(Schema):
     """``limit`` + either ``offset`` or ``cursor``. Unknown query parameters are rejected."""
 
     limit = limit_field()
-    offset = fields.Integer(load_default=None, validate=validate.Range(min=0, max=MAX_OFFSET))
+    offset = TextInteger(load_default=None, validate=validate.Range(min=0, max=MAX_OFFSET))
     cursor = Cursor(load_default=None)
 
     def validate_page(self, data: dict[str, Any]) -> None:

@@ -9,8 +9,18 @@ import orjson
 from marshmallow import Schema, ValidationError, fields, validate, validates_schema
 
 from service.domain.debug import CommandState, LogStream, SessionState, WorktreeState
-from service.schemas.common import Cursor, JsonInteger, limit_field, not_reserved
-from service.schemas.projects import ID, ListQuery
+from service.schemas.common import (
+    Cursor,
+    JsonInteger,
+    TextInteger,
+    UtcDateTime,
+    cursor_fits_sort,
+    is_text,
+    keyset,
+    limit_field,
+    not_reserved,
+)
+from service.schemas.projects import ID, SORT_VALUES, ListQuery
 from service.schemas.records import (
     COUNT,
     JSON_OBJECT,
@@ -161,7 +171,7 @@ class SessionListQuery(ListQuery):
     repository_id = _id(load_default=None)
     state = fields.Enum(SessionState, by_value=True, load_default=None)
     user = fields.String(load_default=None, validate=NAME)
-    since = fields.AwareDateTime(load_default=None)
+    since = UtcDateTime(load_default=None)
 
 
 # ---- commands and logs -------------------------------------------------------------------
@@ -232,8 +242,8 @@ class LogAppend(Schema):
 
 
 class LogQuery(Schema):
-    after_seq = fields.Integer(load_default=0, validate=validate.Range(0, 2**31 - 1))
-    limit = fields.Integer(load_default=100, validate=validate.Range(1, MAX_LOG_PAGE))
+    after_seq = TextInteger(load_default=0, validate=validate.Range(0, 2**31 - 1))
+    limit = TextInteger(load_default=100, validate=validate.Range(1, MAX_LOG_PAGE))
 
 
 # ---- artifacts and debugger state --------------------------------------------------------
@@ -254,12 +264,13 @@ class ArtifactCreate(Schema):
 
 class ArtifactListQuery(Schema):
     limit = limit_field()
-    cursor = Cursor(
-        valid=lambda v: isinstance(v, list) and len(v) == 2 and all(isinstance(x, str) for x in v),
-        load_default=None,
-    )
+    cursor = Cursor(valid=keyset(is_text), load_default=None)
     sort = fields.String(load_default="created_at", validate=validate.OneOf(["created_at", "name"]))
     command_id = _id(load_default=None)
+
+    @validates_schema
+    def _cursor_fits_sort(self, data: dict[str, Any], **kwargs: Any) -> None:
+        cursor_fits_sort(data, SORT_VALUES)
 
 
 class DebuggerPut(Schema):

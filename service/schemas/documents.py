@@ -9,12 +9,10 @@ from marshmallow import Schema, ValidationError, fields, pre_load, validate, val
 from service.db.search import words
 from service.domain.documents import DocumentType
 from service.repositories.documents import JSON_PATH
-from service.schemas.common import Cursor, limit_field
+from service.schemas.common import Cursor, is_text, keyset, limit_field
 from service.schemas.records import HEX_ID, JSON_OBJECT, TEXT, WHEN, one_of, record
 
-
-def _is_position(value: Any) -> bool:
-    return isinstance(value, list) and len(value) == 2 and all(isinstance(v, str) for v in value)
+_is_position = keyset(is_text)  # (name, id)
 
 
 FIELD_PREFIX = "field."

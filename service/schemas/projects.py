@@ -10,7 +10,12 @@ from service.domain.projects import ContextType, IdeaStatus, NodeStatus, Priorit
 from service.schemas.common import (
     Cursor,
     JsonInteger,
+    PositionPart,
     StrictBoolean,
+    cursor_fits_sort,
+    is_text,
+    is_timestamp,
+    keyset,
     limit_field,
     not_reserved,
     query_boolean,
@@ -40,8 +45,13 @@ def _id_field(**kwargs: Any) -> fields.String:
     return fields.String(validate=[ID, not_reserved], **kwargs)
 
 
-def _is_keyset_position(value: Any) -> bool:
-    return isinstance(value, list) and len(value) == 2 and isinstance(value[1], str)
+# What each sort column's cursor value must look like (other columns: text).
+SORT_VALUES: dict[str, PositionPart] = {
+    "created_at": is_timestamp,
+    "updated_at": is_timestamp,
+    "started_at": is_timestamp,
+    "priority": lambda v: v in {str(p) for p in Priority},
+}
 
 
 def _sort_field(*columns: str) -> fields.String:
@@ -80,8 +90,12 @@ class ProjectUpdate(Schema):
 
 class ListQuery(Schema):
     limit = limit_field()
-    cursor = Cursor(valid=_is_keyset_position, load_default=None)
+    cursor = Cursor(valid=keyset(is_text), load_default=None)
     sort = _sort_field("created_at")
+
+    @validates_schema
+    def _cursor_fits_sort(self, data: dict[str, Any], **kwargs: Any) -> None:
+        cursor_fits_sort(data, SORT_VALUES)
 
 
 class ProjectListQuery(ListQuery):

@@ -7,7 +7,15 @@ from typing import Any
 from marshmallow import Schema, ValidationError, fields, validate, validates_schema
 
 from service.domain.runs import INITIAL_STATUSES, RUN_STATUSES, StepStatus
-from service.schemas.common import MAX_ROW_ID, Cursor, limit_field
+from service.schemas.common import (
+    MAX_ROW_ID,
+    Cursor,
+    TextInteger,
+    UtcDateTime,
+    is_timestamp,
+    keyset,
+    limit_field,
+)
 from service.schemas.records import (
     HEX_ID,
     JSON_OBJECT,
@@ -33,8 +41,7 @@ def _small_object(value: dict[str, Any]) -> None:
         raise ValidationError(f"At most {MAX_JSON_KEYS} keys.")
 
 
-def _is_run_position(value: Any) -> bool:
-    return isinstance(value, list) and len(value) == 2 and all(isinstance(v, str) for v in value)
+_is_run_position = keyset(is_timestamp)  # (created_at, run_id)
 
 
 class RunCreateSchema(Schema):
@@ -48,13 +55,13 @@ class RunIdSchema(Schema):
 
 
 class StepPathSchema(RunIdSchema):
-    step_id = fields.Integer(required=True, validate=validate.Range(min=1, max=MAX_ROW_ID))
+    step_id = TextInteger(required=True, validate=validate.Range(min=1, max=MAX_ROW_ID))
 
 
 class RunListQuerySchema(Schema):
     limit = limit_field()
     cursor = Cursor(valid=_is_run_position, load_default=None)
-    since = fields.AwareDateTime(load_default=None)
+    since = UtcDateTime(load_default=None)
     git_sha = fields.String(load_default=None, validate=HEX_SHA)
     config_hash = fields.String(load_default=None, validate=SHA256)
 
@@ -89,7 +96,7 @@ class AuditQuerySchema(Schema):
     run_id = fields.String(load_default=None, validate=validate.Length(min=1, max=64))
     scope = fields.String(load_default=None, validate=validate.Length(min=1, max=64))
     event = fields.String(load_default=None, validate=validate.Length(min=1, max=64))
-    since = fields.AwareDateTime(load_default=None)
+    since = UtcDateTime(load_default=None)
 
 
 RUN_RECORD = record(

@@ -7,7 +7,15 @@ from typing import Any
 from marshmallow import Schema, ValidationError, fields, post_load, validate, validates_schema
 
 from service.repositories.status import STATUS_FIELDS
-from service.schemas.common import MAX_ROW_ID, FieldList, JsonInteger, PageQuerySchema, http_url
+from service.schemas.common import (
+    MAX_ROW_ID,
+    FieldList,
+    JsonInteger,
+    PageQuerySchema,
+    TextInteger,
+    UtcDateTime,
+    http_url,
+)
 from service.timeutil import utc_iso
 
 
@@ -21,7 +29,7 @@ class StatusListQuerySchema(PageQuerySchema):
 
 
 class StatusIdSchema(Schema):
-    id = fields.Integer(required=True, strict=False, validate=validate.Range(min=1, max=MAX_ROW_ID))
+    id = TextInteger(required=True, strict=False, validate=validate.Range(min=1, max=MAX_ROW_ID))
 
 
 class StatusCreateSchema(Schema):
@@ -31,7 +39,7 @@ class StatusCreateSchema(Schema):
     version = fields.String(required=True, validate=validate.Length(min=1, max=64))
     latency = fields.Float(required=True, validate=validate.Range(min=0))
     error_rate = fields.Float(required=True, validate=validate.Range(min=0, max=1))
-    last_run = fields.AwareDateTime(load_default=None, allow_none=True)
+    last_run = UtcDateTime(load_default=None, allow_none=True)
     blocks = JsonInteger(load_default=0, validate=validate.Range(min=0, max=2**31 - 1))
     runbook_link = http_url(load_default=None, allow_none=True)
     dashboard_link = http_url(load_default=None, allow_none=True)

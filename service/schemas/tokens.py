@@ -7,7 +7,7 @@ from typing import Any
 from marshmallow import Schema, fields, validate
 
 from service.domain.auth import ALL_SCOPES
-from service.schemas.common import MAX_ROW_ID, Cursor, limit_field
+from service.schemas.common import MAX_ROW_ID, Cursor, TextInteger, limit_field
 
 # A user name lands in audit rows and log lines: printable, no control characters.
 USER = validate.Regexp(
@@ -34,7 +34,7 @@ class TokenCreateSchema(Schema):
 
 
 class TokenIdSchema(Schema):
-    id = fields.Integer(required=True, validate=validate.Range(min=1, max=MAX_ROW_ID))
+    id = TextInteger(required=True, validate=validate.Range(min=1, max=MAX_ROW_ID))
 
 
 class TokenListQuerySchema(Schema):
