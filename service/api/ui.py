@@ -15,8 +15,10 @@ from typing import Any
 from aiohttp import web
 from marshmallow import Schema, fields, validate
 
+from service.api.auth import principal
 from service.api.openapi import operation
 from service.db import DatabaseUnavailable
+from service.domain.auth import Scope
 from service.jsonutil import json_response
 from service.keys import DB_KEY, DOCUMENTS_KEY, LIFECYCLE_KEY, METRICS_KEY, SEEDER_KEY, STARTED_KEY
 from service.metrics import Metrics
@@ -112,9 +114,19 @@ async def ui_data(request: web.Request) -> web.Response:
     except DatabaseUnavailable as exc:
         body["db"] = {"up": False, "reason": str(exc)}
         body["ready"] = False
-    watcher = app[DOCUMENTS_KEY]
-    body["documents"] = await watcher.describe() if watcher is not None else None
+    body["documents"] = await _documents(request)
     return json_response(body)
+
+
+async def _documents(request: web.Request) -> dict[str, Any] | None:
+    """The sync as ``/admin/sync`` shows it (roots, failing files) to an admin, as ``/health``
+    shows it (state and counts) to anyone else: the page is open unless --auth-reads."""
+    watcher = request.app[DOCUMENTS_KEY]
+    if watcher is None:
+        return None
+    if Scope.ADMIN in principal(request).scopes:
+        return await watcher.describe()
+    return watcher.summary()
 
 
 @operation("The ops page (HTML; its data comes from /ui/data)", returns="html")

@@ -10,12 +10,16 @@ of truth: when file and row differ, the file wins (docs/documents.md).
 from __future__ import annotations
 
 import asyncio
+import errno
+import logging
+import os
 import time
 from collections.abc import AsyncGenerator, Sequence
 from contextlib import aclosing
 from dataclasses import asdict, dataclass, field
 from functools import partial
 from pathlib import Path, PurePosixPath
+from stat import S_ISREG
 from typing import Any
 
 from service.audit import AuditedWrite, audited_write
@@ -33,6 +37,9 @@ from service.repositories import documents as documents_repo
 from service.repositories.documents import StoredState
 
 WRITE_BATCH = 500  # documents per transaction
+
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True, slots=True)
@@ -116,9 +123,15 @@ def find_files(
             candidates = [root / relative for relative in sorted(only)]
         for path in candidates:
             relative = relative_to_root(path, root)
-            if relative is None or document_type(relative) is None or not path.is_file():
+            if relative is None or document_type(relative) is None:
                 continue
             key = str(relative)
+            if path.is_symlink() or path.parent.is_symlink():
+                # Not followed: a link could publish any file the server can read.
+                errors.append(SyncError(key, str(root), NOT_FOLLOWED))
+                continue
+            if not path.is_file():
+                continue
             if key in seen:
                 reason = "the same path exists under an earlier root, which wins"
                 errors.append(SyncError(key, str(root), reason))
@@ -128,26 +141,43 @@ def find_files(
     return found, errors
 
 
+NOT_FOLLOWED = "a symbolic link: not followed (documents are regular files inside the root)"
+
+
 def read_files(files: Sequence[DocumentFile], max_bytes: int = DEFAULT_MAX_FILE_BYTES) -> Scan:
-    """Read and parse ``files`` (blocking: run it in a thread)."""
+    """Read and parse ``files`` (blocking: run it in a thread). Any failure is that file's
+    error, named by kind (never quoting its content or an absolute path)."""
     result = Scan()
     for file in files:
         try:
-            stat = file.path.stat()
-            if stat.st_size > max_bytes:
-                raise DocumentError(
-                    f"larger than the {max_bytes}-byte limit ({stat.st_size} bytes)"
-                )
-            result.documents[file.key] = parse(
-                PurePosixPath(file.key),
-                file.path.read_bytes(),
-                stat.st_mtime_ns,
-                max_bytes=max_bytes,
-            )
-        except (DocumentError, OSError) as exc:
-            result.failed.add(file.key)
-            result.errors.append(SyncError(file.key, str(file.root), str(exc)))
+            data, mtime_ns = _read_regular_file(file.path, max_bytes)
+            parsed = parse(PurePosixPath(file.key), data, mtime_ns, max_bytes=max_bytes)
+        except DocumentError as exc:
+            reason = str(exc)
+        except OSError as exc:
+            reason = NOT_FOLLOWED if exc.errno == errno.ELOOP else f"unreadable ({exc.strerror})"
+        except Exception as exc:  # a parser's surprise must not stop the sync of the others
+            log.warning("could not parse %s", file.key, exc_info=True)
+            reason = f"could not be parsed ({type(exc).__name__})"
+        else:
+            result.documents[file.key] = parsed
+            continue
+        result.failed.add(file.key)
+        result.errors.append(SyncError(file.key, str(file.root), reason))
     return result
+
+
+def _read_regular_file(path: Path, max_bytes: int) -> tuple[bytes, int]:
+    """The bytes and mtime of ``path``, refusing a symbolic link at the moment of opening (it
+    may have been swapped in since the folder was listed) and a file over ``max_bytes``."""
+    fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
+    with os.fdopen(fd, "rb") as handle:
+        stat = os.fstat(handle.fileno())
+        if not S_ISREG(stat.st_mode):
+            raise DocumentError("not a regular file")
+        if stat.st_size > max_bytes:
+            raise DocumentError(f"larger than the {max_bytes}-byte limit ({stat.st_size} bytes)")
+        return handle.read(max_bytes + 1), stat.st_mtime_ns
 
 
 def scan(

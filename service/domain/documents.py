@@ -18,6 +18,9 @@ import orjson
 import yaml
 
 DEFAULT_MAX_FILE_BYTES = 1024 * 1024
+# Deeper than this is refused: it is no persona, and a JSON encoder gives up near 255 levels
+# (a document that parsed but cannot be stored would stop the whole batch it is in).
+MAX_DEPTH = 64
 
 
 class DocumentType(StrEnum):
@@ -92,6 +95,7 @@ def parse(
     else:
         document = _parse_prompty(text)
         name = document["metadata"].get("name")
+    _check_storable(document)
     if not isinstance(name, str) or not name.strip():
         name = relative.stem
     return ParsedDocument(
@@ -105,10 +109,29 @@ def parse(
     )
 
 
+def _check_storable(document: dict[str, Any]) -> None:
+    """Refuse what parses but cannot be stored everywhere: nesting beyond MAX_DEPTH, and NUL
+    characters (PostgreSQL's text and jsonb refuse them). Iterative: depth is the input's."""
+    pending: list[tuple[Any, int]] = [(document, 1)]
+    while pending:
+        value, depth = pending.pop()
+        if depth > MAX_DEPTH:
+            raise DocumentError(f"nested deeper than {MAX_DEPTH} levels")
+        if isinstance(value, dict):
+            if any("\x00" in key for key in value):
+                raise DocumentError("a key holds a NUL character")
+            pending.extend((v, depth + 1) for v in value.values())
+        elif isinstance(value, list):
+            pending.extend((v, depth + 1) for v in value)
+        elif isinstance(value, str) and "\x00" in value:
+            raise DocumentError("a value holds a NUL character")
+
+
 def _parse_json(text: str) -> dict[str, Any]:
     try:
         value = orjson.loads(text)
     except orjson.JSONDecodeError as exc:
+        # orjson names the position (line, column), never the text around it.
         raise DocumentError(f"invalid JSON: {exc}") from None
     if not isinstance(value, dict):
         raise DocumentError(f"a persona must be a JSON object, not {type(value).__name__}")
@@ -125,17 +148,40 @@ def _parse_prompty(text: str) -> dict[str, Any]:
     except StopIteration:
         raise DocumentError("the YAML front matter is not closed by a '---' line") from None
     try:
-        metadata = yaml.safe_load("".join(lines[1:end])) or {}
+        metadata = yaml.load("".join(lines[1:end]), Loader=_NoAliasLoader) or {}
     except yaml.YAMLError as exc:
-        raise DocumentError(f"invalid YAML front matter: {_one_line(exc)}") from None
+        raise DocumentError(f"invalid YAML front matter: {_yaml_problem(exc)}") from None
+    except RecursionError:
+        raise DocumentError(f"nested deeper than {MAX_DEPTH} levels") from None
     if not isinstance(metadata, dict):
         raise DocumentError("the front matter must be a YAML mapping")
     # JSON-able: YAML dates and the like become strings, so the copy is what the API returns.
+    _check_storable(metadata)
     metadata = orjson.loads(orjson.dumps(metadata, default=str))
     return {"metadata": metadata, "template": "".join(lines[end + 1 :])}
 
 
-def _one_line(exc: Exception) -> str:
+class _NoAliasLoader(yaml.SafeLoader):
+    """PyYAML's safe loader without aliases: six anchors of ten aliases each (346 bytes) made
+    a 6.9 MB document, nine levels would exhaust memory. Front matter never needs them."""
+
+    def compose_node(self, parent: Any, index: Any) -> Any:
+        if self.check_event(yaml.AliasEvent):
+            mark = self.peek_event().start_mark  # type: ignore[no-untyped-call]
+            raise yaml.YAMLError(f"aliases (*name) are not allowed, line {mark.line + 2}")
+        return super().compose_node(parent, index)
+
+
+def _yaml_problem(exc: yaml.YAMLError) -> str:
+    """What is wrong and where (the file's line, counting the opening ``---``, and column),
+    without PyYAML's quote of the line: the line may hold a secret, and the reason is shown
+    on /admin/sync."""
+    if isinstance(exc, yaml.MarkedYAMLError):
+        mark = exc.problem_mark or exc.context_mark
+        problem = exc.problem or exc.context or "invalid YAML"
+        if mark is not None:
+            return f"{problem}, line {mark.line + 2}, column {mark.column + 1}"
+        return str(problem)
     return " ".join(str(exc).split())
 
 

@@ -62,7 +62,11 @@ OPS_SNAPSHOT = record(
         ),
         "audit": {**array(AUDIT_RECORD), "description": "the newest entries"},
         "runs": {**array(RUN_RECORD), "description": "the newest runs"},
-        "documents": {**SYNC_STATUS, "type": ["object", "null"]},
+        "documents": {
+            "oneOf": [SYNC_STATUS, SYNC_SUMMARY, {"type": "null"}],
+            "description": "the sync as /admin/sync shows it to an admin token, as /health "
+            "shows it to anyone else (the page is open unless --auth-reads)",
+        },
     },
     optional=("audit", "runs"),
 )

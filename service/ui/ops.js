@@ -41,12 +41,15 @@ function render(data) {
   fillTable("runs", data.runs || [], [["created_at"], ["run_id"], ["git_sha"]]);
   fillTable("audit", data.audit || [], [["ts"], ["actor"], ["event"], ["message"]]);
   if (data.documents) {
+    // An admin token sees the failing files; anyone else their number (as /health).
+    var failing = Array.isArray(data.documents.errors) ? data.documents.errors : [];
+    var count = Array.isArray(data.documents.errors) ? failing.length : data.documents.errors;
     $("documents-state").textContent = data.documents.state +
       (data.documents.reason ? " (" + data.documents.reason + ")" : "") + ", " +
-      data.documents.errors.length + " error(s)";
+      count + " error(s)";
     $("documents-state").className = data.documents.reason ? "bad" : "";
     $("sync-reload").hidden = false;
-    fillTable("sync-errors", data.documents.errors, [["file"], ["reason"], ["since"]]);
+    fillTable("sync-errors", failing, [["file"], ["reason"], ["since"]]);
   }
 }
 
