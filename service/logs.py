@@ -20,6 +20,7 @@ from typing import Any
 
 import orjson
 
+from service.domain.secrets import redact
 from service.requestcontext import current_request_id
 
 FORMATS = ("text", "json")
@@ -27,28 +28,8 @@ ACCESS_FIELDS = ("method", "route", "path", "status", "duration_ms", "remote")
 TEXT_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 
 
-# A BobGen token, whatever follows "Bearer", and the password of a URL.
-_SECRETS = re.compile(
-    r"(?P<token>bgt_[A-Za-z0-9_\-]+)"
-    r"|(?P<bearer>(?i:bearer)\s+)(?P<credential>[^\s'\"\\,]+)"
-    r"|(?P<userinfo>[A-Za-z][A-Za-z0-9+.\-]*://[^/\s:@'\"]*:)(?P<password>[^@\s/'\"]+)(?=@)"
-)
-MASK = "***"
 # C0 and C1 controls, DEL, and the Unicode line and paragraph separators.
 _CONTROLS = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029]")
-
-
-def redact(text: str) -> str:
-    """``text`` with every token, bearer value and URL password replaced by ``***``."""
-
-    def mask(match: re.Match[str]) -> str:
-        if match.group("token"):
-            return "bgt_" + MASK
-        if match.group("bearer"):
-            return match.group("bearer") + MASK
-        return match.group("userinfo") + MASK
-
-    return _SECRETS.sub(mask, text)
 
 
 def escape_controls(text: str) -> str:

@@ -250,21 +250,48 @@ async def test_command_secrets_are_redacted_everywhere(
 ) -> None:
     repository_id = await make_repository(client)
     session_id = await make_session(client, repository_id)
-    env = {"PATH": "/bin", "GITHUB_TOKEN": "ghp_secret1", "db_password": "hunter2", "API_KEY": "k"}
-    body = {"argv": ["pytest", "-x"], "cwd": "/w/app", "env": env}
+    env = {
+        "PATH": "/bin",
+        "GITHUB_TOKEN": "ghp_secret1",
+        "db_password": "hunter2",
+        "API_KEY": "k",
+        # By name (docs/security.md's patterns)...
+        "DB_PASS": "pass-secret2",
+        "HTTP_COOKIE": "sid=cookie-secret3",
+        "GH_PAT": "pat-secret4",
+        "AUTHORIZATION": "Bearer bgt_secret5",
+        "DATABASE_URL": "postgresql://app:url-secret6@db/app",
+        # ...and by value, whatever the name.
+        "UPSTREAM": "https://bot:url-secret7@git.example.com/repo.git",
+        "NOTE": "use bgt_secret8 for the bot",
+        "PATCHES": "3",  # a name that merely contains PAT is not a secret
+    }
+    argv = ["curl", "-H", "Authorization: Bearer bgt_secret9", "https://u:secret10@x.org/"]
+    body = {"argv": argv, "cwd": "/w/app", "env": env}
     command = await call(client, "POST", f"/sessions/{session_id}/commands", body, 201)
     assert command["env"] == {
         "PATH": "/bin",
         "GITHUB_TOKEN": "***",
         "db_password": "***",
         "API_KEY": "***",
+        "DB_PASS": "***",
+        "HTTP_COOKIE": "***",
+        "GH_PAT": "***",
+        "AUTHORIZATION": "***",
+        "DATABASE_URL": "***",
+        "UPSTREAM": "https://bot:***@git.example.com/repo.git",
+        "NOTE": "use bgt_*** for the bot",
+        "PATCHES": "3",
     }
-    assert command["argv"] == ["pytest", "-x"]
-    dump = repr(sql(db_url, "SELECT * FROM commands")) + repr(
-        sql(db_url, "SELECT * FROM audit_log")
+    assert command["argv"] == ["curl", "-H", "Authorization: Bearer ***", "https://u:***@x.org/"]
+    fetched = await call(client, "GET", f"/commands/{command['id']}")
+    dump = (
+        repr(sql(db_url, "SELECT * FROM commands"))
+        + repr(sql(db_url, "SELECT * FROM audit_log"))
+        + repr(fetched)
     )
-    for secret in ("ghp_secret1", "hunter2"):
-        assert secret not in dump
+    secrets = ["ghp_secret1", "hunter2", *(f"secret{i}" for i in range(2, 11))]
+    assert [secret for secret in secrets if secret in dump] == []
 
 
 async def test_command_transitions(client: TestClient) -> None:

@@ -15,7 +15,8 @@ from service.api.paging import versioned_page
 from service.api.requests import load_json, load_match, load_query
 from service.audit import AuditedWrite
 from service.db import Work
-from service.domain.debug import CommandState, Missing, SessionState, redact_env
+from service.domain.debug import CommandState, Missing, SessionState
+from service.domain.secrets import redact, redact_all, redact_env
 from service.errors import PayloadTooLarge
 from service.jsonutil import json_response
 from service.keys import DB_KEY
@@ -121,7 +122,11 @@ async def end_session(request: web.Request) -> web.Response:
 async def create_command(request: web.Request) -> web.Response:
     session_id = _session_id(request)
     body = await load_json(_COMMAND_CREATE, request)
-    body["env"] = redact_env(body["env"])  # before anything stores or logs it
+    # Before anything stores or logs it: secret-named variables, and secrets in any value.
+    body["env"] = redact_env(body["env"])
+    body["argv"] = redact_all(body["argv"])
+    if body.get("cwd"):
+        body["cwd"] = redact(body["cwd"])
 
     def work(w: AuditedWrite) -> Work[dict[str, Any]]:
         yield from repo.active_session(session_id)

@@ -177,6 +177,9 @@ _CONFIG_FLAGS = set(Config.__dataclass_fields__)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    # Everything BobGen creates (database, WAL, backups, token files, signal files) is for
+    # its own user only: the database holds token hashes and every row.
+    os.umask(0o077)
     args = build_parser().parse_args(argv)
     flags = {k: v for k, v in vars(args).items() if k in _CONFIG_FLAGS}
     if isinstance(flags.get("documents_dirs"), list):  # a repeatable flag: one setting

@@ -19,6 +19,7 @@ from yoyo import get_backend, read_migrations
 from yoyo.backends import DatabaseBackend
 from yoyo.exceptions import LockTimeout
 
+from service.db.sqlite import create_private
 from service.db.url import DatabaseURL, redact_text
 
 log = logging.getLogger(__name__)
@@ -71,7 +72,9 @@ def _locked_backend(target: Target, lock_timeout_s: float) -> Iterator[DatabaseB
     _name_the_user()
     uri = database_uri(target)
     if uri.startswith("sqlite:"):
-        Path(uri.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
+        path = Path(uri.removeprefix("sqlite:///"))
+        path.parent.mkdir(parents=True, exist_ok=True)
+        create_private(path)
     try:
         backend = get_backend(uri)
     except Exception as exc:  # psycopg's OperationalError and friends: keep drivers down here

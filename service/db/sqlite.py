@@ -16,7 +16,7 @@ import os
 import sqlite3
 import time
 from collections.abc import AsyncIterator, Callable
-from contextlib import asynccontextmanager
+from contextlib import asynccontextmanager, suppress
 from functools import partial
 from pathlib import Path
 from typing import Any, TypeVar, cast
@@ -41,6 +41,14 @@ JOURNAL_SIZE_LIMIT_BYTES = 64 * 1024 * 1024
 WRITER_AUTOCHECKPOINT_PAGES = 10_000
 MMAP_SIZE_BYTES = 256 * 1024 * 1024
 SIGNAL_POLL_S = 0.1  # how soon another process's notify (a CLI token revoke) is seen
+
+
+def create_private(path: Path) -> None:
+    """Create the database file readable by its owner only (0600), if it is not there yet.
+    SQLite gives its -wal and -shm files the mode of the database file, and the file holds
+    token hashes. A failure is left for SQLite to report in its own words."""
+    with suppress(OSError):
+        os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
 
 
 class SqliteDatabase(Database):
@@ -79,6 +87,7 @@ class SqliteDatabase(Database):
     async def open(self) -> None:
         """Start the writer first (it sets WAL mode on the file), then the readers."""
         self.path.parent.mkdir(parents=True, exist_ok=True)
+        create_private(self.path)
         try:
             await self._writer.start()
             self._checkpointer = await self._connect_reader(readonly=False)

@@ -10,15 +10,10 @@ docs/debug-metadata.md.
 
 from __future__ import annotations
 
-import re
 from collections.abc import Mapping
 from enum import StrEnum
 
 from service.domain.statemachine import final_states
-
-REDACTED = "***"
-# An environment variable whose name says it holds a secret is stored as REDACTED.
-SECRET_NAME = re.compile(r"TOKEN|SECRET|PASSWORD|PASSWD|KEY|CREDENTIAL", re.IGNORECASE)
 
 
 class WorktreeState(StrEnum):
@@ -65,12 +60,6 @@ WORKTREE_TRANSITIONS: dict[WorktreeState, frozenset[WorktreeState]] = {
     WorktreeState.RESERVED: frozenset(),
     WorktreeState.RETIRED: frozenset({WorktreeState.FREE}),
 }
-
-
-def redact_env(env: Mapping[str, str]) -> dict[str, str]:
-    """The environment as stored: secrets' values replaced, so they never reach the database,
-    the API or the audit log."""
-    return {k: (REDACTED if SECRET_NAME.search(k) else v) for k, v in env.items()}
 
 
 class Refused(Exception):
