@@ -18,7 +18,11 @@ from aiohttp import web
 from service import __version__
 from service.api import setup_routes
 from service.api.auth import TOKEN_CACHE_KEY, TokenCache, auth_middleware
-from service.api.conventions import conventions_middleware, request_id_middleware
+from service.api.conventions import (
+    conventions_middleware,
+    request_id_middleware,
+    security_headers,
+)
 from service.audit import SYSTEM_ACTOR
 from service.config import PROJECT_ROOT, Config
 from service.db import connect
@@ -169,6 +173,7 @@ def create_app(config: Config, *, clock: Clock | None = None) -> web.Application
             auth_middleware(),
         ],
     )
+    app.on_response_prepare.append(security_headers)
     app[CONFIG_KEY] = config
     app[CLOCK_KEY] = clock or Clock()
     app[METRICS_KEY] = metrics

@@ -101,10 +101,26 @@ async def test_the_page_in_a_real_browser_shows_the_live_seed_count(tmp_path: Pa
         screenshot = tmp_path / "ops-page.png"
         assert driver.save_screenshot(str(screenshot))
         assert screenshot.stat().st_size > 10_000
+        # Both pages work under their Content-Security-Policy: a violation is a SEVERE entry.
+        await asyncio.to_thread(driver.get, server.url + "/docs")
+        title = await asyncio.to_thread(_rendered_title, driver, By)
+        assert "BobGen" in title
+        errors = [e for e in driver.get_log("browser") if e["level"] == "SEVERE"]
+        assert errors == []
     finally:
         if driver is not None:
             await asyncio.to_thread(driver.quit)
         await server.stop()
+
+
+def _rendered_title(driver: Any, by: Any) -> str:
+    """The API's title once Swagger UI has rendered the document."""
+
+    def title() -> str:
+        found = driver.find_elements(by.CSS_SELECTOR, ".swagger-ui .info .title")
+        return str(found[0].text) if found else ""
+
+    return eventually_sync(title, timeout=30, what="Swagger UI rendering /openapi.json")
 
 
 def _seed_counts(driver: Any, by: Any) -> list[int]:

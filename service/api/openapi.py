@@ -478,7 +478,7 @@ DOCS_PAGE = """<!doctype html>
 <script src="/docs/static/init.js"></script></body></html>
 """
 INIT_JS = """window.ui = SwaggerUIBundle({url: "/openapi.json", dom_id: "#swagger-ui",
-  deepLinking: true, persistAuthorization: true});
+  deepLinking: true, persistAuthorization: false});
 """
 
 
