@@ -12,7 +12,7 @@ from aiohttp.test_utils import TestClient
 from service.db import DatabaseURL
 from tests.backends import sql
 from tests.helpers import ManualClock, assert_error
-from tests.support.auth import READER_TOKEN, bearer
+from tests.support.auth import READER_TOKEN, WRITER_TOKEN, bearer
 
 
 async def call(
@@ -510,3 +510,69 @@ async def test_writes_need_a_write_token(make_client: Any) -> None:
 )
 async def test_bad_ids_in_paths_are_400(client: TestClient, path: str) -> None:
     assert_error(await call(client, "GET", path, status=400), "invalid_parameter")
+
+
+async def test_only_the_sessions_user_or_an_admin_may_end_it_or_act_in_it(
+    client: TestClient,
+) -> None:
+    """docs/debug-metadata.md "Who may change a session": the user whose token started it
+    (any of that user's tokens) or an admin; any other write token gets 403."""
+    other = await call(
+        client, "POST", "/tokens", {"user": "intruder", "scopes": ["read", "write"]}, 201
+    )
+    second = await call(client, "POST", "/tokens", {"user": "ci-bot", "scopes": ["write"]}, 201)
+    intruder = bearer(other["token"])
+    owner, owners_other_token = bearer(WRITER_TOKEN), bearer(second["token"])
+    repository_id = await make_repository(client, worktrees=1)
+    body = {"repository_id": repository_id}
+    session = await call(client, "POST", "/sessions", body, 201, headers=owner)
+    assert session["user"] == "ci-bot"
+    s = session["id"]
+    command = await call(
+        client, "POST", f"/sessions/{s}/commands", {"argv": ["ls"]}, 201, headers=owner
+    )
+    artifact = {"name": "a", "kind": "log", "uri": "/a"}
+    art = await call(client, "POST", f"/sessions/{s}/artifacts", artifact, 201, headers=owner)
+    trees = f"/repositories/{repository_id}/worktrees"
+    held = {"session_id": s, "lease_s": 60}
+    worktree = await call(client, "POST", trees + "/reserve", held, 201, headers=owner)
+
+    refused = [
+        ("POST", f"/sessions/{s}/end", {}),
+        ("POST", f"/sessions/{s}/commands", {"argv": ["rm"]}),
+        ("POST", f"/sessions/{s}/artifacts", artifact),
+        ("PUT", f"/sessions/{s}/debugger", {"state": {"pc": 1}}),
+        ("PATCH", f"/commands/{command['id']}", {"state": "cancelled"}),
+        (
+            "POST",
+            f"/commands/{command['id']}/logs",
+            {"chunks": [{"seq": 1, "stream": "stdout", "text": "x"}]},
+        ),
+        ("DELETE", f"/artifacts/{art['id']}", None),
+        ("POST", trees + "/reserve", held),
+        ("POST", f"{trees}/{worktree['id']}/renew", held),
+        ("POST", f"{trees}/{worktree['id']}/release", {"session_id": s}),
+    ]
+    for method, url, payload in refused:
+        headers = {**intruder, "If-Match": "*"}
+        error = await call(client, method, url, payload, 403, headers=headers)
+        assert error["error"]["code"] == "not_session_owner", (method, url)
+        assert error["error"]["details"] == {"session_id": s, "owner": "ci-bot"}
+
+    # The owner (with another of their tokens) and an admin may.
+    await call(
+        client,
+        "POST",
+        f"/commands/{command['id']}/logs",
+        {"chunks": [{"seq": 1, "stream": "stdout", "text": "x"}]},
+        headers=owners_other_token,
+    )
+    await call(
+        client,
+        "PUT",
+        f"/sessions/{s}/debugger",
+        {"state": {"pc": 2}},
+        headers={**owner, "If-Match": "*"},
+    )
+    ended = await call(client, "POST", f"/sessions/{s}/end", {})  # the client's admin token
+    assert ended["state"] == "ended"

@@ -8,7 +8,7 @@ from aiohttp import web
 
 from service.api.auth import principal
 from service.api.common import write
-from service.api.debug_common import audit, insert_row
+from service.api.debug_common import audit, insert_row, owned_command, owned_session
 from service.api.etag import etag, if_match
 from service.api.openapi import operation
 from service.api.paging import versioned_page
@@ -101,6 +101,7 @@ async def end_session(request: web.Request) -> web.Response:
     state = (await load_json(_SESSION_END, request))["state"]
 
     def work(w: AuditedWrite) -> Work[dict[str, Any]]:
+        yield from owned_session(request, session_id)
         row = yield from repo.end_session(session_id, state, now=w.now)
         audit(w, f"session.{state}", f"session {session_id} {state}", id=session_id)
         return row
@@ -129,6 +130,7 @@ async def create_command(request: web.Request) -> web.Response:
         body["cwd"] = redact(body["cwd"])
 
     def work(w: AuditedWrite) -> Work[dict[str, Any]]:
+        yield from owned_session(request, session_id)
         yield from repo.active_session(session_id)
         values = {
             **body,
@@ -180,6 +182,7 @@ async def update_command(request: web.Request) -> web.Response:
     body = await load_json(_COMMAND_UPDATE, request)
 
     def work(w: AuditedWrite) -> Work[dict[str, Any]]:
+        yield from owned_command(request, command_id)
         row = yield from repo.change_command(
             command_id, body["state"], body["exit_code"], now=w.now
         )
@@ -211,6 +214,7 @@ async def append_logs(request: web.Request) -> web.Response:
     batch = [(c["seq"], c["stream"].value, c["text"]) for c in chunks]
 
     def work(w: AuditedWrite) -> Work[repo.Appended]:
+        yield from owned_command(request, command_id)
         got = yield from repo.append_logs(command_id, batch, now=w.now)
         message = f"{len(got.stored)} log chunk(s) of command {command_id}"
         audit(
@@ -267,7 +271,7 @@ async def create_artifact(request: web.Request) -> web.Response:
     body = await load_json(_ARTIFACT_CREATE, request)
 
     def work(w: AuditedWrite) -> Work[dict[str, Any]]:
-        yield from repo.require(repo.SESSIONS, "session", session_id)
+        yield from owned_session(request, session_id)
         if body["command_id"] is not None:
             yield from repo.command_in_session(body["command_id"], session_id)
         values = {**body, "session_id": session_id, "created_at": w.now}
@@ -304,6 +308,8 @@ async def delete_artifact(request: web.Request) -> web.Response:
     artifact_id = load_match(_ARTIFACT_PATH, request)["artifact_id"]
 
     def work(w: AuditedWrite) -> Work[None]:
+        artifact = yield from repo.require(repo.ARTIFACTS, "artifact", artifact_id)
+        yield from owned_session(request, artifact["session_id"])
         if not (
             yield from versioned.delete(repo.ARTIFACTS, None, artifact_id, expected_version=None)
         ):
@@ -342,6 +348,7 @@ async def put_debugger(request: web.Request) -> web.Response:
     state = (await load_json(_DEBUGGER_PUT, request))["state"]
 
     def work(w: AuditedWrite) -> Work[dict[str, Any]]:
+        yield from owned_session(request, session_id)
         row = yield from versioned.update(
             repo.DEBUGGER, None, session_id, {"state": state}, expected_version=expected, now=w.now
         )

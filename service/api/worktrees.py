@@ -7,7 +7,7 @@ from typing import Any
 from aiohttp import web
 
 from service.api.common import id_segment, write
-from service.api.debug_common import audit, insert_row
+from service.api.debug_common import audit, insert_row, owned_session
 from service.api.etag import etag, if_match
 from service.api.openapi import operation, stored_row
 from service.api.paging import versioned_page
@@ -226,6 +226,7 @@ async def reserve_worktree(request: web.Request) -> web.Response:
     clock = request.app[CLOCK_KEY]
 
     def work(w: AuditedWrite) -> Work[dict[str, Any]]:
+        yield from owned_session(request, body["session_id"])
         got = yield from repo.reserve(
             repository_id,
             body["session_id"],
@@ -268,6 +269,7 @@ async def renew_worktree(request: web.Request) -> web.Response:
     lease_until = request.app[CLOCK_KEY].iso(body["lease_s"])
 
     def work(w: AuditedWrite) -> Work[dict[str, Any]]:
+        yield from owned_session(request, body["session_id"])
         row = yield from repo.renew(
             **path, session_id=body["session_id"], lease_until=lease_until, now=w.now
         )
@@ -288,6 +290,7 @@ async def release_worktree(request: web.Request) -> web.Response:
     session_id = (await load_json(_RELEASE, request))["session_id"]
 
     def work(w: AuditedWrite) -> Work[dict[str, Any]]:
+        yield from owned_session(request, session_id)
         row = yield from repo.release(**path, session_id=session_id, now=w.now)
         message = f"worktree {row['id']} released by session {session_id}"
         audit(w, "worktree.released", message, id=row["id"], session_id=session_id)

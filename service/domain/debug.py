@@ -73,6 +73,27 @@ class Refused(Exception):
         self.code, self.message, self.details = code, message, details or {}
 
 
+class NotOwner(Refused):
+    """Only the user who started a session (any of their tokens) or an admin may end it or
+    act in it: HTTP 403."""
+
+    status = 403
+
+    def __init__(self, session_id: str, owner: str):
+        super().__init__(
+            "not_session_owner",
+            f"session {session_id} was started by {owner!r}: only that user or an admin may "
+            "end it or act in it",
+            {"session_id": session_id, "owner": owner},
+        )
+
+
+def check_owner(session: Mapping[str, object], user: str, *, admin: bool) -> None:
+    """:class:`NotOwner` unless ``user`` started ``session`` or is an admin."""
+    if not admin and session["user"] != user:
+        raise NotOwner(str(session["id"]), str(session["user"]))
+
+
 class Missing(Refused):
     """A row the operation needs does not exist: HTTP 404."""
 
