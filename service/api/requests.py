@@ -98,6 +98,34 @@ def load_match(schema: Schema, request: web.Request) -> dict[str, Any]:
         raise InvalidParameter("invalid path parameter", details=exc.messages) from None
 
 
+# Deeper is refused: no API object nests this far, and JSON encoders give up near 255 levels
+# (a free-form field stored that deep would fail at the database, after validation).
+MAX_JSON_DEPTH = 64
+
+
+def _check_shape(data: dict[str, Any], *, nul_possible: bool) -> None:
+    """Refuse a body nested deeper than MAX_JSON_DEPTH or holding U+0000 (JSON carries it only
+    as an escape: looked for only when the bytes have one). Iterative: the depth is the
+    client's to choose."""
+    pending: list[tuple[Any, int]] = [(data, 1)]
+    while pending:
+        value, depth = pending.pop()
+        if depth > MAX_JSON_DEPTH and isinstance(value, dict | list):
+            raise InvalidBody(
+                f"body nested deeper than {MAX_JSON_DEPTH} levels",
+                details={"max_depth": MAX_JSON_DEPTH},
+                code="validation_failed",
+            )
+        if isinstance(value, dict):
+            if nul_possible and any("\x00" in key for key in value):
+                raise InvalidBody(NUL_MESSAGE, code="validation_failed")
+            pending.extend((v, depth + 1) for v in value.values())
+        elif isinstance(value, list):
+            pending.extend((v, depth + 1) for v in value)
+        elif nul_possible and isinstance(value, str) and "\x00" in value:
+            raise InvalidBody(NUL_MESSAGE, code="validation_failed")
+
+
 async def load_json(schema: Schema, request: web.Request) -> dict[str, Any]:
     """Read a JSON object body (size-capped by the app's ``client_max_size``) and validate it."""
     if request.content_type != "application/json":
@@ -123,9 +151,7 @@ async def load_json(schema: Schema, request: web.Request) -> dict[str, Any]:
         raise InvalidBody("body is not valid JSON", details={"reason": str(exc)}) from None
     if not isinstance(data, dict):
         raise InvalidBody("body must be a JSON object")
-    # JSON carries U+0000 only as an escape: look closer only when the bytes have one.
-    if b"\\u0000" in raw and _has_nul(data):
-        raise InvalidBody(NUL_MESSAGE, code="validation_failed")
+    _check_shape(data, nul_possible=b"\\u0000" in raw)
     try:
         body: dict[str, Any] = schema.load(data)
         return body

@@ -115,7 +115,7 @@ def _check_storable(document: dict[str, Any]) -> None:
     pending: list[tuple[Any, int]] = [(document, 1)]
     while pending:
         value, depth = pending.pop()
-        if depth > MAX_DEPTH:
+        if depth > MAX_DEPTH and isinstance(value, dict | list):
             raise DocumentError(f"nested deeper than {MAX_DEPTH} levels")
         if isinstance(value, dict):
             if any("\x00" in key for key in value):

@@ -131,6 +131,8 @@ FIELD_VALUES: list[Any] = [
     [],
     {},
     orjson.loads(deep(40)),
+    orjson.loads(deep(300)),
+    orjson.loads(deep(900, array=True)),
     ["\u0000"],
     {"\u0000": 1},
     {"k": "\u0000"},

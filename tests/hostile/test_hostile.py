@@ -338,3 +338,19 @@ async def _hostile_headers(port: int, findings: Findings) -> None:
             findings.items.append(f"{status} not JSON: {what}")
         if ADMIN_TOKEN.encode() in answer:
             findings.items.append(f"{status} echoes the token: {what}")
+
+
+async def test_bodies_nested_deeper_than_the_limit_are_400(client: Any) -> None:
+    from service.api.requests import MAX_JSON_DEPTH
+
+    def post(levels: int) -> Any:  # the object {"args": ...} is one level more
+        body = b'{"args":' + corpus.deep(levels - 1) + b"}"
+        return client.post("/runs", data=body, headers={"Content-Type": "application/json"})
+
+    assert (await post(MAX_JSON_DEPTH)).status == 201
+    for levels in (MAX_JSON_DEPTH + 1, 300, 1000):
+        resp = await post(levels)
+        body = await resp.json()
+        assert resp.status == 400, levels
+        assert body["error"]["code"] == "validation_failed"
+        assert body["error"]["details"] == {"max_depth": MAX_JSON_DEPTH}
