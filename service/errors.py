@@ -121,6 +121,13 @@ _HTTP_CODES = {
 }
 
 
+class ClientDisconnected(ApiError):
+    """The client closed its connection before its request arrived whole: nothing was done,
+    and the answer reaches no one (nginx would say 499)."""
+
+    status, code = 400, "client_disconnected"
+
+
 class RequestTimeout(ApiError):
     status, code = 408, "request_timeout"
 

@@ -172,7 +172,10 @@ async def test_a_lost_revocation_signal_is_bounded_by_the_cache_lifetime(
     client = await make_client(token=None, token_cache_ttl_s=ttl)
     headers = bearer(WRITER_TOKEN)
     assert (await client.post("/bobgen/status", json=VALID, headers=headers)).status == 201
-    sql(db_url, "UPDATE auth_tokens SET revoked_at = '2026-01-01T00:00:00Z' WHERE id = 2")
+    # In a thread: the server's own write of the token's last use may hold the row, and it
+    # needs this event loop to commit.
+    revoke = "UPDATE auth_tokens SET revoked_at = '2026-01-01T00:00:00Z' WHERE id = 2"
+    await asyncio.to_thread(sql, db_url, revoke)
     revoked = time.monotonic()
 
     async def refused() -> bool:

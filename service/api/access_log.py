@@ -13,7 +13,12 @@ class AccessLogger(AbstractAccessLogger):
     fields for JSON (the route is the template, as in the metrics)."""
 
     def log(self, request: web.BaseRequest, response: web.StreamResponse, time: float) -> None:
-        match_info = getattr(request, "match_info", None)
+        try:
+            match_info = request.match_info  # type: ignore[attr-defined]
+        except (AttributeError, AssertionError):
+            # A request aiohttp could not parse never reached the router: it has no match
+            # info, and its property asserts rather than answering None.
+            match_info = None
         resource = match_info.route.resource if match_info is not None else None
         route = resource.canonical if resource is not None else "__unmatched__"
         fields = {

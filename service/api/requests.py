@@ -10,6 +10,7 @@ from aiohttp import web
 from marshmallow import Schema, ValidationError
 
 from service.errors import (
+    ClientDisconnected,
     InvalidBody,
     InvalidParameter,
     PayloadTooLarge,
@@ -136,6 +137,11 @@ async def load_json(schema: Schema, request: web.Request) -> dict[str, Any]:
     try:
         async with asyncio.timeout(timeout):
             raw = await request.read()
+    except ConnectionResetError:
+        # The client went away mid-body: its business, answered (to no one) as a 400.
+        raise ClientDisconnected(
+            "the client closed the connection before its body arrived"
+        ) from None
     except TimeoutError:
         # A client trickling its body holds only its own request; this bounds even that.
         raise RequestTimeout(
