@@ -30,6 +30,7 @@ from tests.backends import BACKENDS, PgCluster
 from tests.support import wait_for_seed
 from tests.support.auth import ADMIN_TOKEN, bearer, plant_test_tokens
 from tests.support.deployed import Deployed, install
+from tests.support.leaks import leaks, record_logs
 
 # Servers the tests start stop at once on SIGTERM: the drain (--shutdown-grace-s, default 5 s)
 # is tested where it is the subject (tests/test_shutdown.py), not paid by every other test.
@@ -190,9 +191,20 @@ def pytest_runtest_logreport(report: pytest.TestReport) -> None:
         _SKIPPED.append((report.nodeid, reason))
 
 
+def pytest_sessionstart(session: pytest.Session) -> None:
+    record_logs(session.config._tmp_path_factory.getbasetemp())
+
+
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
-    if hasattr(session.config, "workerinput") or os.environ.get("CI", "") not in ("true", "1"):
-        return  # the controller of an xdist run sees every report; outside CI a skip is fine
+    if hasattr(session.config, "workerinput"):
+        return  # the controller of an xdist run sees every report and every worker's folder
+    # Every log the run wrote, searched for the tokens and passwords the tests use.
+    leaked = leaks(session.config._tmp_path_factory.getbasetemp())
+    if leaked:
+        print(f"\n{len(leaked)} log line(s) hold a secret:", *leaked[:20], sep="\n")
+        session.exitstatus = pytest.ExitCode.TESTS_FAILED
+    if os.environ.get("CI", "") not in ("true", "1"):
+        return  # outside CI a skip is fine
     unexpected = [
         (node, reason)
         for node, reason in _SKIPPED
