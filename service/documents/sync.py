@@ -23,7 +23,7 @@ from stat import S_ISREG
 from typing import Any
 
 from service.audit import AuditedWrite, audited_write
-from service.db import Database, Work
+from service.db import Database, IntegrityViolation, ValueOutOfRange, Work
 from service.domain.documents import (
     DEFAULT_MAX_FILE_BYTES,
     LAYOUT,
@@ -243,13 +243,13 @@ async def reconcile(
             todo = plan(files, {key: stored[key] for key in keys if key in stored})
             report.record(todo, files.errors)
             if not dry_run:
-                await apply(db, todo, actor=actor)
+                report.errors += await apply(db, todo, actor=actor)
     listed = {file.key for file in found}
     vanished = Plan(deleted={path: s.id for path, s in stored.items() if path not in listed})
     report.record(vanished, [])
     report.deleted.sort()
     if not dry_run:
-        await apply(db, vanished, actor=actor)
+        report.errors += await apply(db, vanished, actor=actor)
     report.seconds = round(time.perf_counter() - started, 4)
     return report
 
@@ -275,14 +275,38 @@ async def _read_ahead(files: list[DocumentFile], max_bytes: int) -> AsyncGenerat
             reading.cancel()  # its thread finishes on its own; nothing waits for it
 
 
-async def apply(db: Database, todo: Plan, *, actor: str) -> None:
-    """Write a plan in transactions of at most WRITE_BATCH documents, each audited."""
+async def apply(db: Database, todo: Plan, *, actor: str) -> list[SyncError]:
+    """Write a plan in transactions of at most WRITE_BATCH documents, each audited.
+
+    A document the database refuses (a constraint, a value it cannot hold) must not hold back
+    the others, nor stop a watcher that would retry it for ever: its batch is written again
+    one document at a time, and each refused one becomes its file's error (returned)."""
     upserts = [*todo.added, *todo.updated]
     deletes = list(todo.deleted.items())
+    refused: list[SyncError] = []
     for start in range(0, max(len(upserts), len(deletes)), WRITE_BATCH):
         batch = upserts[start : start + WRITE_BATCH]
         gone = deletes[start : start + WRITE_BATCH]
-        await audited_write(db, actor, partial(_write_batch, batch=batch, gone=gone))
+        try:
+            await audited_write(db, actor, partial(_write_batch, batch=batch, gone=gone))
+        except (IntegrityViolation, ValueOutOfRange):
+            refused += await _one_at_a_time(db, batch, gone, actor=actor)
+    return refused
+
+
+async def _one_at_a_time(
+    db: Database, batch: list[ParsedDocument], gone: list[tuple[str, str]], *, actor: str
+) -> list[SyncError]:
+    if gone:
+        await audited_write(db, actor, partial(_write_batch, batch=[], gone=gone))
+    refused = []
+    for document in batch:
+        try:
+            await audited_write(db, actor, partial(_write_batch, batch=[document], gone=[]))
+        except (IntegrityViolation, ValueOutOfRange) as exc:
+            reason = f"the database refused it ({type(exc).__name__})"
+            refused.append(SyncError(document.file_path, "", reason))
+    return refused
 
 
 def _write_batch(

@@ -383,7 +383,7 @@ class DocumentWatcher:
         todo = plan(files, stored)
         written = bool(todo.added or todo.updated or todo.deleted)
         if written:
-            await apply(self.db, todo, actor=self.actor)
+            files.errors += await apply(self.db, todo, actor=self.actor)
         for kind, n in (
             ("added", len(todo.added)),
             ("updated", len(todo.updated)),

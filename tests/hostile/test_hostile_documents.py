@@ -142,3 +142,52 @@ async def test_the_open_ops_snapshot_shows_no_roots_or_file_errors(
     assert str(root) not in json.dumps(docs)
     reader = await (await client.get("/ui/data", headers=bearer(READER_TOKEN))).json()
     assert "roots" not in reader["documents"]
+
+
+REFUSE = {
+    "sqlite": [
+        "CREATE TRIGGER refuse_doc BEFORE INSERT ON documents WHEN NEW.name = 'Refused' "
+        "BEGIN SELECT RAISE(ABORT, 'refused by a test trigger'); END"
+    ],
+    "postgresql": [
+        "CREATE FUNCTION refuse_doc() RETURNS trigger AS $$ BEGIN IF NEW.name = 'Refused' "
+        "THEN RAISE EXCEPTION 'refused by a test trigger' USING ERRCODE = 'check_violation'; "
+        "END IF; RETURN NEW; END $$ LANGUAGE plpgsql",
+        "CREATE TRIGGER refuse_doc BEFORE INSERT OR UPDATE ON documents FOR EACH ROW "
+        "EXECUTE FUNCTION refuse_doc()",
+    ],
+}
+
+
+async def test_a_document_the_database_refuses_is_its_files_error_only(
+    make_client: Any, db_url: Any, backend: str, tmp_path: Path
+) -> None:
+    """A real trigger refuses one document: the others of its batch are written, it becomes
+    its file's error, and live sync goes on."""
+    from tests.backends import sql
+
+    for statement in REFUSE[backend]:
+        sql(db_url, statement)
+    root = tmp_path / "refusing"
+    (root / "personas").mkdir(parents=True)
+    for name in ("Alpha", "Refused", "Omega"):
+        (root / "personas" / f"{name.lower()}.json").write_text(json.dumps({"name": name}))
+    client: TestClient = await make_client(documents_dirs=str(root), documents_debounce_ms=100)
+
+    async def synced() -> dict[str, Any] | None:
+        status = await _sync(client)
+        return status if status["state"] == "watching" else None
+
+    status = await eventually(synced, what="the first sync")
+    assert [e["file"] for e in status["errors"]] == ["personas/refused.json"]
+    assert status["errors"][0]["reason"] == "the database refused it (IntegrityViolation)"
+    assert (await client.get("/personas/Alpha")).status == 200
+    assert (await client.get("/personas/Omega")).status == 200
+
+    (root / "personas" / "late.json").write_text(json.dumps({"name": "Late"}))
+
+    async def late() -> bool:
+        return (await client.get("/personas/Late")).status == 200
+
+    await eventually(late, what="a later file synced all the same")
+    assert (await _sync(client))["state"] == "watching"
