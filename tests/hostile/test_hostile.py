@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import json
 import re
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote
@@ -158,6 +159,16 @@ class Findings:
             self.items.append(f"{resp.status} without the error envelope {what}: {data}")
 
 
+@dataclass(frozen=True)
+class Target:
+    """The server under attack: where it is, the ids it holds, and what was found."""
+
+    session: aiohttp.ClientSession
+    url: str
+    ids: dict[str, str]
+    findings: Findings
+
+
 async def _raw_request(port: int, head: bytes) -> tuple[int, bytes]:
     """One request written byte for byte (headers no client library would send)."""
     reader, writer = await asyncio.open_connection("127.0.0.1", port)
@@ -193,10 +204,11 @@ async def test_the_hostile_corpus_gets_json_4xx_and_leaves_no_trace(
                 if not path.startswith(("/docs", "/ui/static"))
             ]
             rss_before = server.rss_mib()
+            at = Target(session, server.url, ids, findings)
             for method, template, op in operations:
-                await _hostile_paths(session, server.url, method, template, op, ids, findings)
-                await _hostile_queries(session, server.url, method, template, op, ids, findings)
-                await _hostile_bodies(session, server.url, method, template, op, ids, findings)
+                await _hostile_paths(at, method, template, op)
+                await _hostile_queries(at, method, template, op)
+                await _hostile_bodies(at, method, template, op)
             await _hostile_headers(server.port, findings)
             async with session.get(server.url + "/health") as resp:
                 assert resp.status == 200, await resp.text()
@@ -220,15 +232,8 @@ async def test_the_hostile_corpus_gets_json_4xx_and_leaves_no_trace(
     )
 
 
-async def _hostile_paths(
-    session: aiohttp.ClientSession,
-    url: str,
-    method: str,
-    template: str,
-    op: dict[str, Any],
-    ids: dict[str, str],
-    findings: Findings,
-) -> None:
+async def _hostile_paths(at: Target, method: str, template: str, op: dict[str, Any]) -> None:
+    session, url, ids, findings = at.session, at.url, at.ids, at.findings
     names = [p["name"] for p in op.get("parameters", []) if p["in"] == "path"]
     body = VALID_BODIES.get((method, template))
     for name in names:
@@ -243,15 +248,8 @@ async def _hostile_paths(
                 await findings.check(resp, f"{method} {path}")
 
 
-async def _hostile_queries(
-    session: aiohttp.ClientSession,
-    url: str,
-    method: str,
-    template: str,
-    op: dict[str, Any],
-    ids: dict[str, str],
-    findings: Findings,
-) -> None:
+async def _hostile_queries(at: Target, method: str, template: str, op: dict[str, Any]) -> None:
+    session, url, ids, findings = at.session, at.url, at.ids, at.findings
     if method != "GET":
         return
     path = _fill(template, ids)
@@ -285,15 +283,8 @@ def _enum(op: dict[str, Any], name: str) -> list[str]:
     return []
 
 
-async def _hostile_bodies(
-    session: aiohttp.ClientSession,
-    url: str,
-    method: str,
-    template: str,
-    op: dict[str, Any],
-    ids: dict[str, str],
-    findings: Findings,
-) -> None:
+async def _hostile_bodies(at: Target, method: str, template: str, op: dict[str, Any]) -> None:
+    session, url, ids, findings = at.session, at.url, at.ids, at.findings
     if "requestBody" not in op:
         return
     path = _fill(template, ids)
