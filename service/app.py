@@ -11,6 +11,7 @@ import asyncio
 import logging
 import time
 from collections.abc import AsyncIterator
+from pathlib import Path
 from typing import Any
 
 from aiohttp import web
@@ -31,6 +32,7 @@ from service.db.migrations import apply_migrations
 from service.domain.runs import RunContext, current_git_sha
 from service.errors import answer_protocol_errors_in_json, error_middleware
 from service.keys import (
+    BACKUPS_KEY,
     CLOCK_KEY,
     CONFIG_KEY,
     DB_KEY,
@@ -134,6 +136,27 @@ async def _seeder_ctx(app: web.Application) -> AsyncIterator[None]:
         await seeder.stop(timeout=config.shutdown_timeout_s)
 
 
+async def _backups_ctx(app: web.Application) -> AsyncIterator[None]:
+    """Scheduled backups, when ``--backup-dir`` is set (service/jobs/backups.py)."""
+    config = app[CONFIG_KEY]
+    if not config.backup_dir:
+        app[BACKUPS_KEY] = None
+        yield
+        return
+    from service.jobs.backups import BackupSchedule
+
+    schedule = BackupSchedule(
+        app[DB_KEY], Path(config.backup_dir), every_s=config.backup_every_s, keep=config.backup_keep
+    )
+    app[BACKUPS_KEY] = schedule
+    app[METRICS_KEY].register_backups(schedule)
+    schedule.start()
+    try:
+        yield
+    finally:
+        await schedule.stop()
+
+
 def _allow_cors(app: web.Application, origins: list[str]) -> None:
     """Let browser pages from ``origins`` call every route (``--cors-origin``). No cookies are
     involved (tokens travel in a header), so credentials stay off."""
@@ -182,7 +205,7 @@ def create_app(config: Config, *, clock: Clock | None = None) -> web.Application
     app[LIFECYCLE_KEY] = lifecycle = Lifecycle()
     metrics.register_process(__version__, app[RUN_CONTEXT_KEY].git_sha, lifecycle)
     app.on_shutdown.append(_stopping)
-    app.cleanup_ctx.extend([_database_ctx, _documents_ctx, _seeder_ctx])
+    app.cleanup_ctx.extend([_database_ctx, _documents_ctx, _seeder_ctx, _backups_ctx])
     setup_routes(app)
     if config.cors_origin_list:
         _allow_cors(app, config.cors_origin_list)

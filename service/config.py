@@ -73,6 +73,9 @@ class Config:
     migrations_dir: Path = field(default=DEFAULT_MIGRATIONS_DIR)
     data_dir: Path = Path("data")  # files the server writes beside a server database
     shutdown_grace_s: float = 5.0  # /readyz says 503 this long before the listener closes
+    backup_dir: str = ""  # scheduled backups go here; empty: no schedule (docs/operations.md)
+    backup_every: str = "1d"  # 90s, 30m, 6h, 1d, or seconds
+    backup_keep: int = 7  # scheduled backups kept; the oldest beyond are removed
 
     def __post_init__(self) -> None:
         if not isinstance(self.db, DatabaseURL):
@@ -132,6 +135,16 @@ class Config:
         for origin in self.cors_origin_list:
             if origin != "*" and not re.fullmatch(r"https?://[A-Za-z0-9.-]+(:\d{1,5})?", origin):
                 raise ConfigError(f"cors origin must look like https://host[:port], got {origin!r}")
+        if self.backup_dir:
+            object.__setattr__(self, "backup_dir", str(Path(self.backup_dir).resolve()))
+        try:
+            every = parse_duration(self.backup_every)
+        except ValueError as exc:
+            raise ConfigError(f"backup_every: {exc}") from None
+        if not 1 <= every <= 366 * 86400:
+            raise ConfigError(f"backup_every must be 1s..366d, got {self.backup_every!r}")
+        if not 1 <= self.backup_keep <= 10_000:
+            raise ConfigError(f"backup_keep must be 1..10000, got {self.backup_keep}")
         if self.log_format not in ("text", "json"):
             raise ConfigError(f"log_format must be text or json, got {self.log_format!r}")
         if self.log_level.upper() not in {"DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"}:
@@ -188,6 +201,18 @@ class Config:
         }
 
     @property
+    def backup_every_s(self) -> float:
+        return parse_duration(self.backup_every)
+
+    def backup_folder(self) -> Path:
+        """Where backups go: ``backup_dir``, else ``backups/`` beside a SQLite file or in the
+        data dir (for the automatic ones before an import or a rollback)."""
+        if self.backup_dir:
+            return Path(self.backup_dir)
+        base = self.db.path.parent if self.db.path is not None else self.data_dir
+        return base / "backups"
+
+    @property
     def cors_origin_list(self) -> list[str]:
         return [o.strip() for o in self.cors_origins.split(",") if o.strip()]
 
@@ -198,6 +223,17 @@ class Config:
         """
         normalized = json.dumps(self.to_public_dict(), sort_keys=True, separators=(",", ":"))
         return hashlib.sha256(normalized.encode()).hexdigest()
+
+
+_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+
+
+def parse_duration(text: str) -> float:
+    """Seconds in ``90s``, ``30m``, ``6h``, ``1d`` or a plain number of seconds."""
+    match = re.fullmatch(r"\s*([0-9]+(?:\.[0-9]+)?)\s*([smhd]?)\s*", str(text))
+    if match is None:
+        raise ValueError(f"not a duration: {text!r} (use 90s, 30m, 6h, 1d or seconds)")
+    return float(match.group(1)) * _UNITS.get(match.group(2) or "s", 1)
 
 
 def _coerce(f: dataclasses.Field[Any], raw: Any, source: str) -> Any:

@@ -15,6 +15,7 @@ from service.timeutil import Clock
 if TYPE_CHECKING:  # keys carry no weight: handlers need not import seeding or prometheus
     from service.documents.files import FileView
     from service.documents.watcher import DocumentWatcher
+    from service.jobs.backups import BackupSchedule
     from service.metrics import Metrics
     from service.seeding import Seeder
 
@@ -25,6 +26,7 @@ METRICS_KEY: web.AppKey[Metrics] = web.AppKey("metrics")
 STARTED_KEY = web.AppKey("started_monotonic", float)
 RUN_CONTEXT_KEY = web.AppKey("run_context", RunContext)
 DOCUMENTS_KEY: web.AppKey[DocumentWatcher | None] = web.AppKey("documents")
+BACKUPS_KEY: web.AppKey[BackupSchedule | None] = web.AppKey("backups")
 DOCUMENT_FILES_KEY: web.AppKey[FileView | None] = web.AppKey("document_files")
 CLOCK_KEY = web.AppKey("clock", Clock)
 REQUEST_ID_KEY = web.RequestKey("request_id", str)  # service/requestcontext.py

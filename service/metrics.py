@@ -33,6 +33,7 @@ from service.seeding import Seeder, SeedState
 
 if TYPE_CHECKING:
     from service.documents.watcher import DocumentWatcher
+    from service.jobs.backups import BackupSchedule
     from service.keys import Lifecycle
 
 # The *_created series double the output and no dashboard of ours reads them.
@@ -89,6 +90,10 @@ class Metrics:
         )
         watcher.on_lag = lag.observe
         self.registry.register(_DocumentsCollector(watcher))
+
+    def register_backups(self, schedule: BackupSchedule) -> None:
+        """The backup schedule: when the newest backup was taken, how long it took, failures."""
+        self.registry.register(_BackupCollector(schedule))
 
     def register_state(self, db: Database, seeder: Seeder) -> None:
         """Expose seed progress and database facts, computed at scrape time."""
@@ -218,4 +223,33 @@ class _DocumentsCollector(Collector):
             "1 while the document sync syncs or watches; 0 while it retries after a failure "
             "(reason in /health and /admin/sync).",
             0.0 if status.troubled else 1.0,
+        )
+
+
+class _BackupCollector(Collector):
+    def __init__(self, schedule: BackupSchedule):
+        self._schedule = schedule
+
+    def collect(self) -> Iterator[GaugeMetricFamily | CounterMetricFamily]:
+        status = self._schedule.status
+        yield GaugeMetricFamily(
+            "bobgen_backup_last_success_timestamp_seconds",
+            "When the newest scheduled backup was taken (by any instance on this database), "
+            "Unix time; 0 before the first.",
+            status.last_success or 0.0,
+        )
+        yield GaugeMetricFamily(
+            "bobgen_backup_interval_seconds",
+            "How often a scheduled backup is due (--backup-every).",
+            status.every_s,
+        )
+        yield GaugeMetricFamily(
+            "bobgen_backup_duration_seconds",
+            "How long this process's last scheduled backup took (0 before one).",
+            status.last_duration_s or 0.0,
+        )
+        yield CounterMetricFamily(
+            "bobgen_backup_failures",
+            "Scheduled backups this process tried and could not write or verify.",
+            status.failures,
         )

@@ -49,7 +49,7 @@ def test_prometheus_config_and_rules_are_valid() -> None:
     assert config.returncode == 0, config.stdout + config.stderr
     rules = run(tool, "check", "rules", str(PROMETHEUS / "alerts.yml"))
     assert rules.returncode == 0, rules.stdout + rules.stderr
-    assert "SUCCESS: 7 rules found" in rules.stdout
+    assert "SUCCESS: 8 rules found" in rules.stdout
 
 
 def test_alerts_fire_when_they_should() -> None:
@@ -70,6 +70,7 @@ def test_alerts_fire_when_they_should() -> None:
         "BobGenDocumentSyncErrors",
         "BobGenDocumentWatcherDown",
         "BobGenDatabaseUnavailable",
+        "BobGenBackupTooOld",
     }
 
 
@@ -92,7 +93,9 @@ async def full_metrics(make_client: Any, tmp_path: Path) -> str:
     docs = tmp_path / "documents"
     (docs / "personas").mkdir(parents=True)
     (docs / "personas" / "a.json").write_text('{"name": "A"}')
-    client: TestClient = await make_client(documents_dirs=str(docs))
+    client: TestClient = await make_client(
+        documents_dirs=str(docs), backup_dir=str(tmp_path / "backups")
+    )
 
     async def watching() -> bool:  # the initial sync counts the documents per type
         health = await (await client.get("/health")).json()

@@ -108,7 +108,9 @@ async def test_every_metric_named_is_exposed(
 ) -> None:
     root = tmp_path / "documents"
     (root / "personas").mkdir(parents=True)
-    client: TestClient = await make_client(documents_dirs=str(root))
+    # Every optional part on: documents watched, backups scheduled.
+    backups = str(tmp_path / "backups")
+    client: TestClient = await make_client(documents_dirs=str(root), backup_dir=backups)
     await client.get("/health")
     exposed = set()
     for line in (await (await client.get("/metrics")).text()).splitlines():

@@ -20,7 +20,7 @@ from service.cli import data as data_commands
 from service.cli import db as db_commands
 from service.cli import serve as serve_commands
 from service.cli import tokens as token_commands
-from service.cli.common import add_common
+from service.cli.common import add_backup_first, add_common
 from service.config import Config, ConfigError
 from service.db import DatabaseError
 from service.db.maintenance import BackupError
@@ -91,6 +91,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="allow browser pages from this origin (https://app.example.com) to call the API; "
         "repeatable (BOBGEN_CORS_ORIGINS, comma-separated); off by default",
     )
+    backups = serve.add_argument_group("scheduled backups (docs/operations.md)")
+    backups.add_argument(
+        "--backup-dir", help="take online backups into this folder (BOBGEN_BACKUP_DIR; off)"
+    )
+    backups.add_argument("--backup-every", help="how often: 30m, 6h, 1d (default 1d)")
+    backups.add_argument("--backup-keep", type=int, help="how many to keep (default 7)")
     pg = serve.add_argument_group("PostgreSQL (with a postgresql:// --db)")
     pg.add_argument("--pg-pool-size", type=int, help="connections per process (default 10)")
     pg.add_argument("--pg-command-timeout-s", type=float, help="longest statement (default 30)")
@@ -116,6 +122,7 @@ def build_parser() -> argparse.ArgumentParser:
     rollback = db.add_parser("rollback", help="roll back the newest migration(s)")
     add_common(rollback)
     rollback.add_argument("--steps", type=int, default=1, help="how many (default 1)")
+    add_backup_first(rollback)
     add_common(
         db.add_parser("vacuum", help="reclaim space (SQLite: VACUUM; PostgreSQL: VACUUM (ANALYZE))")
     )
@@ -124,6 +131,13 @@ def build_parser() -> argparse.ArgumentParser:
     )
     add_common(backup)
     backup.add_argument("path", type=Path, help="the new backup file")
+    restore = db.add_parser(
+        "restore",
+        help="replace the database with a backup (SQLite: the server must be stopped; "
+        "PostgreSQL: pg_restore)",
+    )
+    add_common(restore)
+    restore.add_argument("path", type=Path, help="a backup written by bobgen")
 
     token = sub.add_parser("token", help="API tokens").add_subparsers(dest="token_command")
     token.required = True
@@ -144,6 +158,7 @@ def build_parser() -> argparse.ArgumentParser:
     imp.add_argument("file", type=Path, help="the dump (format: docs/import.md)")
     imp.add_argument("--dry-run", action="store_true", help="validate and count, write nothing")
     imp.add_argument("--json", action="store_true", help="print the report as JSON")
+    add_backup_first(imp)
 
     documents = sub.add_parser("documents", help="persona and prompt files in the database")
     docs = documents.add_subparsers(dest="documents_command")
@@ -224,6 +239,7 @@ COMMANDS: dict[str, Callable[[Config, argparse.Namespace], int]] = {
     "db rollback": db_commands.rollback,
     "db vacuum": db_commands.vacuum,
     "db backup": db_commands.backup,
+    "db restore": db_commands.restore,
     "token create": token_commands.token_create,
     "token list": token_commands.token_list,
     "token revoke": token_commands.token_revoke,

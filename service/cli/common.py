@@ -7,6 +7,7 @@ import asyncio
 import dataclasses
 import getpass
 import logging
+import sys
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -158,3 +159,31 @@ async def after_migrations(config: Config, db: Database, ids: list[str], directi
     await after_migrations(
         db, ids, direction=direction, actor=cli_actor(), context=run_context(config)
     )
+
+
+def add_backup_first(p: argparse.ArgumentParser) -> None:
+    """The flags of a command that takes a backup before it changes the database."""
+    p.add_argument(
+        "--backup-dir",
+        help="where the backup taken first goes (BOBGEN_BACKUP_DIR; default backups/ beside "
+        "a SQLite file, <data dir>/backups for PostgreSQL)",
+    )
+    p.add_argument(
+        "--no-backup", action="store_true", help="do not take a backup first (not recommended)"
+    )
+
+
+async def backup_first(config: Config, db: Database, before: str) -> None:
+    """A verified backup named for what follows (``bobgen-before-import-<time>.db``), audited
+    as ``db.backup``: an import or a rollback that goes wrong can be undone with
+    ``bobgen db restore``. Failing to take it stops the command (``--no-backup`` skips it)."""
+    from service.jobs.backups import take_backup
+
+    result = await take_backup(
+        db,
+        config.backup_folder(),
+        event="db.backup",
+        actor=cli_actor(),
+        prefix=f"bobgen-before-{before}",
+    )
+    print(f"backup before {before}: {result.path}", file=sys.stderr)

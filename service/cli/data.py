@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from service.cli.common import (
+    backup_first,
     cli_actor,
     open_database,
     run_context,
@@ -28,6 +29,8 @@ def import_dump(config: Config, args: argparse.Namespace) -> int:
 
     async def run() -> Any:
         async with open_database(config, migrate=True) as db:
+            if not args.dry_run and not args.no_backup:
+                await backup_first(config, db, "import")
             return await import_dump(
                 db,
                 dump,

@@ -13,6 +13,7 @@ from typing import Any
 from service.cli.common import (
     after_migrations,
     apply_or_rollback,
+    backup_first,
     cli_actor,
     open_database,
     require_initialized,
@@ -38,8 +39,37 @@ def rollback(config: Config, args: argparse.Namespace) -> int:
     if args.steps < 1:
         print("bobgen: error: --steps must be at least 1", file=sys.stderr)
         return 2
+    if not args.no_backup:
+        asyncio.run(_backup_before(config, "rollback"))
     rolled = asyncio.run(_migrate_and_record(config, direction="rollback", steps=args.steps))
     print(f"rolled back {len(rolled)} migration(s)" + (f": {', '.join(rolled)}" if rolled else ""))
+    return 0
+
+
+async def _backup_before(config: Config, what: str) -> None:
+    async with open_database(config, migrate=False) as db:
+        await backup_first(config, db, what)
+
+
+def restore(config: Config, args: argparse.Namespace) -> int:
+    """Replace the database with a backup, then record the restore in it."""
+    from service.audit import AuditedWrite, audited_write
+    from service.db import maintenance, returning
+
+    message = asyncio.run(maintenance.restore(config.db, args.path))
+
+    async def record() -> None:
+        async with open_database(config, migrate=False) as db:
+
+            def work(w: AuditedWrite) -> Any:
+                data = {"path": str(args.path)}
+                w.audit("db.restore", scope="db", message=message, data=data)
+                return returning(None)
+
+            await audited_write(db, cli_actor(), work)
+
+    asyncio.run(record())
+    print(message)
     return 0
 
 

@@ -56,3 +56,8 @@ class SerializationConflict(DatabaseBusy):
 class ValueOutOfRange(DatabaseError, ValueError):
     """A value the database cannot hold (an integer beyond its column's range): bad input
     that got past validation, answered 400 rather than a 500."""
+
+
+class DatabaseInUse(DatabaseError):
+    """The database is open in another BobGen process (a server, a worker, a command): an
+    operation that replaces it (``bobgen db restore``) must wait until they stop."""

@@ -15,10 +15,11 @@ import shutil
 import sqlite3
 from dataclasses import dataclass
 from pathlib import Path
-from urllib.parse import unquote, urlsplit
+from urllib.parse import SplitResult, unquote, urlsplit
 
 from service.db.database import Database
 from service.db.errors import DatabaseNotWritable, DatabaseUnavailable
+from service.db.sqlite import not_in_use
 from service.db.url import DatabaseURL
 
 
@@ -173,7 +174,10 @@ def sqlite_backup(db_path: Path, target: Path, *, busy_timeout_s: float = 5.0) -
     source = sqlite3.connect(f"file:{db_path}?mode=ro", uri=True, timeout=busy_timeout_s)
     dest = sqlite3.connect(partial)
     try:
-        source.backup(dest, pages=1024)  # steps, so a running server is not blocked throughout
+        # One step: one read transaction, a snapshot. In WAL mode the server's writers go on
+        # meanwhile. In several steps, any write by another connection between two steps
+        # restarts the copy from the first page: under steady writes it might never end.
+        source.backup(dest, pages=-1)
         dest.execute("PRAGMA journal_mode = DELETE")  # a single self-contained file
         check = [r[0] for r in dest.execute("PRAGMA integrity_check")]
         pages = dest.execute("PRAGMA page_count").fetchone()[0]
@@ -185,6 +189,86 @@ def sqlite_backup(db_path: Path, target: Path, *, busy_timeout_s: float = 5.0) -
         raise BackupError(f"backup failed verification: {'; '.join(check[:5])}")
     os.replace(partial, target)
     return BackupResult(target, target.stat().st_size, pages)
+
+
+async def restore(url: DatabaseURL, source: Path) -> str:
+    """Replace the database's content with the backup ``source``; what was done, in a line."""
+    if not await asyncio.to_thread(source.is_file):
+        raise BackupError(f"{source}: no such backup file")
+    if url.path is not None:
+        return await asyncio.to_thread(sqlite_restore, source, url.path)
+    return await _pg_restore(url, source)
+
+
+def sqlite_restore(source: Path, db_path: Path) -> str:
+    """Verify ``source``, then put a copy of it in place of ``db_path`` while no BobGen
+    process has the database open (DatabaseInUse otherwise). The WAL and shared-memory files
+    of the old database go first: left behind, SQLite would replay the old WAL onto the
+    restored file."""
+    with sqlite3.connect(f"file:{source}?mode=ro", uri=True) as check:
+        try:
+            verdict = [r[0] for r in check.execute("PRAGMA integrity_check")]
+        except sqlite3.DatabaseError as exc:
+            raise BackupError(f"{source} is not a SQLite backup: {exc}") from None
+    if verdict != ["ok"]:
+        raise BackupError(f"{source} failed verification: {'; '.join(verdict[:5])}")
+    db_path.parent.mkdir(parents=True, exist_ok=True)
+    with not_in_use(db_path):
+        partial = db_path.with_name(db_path.name + ".restoring")
+        partial.unlink(missing_ok=True)
+        os.close(os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
+        src = sqlite3.connect(f"file:{source}?mode=ro", uri=True)
+        dest = sqlite3.connect(partial)
+        try:
+            src.backup(dest)
+            pages = dest.execute("PRAGMA page_count").fetchone()[0]
+        finally:
+            dest.close()
+            src.close()
+        for suffix in ("-wal", "-shm"):
+            Path(f"{db_path}{suffix}").unlink(missing_ok=True)
+        os.replace(partial, db_path)
+    return f"restored {db_path} from {source} ({pages} pages, integrity ok)"
+
+
+async def _pg_restore(url: DatabaseURL, source: Path) -> str:
+    """``pg_restore --clean --if-exists`` in one transaction: the database is the backup's
+    afterwards, or (on any error) as it was. Stop the servers first: their sessions would
+    hold locks on the tables being replaced."""
+    pg_restore = shutil.which("pg_restore")
+    if pg_restore is None:
+        raise BackupError(
+            "pg_restore is not installed: install the PostgreSQL client tools (Debian: "
+            "apt install postgresql-client) and run 'bobgen db restore' again"
+        )
+    parts = urlsplit(url.dsn)
+    env = {**os.environ}
+    if parts.password is not None:
+        env["PGPASSWORD"] = unquote(parts.password)
+    args = [pg_restore, "--clean", "--if-exists", "--no-owner", "--single-transaction"]
+    args += _pg_connection_args(parts)
+    args.append(str(source))
+    proc = await asyncio.create_subprocess_exec(
+        *args, env=env, stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.PIPE
+    )
+    _, stderr = await proc.communicate()
+    if proc.returncode != 0:
+        first = stderr.decode(errors="replace").strip().splitlines()[:1]
+        raise BackupError(f"pg_restore failed: {first[0] if first else proc.returncode}")
+    return f"restored {url} from {source}"
+
+
+def _pg_connection_args(parts: SplitResult) -> list[str]:
+    """``--host``, ``--port``, ``--username`` and ``--dbname`` of a URL, never its password."""
+    args = []
+    if parts.hostname:
+        args.append(f"--host={parts.hostname}")
+    if parts.port:
+        args.append(f"--port={parts.port}")
+    if parts.username:
+        args.append(f"--username={unquote(parts.username)}")
+    args.append(f"--dbname={unquote(parts.path.lstrip('/'))}")
+    return args
 
 
 def sqlite_vacuum(db_path: Path, *, busy_timeout_s: float = 30.0) -> tuple[int, int]:

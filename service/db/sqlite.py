@@ -11,12 +11,13 @@ half a transaction.
 from __future__ import annotations
 
 import asyncio
+import fcntl
 import logging
 import os
 import sqlite3
 import time
-from collections.abc import AsyncIterator, Callable
-from contextlib import asynccontextmanager, suppress
+from collections.abc import AsyncIterator, Callable, Iterator
+from contextlib import asynccontextmanager, contextmanager, suppress
 from functools import partial
 from pathlib import Path
 from typing import Any, TypeVar, cast
@@ -24,7 +25,7 @@ from typing import Any, TypeVar, cast
 import aiosqlite
 
 from service.db.database import Database, Params, Row, WorkSource, WriterStats
-from service.db.errors import DatabaseClosed, DatabaseUnavailable
+from service.db.errors import DatabaseClosed, DatabaseInUse, DatabaseUnavailable
 from service.db.pool import ConnectionPool
 from service.db.sqlite_errors import translate
 from service.db.sqlite_writer import GroupCommitWriter
@@ -41,6 +42,41 @@ JOURNAL_SIZE_LIMIT_BYTES = 64 * 1024 * 1024
 WRITER_AUTOCHECKPOINT_PAGES = 10_000
 MMAP_SIZE_BYTES = 256 * 1024 * 1024
 SIGNAL_POLL_S = 0.1  # how soon another process's notify (a CLI token revoke) is seen
+
+
+def _lock_file(db_path: Path) -> int:
+    fd = os.open(db_path.with_name(db_path.name + ".lock"), os.O_RDWR | os.O_CREAT, 0o600)
+    return fd
+
+
+def hold_in_use_lock(db_path: Path) -> int | None:
+    """Mark the database as open in this process for as long as the returned descriptor is
+    open: a shared ``flock`` on ``<db>.lock`` (a file of its own, never the database file,
+    whose POSIX locks SQLite owns and which one ``close`` of another descriptor would drop).
+    None in a folder this process cannot write (nothing could replace the database there)."""
+    try:
+        fd = _lock_file(db_path)
+    except OSError:
+        return None
+    fcntl.flock(fd, fcntl.LOCK_SH)
+    return fd
+
+
+@contextmanager
+def not_in_use(db_path: Path) -> Iterator[None]:
+    """Hold the database against every BobGen process for the block, or DatabaseInUse."""
+    fd = _lock_file(db_path)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise DatabaseInUse(
+                f"{db_path} is open in a BobGen process (a server, a worker or a command): "
+                "stop it first"
+            ) from None
+        yield
+    finally:
+        os.close(fd)
 
 
 def create_private(path: Path) -> None:
@@ -78,6 +114,7 @@ class SqliteDatabase(Database):
         )
         self._readers: ConnectionPool[aiosqlite.Connection] = ConnectionPool(_close)
         self._checkpointer: aiosqlite.Connection | None = None
+        self._in_use: int | None = None  # the descriptor holding <db>.lock shared
         self._open = False
         self._generations: dict[str, int] = {}
         self._watched: dict[str, tuple[int, int] | None] = {}  # channel -> signal file seen
@@ -88,6 +125,7 @@ class SqliteDatabase(Database):
         """Start the writer first (it sets WAL mode on the file), then the readers."""
         self.path.parent.mkdir(parents=True, exist_ok=True)
         create_private(self.path)
+        self._in_use = hold_in_use_lock(self.path)
         try:
             await self._writer.start()
             self._checkpointer = await self._connect_reader(readonly=False)
@@ -111,6 +149,9 @@ class SqliteDatabase(Database):
         if self._checkpointer is not None:
             await _close(self._checkpointer)
             self._checkpointer = None
+        if self._in_use is not None:
+            os.close(self._in_use)  # after every connection: the database is free now
+            self._in_use = None
 
     @property
     def is_open(self) -> bool:

@@ -1,0 +1,1 @@
+"""Background jobs of the application (scheduled backups), beside the requests."""
