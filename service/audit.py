@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 from service.db import Database, Work
+from service.db.database import operation_name
 from service.repositories import audit as audit_repo
 from service.repositories.audit import AuditEntry
 from service.timeutil import utc_now
@@ -74,4 +75,4 @@ async def audited_write(db: Database, actor: str, body: Body[T]) -> T:
     Handed over as a factory so that a backend may run it again after a serialization
     failure (PostgreSQL): ``body`` must not depend on state a first attempt changed.
     """
-    return await db.write(lambda: audited(actor, body))
+    return await db.write(lambda: audited(actor, body), operation=operation_name(body))

@@ -24,10 +24,15 @@ from prometheus_client import (
     disable_created_metrics,
     generate_latest,
 )
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+from prometheus_client.core import (
+    CounterMetricFamily,
+    GaugeMetricFamily,
+    HistogramMetricFamily,
+)
 from prometheus_client.registry import Collector
 
 from service.db import Database
+from service.db.database import Distribution
 from service.errors import Handler
 from service.seeding import Seeder, SeedState
 
@@ -145,7 +150,7 @@ class _StateCollector(Collector):
     def __init__(self, db: Database, seeder: Seeder):
         self._db, self._seeder = db, seeder
 
-    def collect(self) -> Iterator[GaugeMetricFamily | CounterMetricFamily]:
+    def collect(self) -> Iterator[GaugeMetricFamily | CounterMetricFamily | HistogramMetricFamily]:
         progress = self._seeder.progress
         yield GaugeMetricFamily(
             "bobgen_seed_rows",
@@ -189,6 +194,38 @@ class _StateCollector(Collector):
         tx.add_metric(("committed",), db.transactions_committed)
         tx.add_metric(("rolled_back",), db.transactions_rolled_back)
         yield tx
+        yield _histogram(
+            "bobgen_db_write_queue_wait_seconds",
+            "From a write submitted to its transaction beginning (SQLite: waiting for the "
+            "writer thread; PostgreSQL: for a pooled connection).",
+            stats.queue_wait,
+        )
+        yield _histogram(
+            "bobgen_db_write_batch_size",
+            "Units of work per group-committed transaction (always 1 on PostgreSQL).",
+            stats.batch_size,
+        )
+        yield _histogram(
+            "bobgen_db_transaction_seconds",
+            "Write transactions, BEGIN to COMMIT done (the fsync included).",
+            stats.transaction,
+        )
+        units = HistogramMetricFamily(
+            "bobgen_db_unit_seconds",
+            "Units of work by operation (the function that wrote it: create_run, reserve, "
+            "_write_batch, ...), from their first statement to their last.",
+            labels=("operation",),
+        )
+        for operation, dist in sorted(stats.units_by_operation.items()):
+            units.add_metric((operation,), _buckets(dist), dist.total)
+        yield units
+        queued = getattr(db, "queued_writes", None)
+        if queued is not None:  # SQLite's writer thread
+            yield GaugeMetricFamily(
+                "bobgen_db_write_queue_depth",
+                "Writes waiting for the SQLite writer thread now.",
+                queued,
+            )
 
 
 class _DocumentsCollector(Collector):
@@ -253,3 +290,18 @@ class _BackupCollector(Collector):
             "Scheduled backups this process tried and could not write or verify.",
             status.failures,
         )
+
+
+def _buckets(dist: Distribution) -> list[tuple[str, float]]:
+    """Prometheus' cumulative buckets of a database-layer distribution."""
+    out, running = [], 0
+    for bound, count in zip([*dist.bounds, float("inf")], dist.counts, strict=True):
+        running += count
+        out.append(("+Inf" if bound == float("inf") else repr(bound), float(running)))
+    return out
+
+
+def _histogram(name: str, documentation: str, dist: Distribution) -> HistogramMetricFamily:
+    family = HistogramMetricFamily(name, documentation)
+    family.add_metric((), _buckets(dist), dist.total)
+    return family

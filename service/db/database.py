@@ -16,9 +16,10 @@ from __future__ import annotations
 
 import asyncio
 from abc import ABC, abstractmethod
+from bisect import bisect_left
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import asynccontextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import partial
 from typing import Any, TypeVar
 
@@ -37,16 +38,55 @@ WorkSource = Work[T] | Callable[[], Work[T]]
 serialization failure or deadlock (a generator cannot be rewound)."""
 
 
+# Bucket bounds of the database's distributions: seconds from 0.1 ms, and batch sizes.
+SECONDS = (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0)
+BATCH_SIZES = (1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256.0)
+
+
+class Distribution:
+    """A histogram kept by the database layer without a metrics library (service/metrics.py
+    exposes it): a count per bucket and a sum. Written from one thread (the writer's, or the
+    event loop's), read at scrape time; a scrape may see one observation half-counted."""
+
+    __slots__ = ("bounds", "counts", "total")
+
+    def __init__(self, bounds: tuple[float, ...] = SECONDS) -> None:
+        self.bounds = bounds
+        self.counts = [0] * (len(bounds) + 1)  # the last: above every bound
+        self.total = 0.0
+
+    def observe(self, value: float) -> None:
+        self.counts[bisect_left(self.bounds, value)] += 1
+        self.total += value
+
+
+def operation_name(source: Any) -> str:
+    """A unit of work's name for metrics: its function, without where it was defined
+    (``create_run.<locals>.work`` -> ``create_run``). Bounded by the code, never by data."""
+    func = getattr(source, "func", source)  # a functools.partial
+    name = getattr(func, "__qualname__", None) or type(func).__name__
+    return str(name).split(".<locals>", 1)[0]
+
+
 @dataclass(slots=True)
 class WriterStats:
-    """Counters read by the metrics collector (plain ints, written from one place each)."""
+    """What the metrics collector reads of the write path (written from one place each)."""
 
     committed: int = 0  # transactions
     rolled_back: int = 0  # transactions
     units: int = 0  # units of work that ran (committed or not)
     largest_batch: int = 0
     retried: int = 0  # units re-run after a serialization failure or deadlock
-    queue_wait_seconds: float = 0.0
+    queue_wait: Distribution = field(default_factory=Distribution)  # submit -> its BEGIN
+    batch_size: Distribution = field(default_factory=lambda: Distribution(BATCH_SIZES))
+    transaction: Distribution = field(default_factory=Distribution)  # BEGIN -> COMMIT done
+    units_by_operation: dict[str, Distribution] = field(default_factory=dict)
+
+    def observe_unit(self, operation: str, seconds: float) -> None:
+        found = self.units_by_operation.get(operation)
+        if found is None:
+            found = self.units_by_operation[operation] = Distribution()
+        found.observe(seconds)
 
 
 @dataclass(frozen=True, slots=True)
@@ -108,10 +148,11 @@ class Database(ABC):
     # ---- writing -----------------------------------------------------------------------------
 
     @abstractmethod
-    async def write(self, work: WorkSource[T]) -> T:
+    async def write(self, work: WorkSource[T], *, operation: str | None = None) -> T:
         """Run a unit of work in a write transaction; return once its COMMIT succeeded.
 
         A unit that raises is rolled back (alone) and its exception raised here.
+        ``operation`` names it in the metrics (default: :func:`operation_name` of ``work``).
         """
 
     @property

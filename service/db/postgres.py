@@ -30,6 +30,7 @@ import asyncio
 import logging
 import random
 import re
+import time
 from collections.abc import AsyncIterator, Iterable, Sequence
 from contextlib import asynccontextmanager, suppress
 from functools import lru_cache
@@ -37,7 +38,15 @@ from typing import Any, TypeVar, cast
 
 import asyncpg
 
-from service.db.database import Database, DatabaseOptions, Params, Row, WorkSource, WriterStats
+from service.db.database import (
+    Database,
+    DatabaseOptions,
+    Params,
+    Row,
+    WorkSource,
+    WriterStats,
+    operation_name,
+)
 from service.db.errors import DatabaseClosed, DatabaseUnavailable, SerializationConflict
 from service.db.outage import POOL_FILTER
 from service.db.pg_errors import is_connection_lost, translate
@@ -286,16 +295,17 @@ class PostgresDatabase(Database):
 
     # ---- writing -----------------------------------------------------------------------------
 
-    async def write(self, work: WorkSource[T]) -> T:
+    async def write(self, work: WorkSource[T], *, operation: str | None = None) -> T:
         """Run a unit in its own transaction; retry serialization failures and deadlocks when
         ``work`` is a factory (up to ``max_retries`` times, with jittered backoff). A BEGIN
         that fails on a connection that died while idle is retried on the next connection,
         factory or not: nothing of the unit ran."""
         attempt = stale = 0
+        name = operation or operation_name(work)
         unit = work() if callable(work) else work
         while True:
             try:
-                return await self._write_once(unit)
+                return await self._write_once(unit, name)
             except _StaleConnection:
                 stale += 1
                 if stale > self.options.pool_size:
@@ -308,15 +318,21 @@ class PostgresDatabase(Database):
                 await asyncio.sleep(random.uniform(0, 0.005 * 2**attempt))
                 unit = work()
 
-    async def _write_once(self, unit: Work[T]) -> T:
+    async def _write_once(self, unit: Work[T], operation: str) -> T:
         channels: list[str] = []
+        queued = time.perf_counter()
         async with self._connection() as conn:
+            began = time.perf_counter()
+            self._stats.queue_wait.observe(began - queued)  # waiting for a pooled connection
             tx = conn.transaction()
             await _begin(tx)
             self._stats.units += 1
             try:
                 value = await _drive(conn, unit, channels)
                 await tx.commit()
+                seconds = time.perf_counter() - began
+                self._stats.observe_unit(operation, seconds)
+                self._stats.transaction.observe(seconds)
             except BaseException as exc:
                 self._stats.rolled_back += 1
                 # Already failed, or the connection broke: release() resets or closes the
@@ -328,6 +344,7 @@ class PostgresDatabase(Database):
                 raise
         self._stats.committed += 1
         self._stats.largest_batch = 1
+        self._stats.batch_size.observe(1)
         for channel in channels:
             self._generations[channel] = self._generations.get(channel, 0) + 1
         return value

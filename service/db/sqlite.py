@@ -24,7 +24,14 @@ from typing import Any, TypeVar, cast
 
 import aiosqlite
 
-from service.db.database import Database, Params, Row, WorkSource, WriterStats
+from service.db.database import (
+    Database,
+    Params,
+    Row,
+    WorkSource,
+    WriterStats,
+    operation_name,
+)
 from service.db.errors import DatabaseClosed, DatabaseInUse, DatabaseUnavailable
 from service.db.pool import ConnectionPool
 from service.db.sqlite_errors import translate
@@ -199,14 +206,15 @@ class SqliteDatabase(Database):
 
     # ---- writing -----------------------------------------------------------------------------
 
-    async def write(self, work: WorkSource[T]) -> T:
+    async def write(self, work: WorkSource[T], *, operation: str | None = None) -> T:
         """Run a unit of work in a write transaction; returns once its COMMIT succeeded.
 
         Concurrent calls share transactions (group commit), each in its own savepoint: a
         unit that raises rolls back alone, and its exception is raised here. (One writer:
         SQLite never reports a serialization failure, so nothing is retried.)
         """
-        result: T = await self._writer.submit(work() if callable(work) else work)
+        name = operation or operation_name(work)
+        result: T = await self._writer.submit(work() if callable(work) else work, name)
         return result
 
     @property

@@ -39,6 +39,8 @@ _STOP = object()
 class _Job:
     work: Work[Any]
     future: asyncio.Future[Any]
+    operation: str = "unnamed"
+    queued_at: float = 0.0  # time.perf_counter() at submit
 
 
 @dataclass(slots=True)
@@ -91,13 +93,13 @@ class GroupCommitWriter:
         """Units waiting for the writer thread (approximate, as any queue size read)."""
         return self._queue.qsize()
 
-    def submit(self, work: Work[Any]) -> asyncio.Future[Any]:
+    def submit(self, work: Work[Any], operation: str = "unnamed") -> asyncio.Future[Any]:
         """Queue ``work``; the future resolves after the COMMIT that contains it."""
         if not self._accepting or self._loop is None:
             work.close()
             raise DatabaseClosed("database is closed")
         future = self._loop.create_future()
-        self._queue.put(_Job(work, future))
+        self._queue.put(_Job(work, future, operation, time.perf_counter()))
         return future
 
     async def close(self, timeout: float = 10.0) -> None:
@@ -188,11 +190,17 @@ class GroupCommitWriter:
         # Skip units whose caller is gone before they start (a cancelled request).
         pending = [job for job in batch if not job.future.done()]
         self.stats.largest_batch = max(self.stats.largest_batch, len(pending))
+        now = time.perf_counter()
+        for job in pending:
+            self.stats.queue_wait.observe(now - job.queued_at)
+        if pending:
+            self.stats.batch_size.observe(len(pending))
         while pending:
             pending = self._run_transaction(conn, pending)
 
     def _run_transaction(self, conn: sqlite3.Connection, jobs: list[_Job]) -> list[_Job]:
         """Run ``jobs`` in one transaction; returns the jobs left to run in a new one."""
+        began = time.perf_counter()
         try:
             conn.execute("BEGIN IMMEDIATE")
         except sqlite3.Error as exc:
@@ -226,6 +234,7 @@ class GroupCommitWriter:
             self._settle([_Outcome(o.job, error=o.error or error) for o in done])
             return []
         self.stats.committed += 1
+        self.stats.transaction.observe(time.perf_counter() - began)
         channels = {c for o in done if o.error is None for c in o.channels}
         if channels:
             try:
@@ -236,6 +245,13 @@ class GroupCommitWriter:
         return []
 
     def _run_unit(self, conn: sqlite3.Connection, job: _Job, isolate: bool) -> _Outcome:
+        started = time.perf_counter()
+        try:
+            return self._run_unit_untimed(conn, job, isolate)
+        finally:
+            self.stats.observe_unit(job.operation, time.perf_counter() - started)
+
+    def _run_unit_untimed(self, conn: sqlite3.Connection, job: _Job, isolate: bool) -> _Outcome:
         channels: list[str] = []
         try:
             if isolate:

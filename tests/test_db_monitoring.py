@@ -1,0 +1,46 @@
+"""Database monitoring (issue 17, item 3, the write path): what a slow write waited for is in
+/metrics on both backends: the wait for the writer (or a pooled connection), group-commit
+batch sizes, transaction time and each operation's time. Label values are operation names
+(functions of the code), never SQL or data."""
+
+from __future__ import annotations
+
+import asyncio
+import re
+
+from aiohttp.test_utils import TestClient
+
+from tests.helpers import VALID
+
+
+def samples(text: str, name: str) -> dict[str, float]:
+    """``{labels: value}`` of every sample of ``name`` (its _bucket, _sum, _count series)."""
+    found = {}
+    for line in text.splitlines():
+        match = re.match(rf"^{name}(_bucket|_sum|_count)?(\{{[^}}]*\}})? (\S+)$", line)
+        if match:
+            found[(match.group(1) or "") + (match.group(2) or "")] = float(match.group(3))
+    return found
+
+
+async def test_the_write_path_is_measured(client: TestClient, backend: str) -> None:
+    writes = [client.post("/bobgen/status", json=VALID) for _ in range(30)]
+    assert [r.status for r in await asyncio.gather(*writes)] == [201] * 30
+    run = await client.post("/runs", json={})
+    assert run.status == 201
+    text = await (await client.get("/metrics")).text()
+
+    waits = samples(text, "bobgen_db_write_queue_wait_seconds")
+    assert waits["_count"] >= 31 and waits['_bucket{le="+Inf"}'] == waits["_count"]
+    batches = samples(text, "bobgen_db_write_batch_size")
+    transactions = samples(text, "bobgen_db_transaction_seconds")
+    assert transactions["_count"] == batches["_count"] >= 1
+    if backend == "postgresql":  # a transaction per unit
+        assert batches['_bucket{le="1.0"}'] == batches["_count"]
+    units = samples(text, "bobgen_db_unit_seconds")
+    operations = set(re.findall(r'operation="([^"]+)"', " ".join(units)))
+    assert {"create_status", "create_run"} <= operations, operations
+    assert units['_count{operation="create_status"}'] == 30
+    assert all(re.fullmatch(r"[A-Za-z_][A-Za-z0-9_.]*", op) for op in operations)
+    if backend == "sqlite":
+        assert "bobgen_db_write_queue_depth 0.0" in text
