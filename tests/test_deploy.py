@@ -49,7 +49,7 @@ def test_prometheus_config_and_rules_are_valid() -> None:
     assert config.returncode == 0, config.stdout + config.stderr
     rules = run(tool, "check", "rules", str(PROMETHEUS / "alerts.yml"))
     assert rules.returncode == 0, rules.stdout + rules.stderr
-    assert "SUCCESS: 8 rules found" in rules.stdout
+    assert "SUCCESS: 9 rules found" in rules.stdout
 
 
 def test_alerts_fire_when_they_should() -> None:
@@ -71,6 +71,7 @@ def test_alerts_fire_when_they_should() -> None:
         "BobGenDocumentWatcherDown",
         "BobGenDatabaseUnavailable",
         "BobGenBackupTooOld",
+        "BobGenWriteQueueSlow",
     }
 
 
@@ -111,7 +112,11 @@ async def test_dashboard_and_alerts_name_only_exposed_metrics(
 ) -> None:
     exposed = exposed_names(full_metrics) | PROMETHEUS_OWN
     if backend == "postgresql":  # no files of ours on a server database
-        exposed |= {"bobgen_db_size_bytes", "bobgen_db_wal_size_bytes"}
+        exposed |= {
+            "bobgen_db_size_bytes",
+            "bobgen_db_wal_size_bytes",
+            "bobgen_db_write_queue_depth",
+        }
     dashboard = json.loads((DEPLOY / "grafana" / "bobgen-dashboard.json").read_text())
     exprs = [t["expr"] for p in dashboard["panels"] for t in p["targets"]]
     rules = yaml.safe_load((PROMETHEUS / "alerts.yml").read_text())["groups"][0]["rules"]

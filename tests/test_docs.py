@@ -100,7 +100,11 @@ def test_every_command_line_shown_parses() -> None:
 
 
 # Documented as SQLite-only (docs/scale-out.md): a PostgreSQL app does not expose them.
-SQLITE_ONLY_METRICS = {"bobgen_db_size_bytes", "bobgen_db_wal_size_bytes"}
+SQLITE_ONLY_METRICS = {
+    "bobgen_db_size_bytes",
+    "bobgen_db_wal_size_bytes",
+    "bobgen_db_write_queue_depth",
+}
 
 
 async def test_every_metric_named_is_exposed(
