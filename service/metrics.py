@@ -33,6 +33,7 @@ from prometheus_client.registry import Collector
 
 from service.db import Database
 from service.db.database import Distribution
+from service.db.sqlite import JOURNAL_SIZE_LIMIT_BYTES
 from service.errors import Handler
 from service.seeding import Seeder, SeedState
 
@@ -175,6 +176,12 @@ class _StateCollector(Collector):
             yield GaugeMetricFamily(
                 "bobgen_db_wal_size_bytes", "Size of the SQLite WAL file.", sizes["wal"]
             )
+            yield GaugeMetricFamily(
+                "bobgen_db_wal_limit_bytes",
+                "The size SQLite truncates the WAL back to after a checkpoint "
+                "(journal_size_limit); a WAL staying above it means checkpoints cannot finish.",
+                JOURNAL_SIZE_LIMIT_BYTES,
+            )
         stats = db.writer_stats
         yield CounterMetricFamily(
             "bobgen_db_write_units",
@@ -219,6 +226,52 @@ class _StateCollector(Collector):
         for operation, dist in sorted(stats.units_by_operation.items()):
             units.add_metric((operation,), _buckets(dist), dist.total)
         yield units
+        pool = db.pool_state()
+        if pool is not None:
+            yield GaugeMetricFamily(
+                "bobgen_db_pool_connections",
+                "Connections of the pool (SQLite: the readers; PostgreSQL: every query's).",
+                pool.size,
+            )
+            yield GaugeMetricFamily(
+                "bobgen_db_pool_in_use", "Pool connections borrowed now.", pool.in_use
+            )
+            yield GaugeMetricFamily(
+                "bobgen_db_pool_waiting", "Callers waiting for a pool connection now.", pool.waiting
+            )
+            yield _histogram(
+                "bobgen_db_pool_wait_seconds",
+                "Time to get a pool connection (SQLite: of the readers that had to queue; "
+                "PostgreSQL: every acquisition).",
+                pool.waits,
+            )
+            yield CounterMetricFamily(
+                "bobgen_db_connection_errors",
+                "Connections that could not be made or broke in use (PostgreSQL).",
+                pool.errors,
+            )
+            yield CounterMetricFamily(
+                "bobgen_db_retries",
+                "Units of work run again after a serialization failure or deadlock (PostgreSQL).",
+                pool.retries,
+            )
+        checkpoints = db.checkpoint_stats()
+        if checkpoints is not None:  # SQLite
+            yield _histogram(
+                "bobgen_db_checkpoint_seconds",
+                "Background WAL checkpoints (PASSIVE: they never wait for readers or writers).",
+                checkpoints.seconds,
+            )
+            outcomes = CounterMetricFamily(
+                "bobgen_db_checkpoints",
+                "Background WAL checkpoints by result: complete (the whole WAL copied), "
+                "partial (readers or new writes held part of it back), failed.",
+                labels=("result",),
+            )
+            outcomes.add_metric(("complete",), checkpoints.complete)
+            outcomes.add_metric(("partial",), checkpoints.partial)
+            outcomes.add_metric(("failed",), checkpoints.failed)
+            yield outcomes
         queued = getattr(db, "queued_writes", None)
         if queued is not None:  # SQLite's writer thread
             yield GaugeMetricFamily(

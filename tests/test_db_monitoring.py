@@ -7,10 +7,12 @@ from __future__ import annotations
 
 import asyncio
 import re
+from typing import Any
 
 from aiohttp.test_utils import TestClient
 
 from tests.helpers import VALID
+from tests.support import eventually
 
 
 def samples(text: str, name: str) -> dict[str, float]:
@@ -44,3 +46,29 @@ async def test_the_write_path_is_measured(client: TestClient, backend: str) -> N
     assert all(re.fullmatch(r"[A-Za-z_][A-Za-z0-9_.]*", op) for op in operations)
     if backend == "sqlite":
         assert "bobgen_db_write_queue_depth 0.0" in text
+
+
+async def test_pools_and_checkpoints_are_measured(make_client: Any, backend: str) -> None:
+    client: TestClient = await make_client(checkpoint_interval_s=0.05)
+    reads = [client.get("/bobgen/status?limit=5") for _ in range(20)]
+    assert all(r.status == 200 for r in await asyncio.gather(*reads))
+    assert (await client.post("/bobgen/status", json=VALID)).status == 201
+
+    async def text() -> str:
+        return await (await client.get("/metrics")).text()
+
+    first = await text()
+    assert samples(first, "bobgen_db_pool_connections")[""] >= 1
+    assert samples(first, "bobgen_db_pool_waiting")[""] == 0
+    assert "_count" in samples(first, "bobgen_db_pool_wait_seconds")
+    assert samples(first, "bobgen_db_connection_errors_total")[""] == 0
+    if backend == "sqlite":
+
+        async def checkpointed() -> bool:
+            done = samples(await text(), "bobgen_db_checkpoints_total")
+            return done['{result="complete"}'] + done['{result="partial"}'] >= 1
+
+        await eventually(checkpointed, what="a background checkpoint counted")
+        assert samples(await text(), "bobgen_db_checkpoint_seconds")["_count"] >= 1
+    else:
+        assert "bobgen_db_checkpoints_total" not in first

@@ -49,7 +49,7 @@ def test_prometheus_config_and_rules_are_valid() -> None:
     assert config.returncode == 0, config.stdout + config.stderr
     rules = run(tool, "check", "rules", str(PROMETHEUS / "alerts.yml"))
     assert rules.returncode == 0, rules.stdout + rules.stderr
-    assert "SUCCESS: 9 rules found" in rules.stdout
+    assert "SUCCESS: 11 rules found" in rules.stdout
 
 
 def test_alerts_fire_when_they_should() -> None:
@@ -72,6 +72,8 @@ def test_alerts_fire_when_they_should() -> None:
         "BobGenDatabaseUnavailable",
         "BobGenBackupTooOld",
         "BobGenWriteQueueSlow",
+        "BobGenPoolExhausted",
+        "BobGenWalOverLimit",
     }
 
 
@@ -115,7 +117,9 @@ async def test_dashboard_and_alerts_name_only_exposed_metrics(
         exposed |= {
             "bobgen_db_size_bytes",
             "bobgen_db_wal_size_bytes",
+            "bobgen_db_wal_limit_bytes",
             "bobgen_db_write_queue_depth",
+            "bobgen_db_checkpoints_total",
         }
     dashboard = json.loads((DEPLOY / "grafana" / "bobgen-dashboard.json").read_text())
     exprs = [t["expr"] for p in dashboard["panels"] for t in p["targets"]]

@@ -103,7 +103,10 @@ def test_every_command_line_shown_parses() -> None:
 SQLITE_ONLY_METRICS = {
     "bobgen_db_size_bytes",
     "bobgen_db_wal_size_bytes",
+    "bobgen_db_wal_limit_bytes",
     "bobgen_db_write_queue_depth",
+    "bobgen_db_checkpoint_seconds",
+    "bobgen_db_checkpoints_total",
 }
 
 

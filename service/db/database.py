@@ -69,6 +69,28 @@ def operation_name(source: Any) -> str:
 
 
 @dataclass(slots=True)
+class PoolState:
+    """Connections for reads (SQLite's readers) or for everything (PostgreSQL's pool)."""
+
+    size: int  # connections open
+    in_use: int
+    waiting: int  # callers queued for a connection now
+    waits: Distribution  # how long callers that had to queue waited
+    errors: int = 0  # connections that could not be made or broke (PostgreSQL)
+    retries: int = 0  # units re-run after a serialization failure or deadlock
+
+
+@dataclass(slots=True)
+class CheckpointStats:
+    """SQLite's background WAL checkpoints: how long each took and how far it got."""
+
+    seconds: Distribution = field(default_factory=Distribution)
+    complete: int = 0  # the whole WAL copied into the database
+    partial: int = 0  # readers pinned part of it (or the writer appended meanwhile)
+    failed: int = 0
+
+
+@dataclass(slots=True)
 class WriterStats:
     """What the metrics collector reads of the write path (written from one place each)."""
 
@@ -158,6 +180,14 @@ class Database(ABC):
     @property
     @abstractmethod
     def writer_stats(self) -> WriterStats: ...
+
+    def pool_state(self) -> PoolState | None:
+        """The connection pool now, for the metrics."""
+        return None
+
+    def checkpoint_stats(self) -> CheckpointStats | None:
+        """SQLite's checkpoints, for the metrics (None on PostgreSQL)."""
+        return None
 
     @property
     def transactions_committed(self) -> int:

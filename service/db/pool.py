@@ -15,6 +15,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from typing import Generic, TypeVar
 
+from service.db.database import Distribution
 from service.db.errors import DatabaseClosed
 
 log = logging.getLogger(__name__)
@@ -31,6 +32,7 @@ class ConnectionPool(Generic[C]):
         self._borrowed = 0
         self._returned = asyncio.Event()
         self._closing = False
+        self.waits = Distribution()  # seconds, of the borrowers that had to queue
 
     def add(self, conn: C) -> None:
         self._all.append(conn)
@@ -43,6 +45,10 @@ class ConnectionPool(Generic[C]):
     @property
     def waiting(self) -> int:
         return len(self._waiters)
+
+    @property
+    def in_use(self) -> int:
+        return self._borrowed
 
     @asynccontextmanager
     async def acquire(self) -> AsyncIterator[C]:
@@ -64,10 +70,13 @@ class ConnectionPool(Generic[C]):
         if self._idle:
             self._borrowed += 1
             return self._idle.popleft()
-        waiter: asyncio.Future[C] = asyncio.get_running_loop().create_future()
+        loop = asyncio.get_running_loop()
+        waiter: asyncio.Future[C] = loop.create_future()
         self._waiters.append(waiter)
+        queued = loop.time()
         try:
             conn = await waiter
+            self.waits.observe(loop.time() - queued)
         except asyncio.CancelledError:
             # Handed a connection in the same tick as the cancellation: pass it on.
             if waiter.done() and not waiter.cancelled() and waiter.exception() is None:

@@ -41,7 +41,9 @@ import asyncpg
 from service.db.database import (
     Database,
     DatabaseOptions,
+    Distribution,
     Params,
+    PoolState,
     Row,
     WorkSource,
     WriterStats,
@@ -194,6 +196,9 @@ class PostgresDatabase(Database):
         self._listening = False
         self._open = False
         self._stats = WriterStats()
+        self._waiting = 0  # callers waiting for a pooled connection now
+        self._acquire_waits = Distribution()
+        self._connection_errors = 0
         self._generations: dict[str, int] = {}
         self._unlistened = 0  # moves on every change_marker call while the listener is down
         self._listener_ready = asyncio.Event()
@@ -263,9 +268,12 @@ class PostgresDatabase(Database):
         pool = self._pool
         if not self._open or pool is None:
             raise DatabaseClosed("database is closed")
+        self._waiting += 1
+        asked = time.perf_counter()
         try:
             conn = await pool.acquire(timeout=self.options.connect_timeout_s)
         except Exception as exc:
+            self._connection_errors += 1
             # Whatever stops a connection from being made (refused, the database dropped or
             # closed to connections, too many clients, a timeout) means the database is
             # unavailable to us now, not a bug in a query.
@@ -274,11 +282,15 @@ class PostgresDatabase(Database):
                 neutral = DatabaseUnavailable(f"cannot connect to PostgreSQL: {exc}")
             self.outage.failed(neutral)
             raise neutral from exc
+        finally:
+            self._waiting -= 1
+        self._acquire_waits.observe(time.perf_counter() - asked)
         self.outage.succeeded()
         try:
             yield conn
         except Exception as exc:
             if is_connection_lost(exc):
+                self._connection_errors += 1
                 # Never hand a broken connection back to the pool (asyncpg may have detached
                 # a closed one from its proxy already: then there is nothing to end).
                 with suppress(asyncpg.InterfaceError):
@@ -352,6 +364,20 @@ class PostgresDatabase(Database):
     @property
     def writer_stats(self) -> WriterStats:
         return self._stats
+
+    def pool_state(self) -> PoolState | None:
+        pool = self._pool
+        if pool is None:
+            return None
+        size = pool.get_size()
+        return PoolState(
+            size,
+            size - pool.get_idle_size(),
+            self._waiting,
+            self._acquire_waits,
+            errors=self._connection_errors,
+            retries=self._stats.retried,
+        )
 
     # ---- reading -----------------------------------------------------------------------------
 

@@ -25,8 +25,10 @@ from typing import Any, TypeVar, cast
 import aiosqlite
 
 from service.db.database import (
+    CheckpointStats,
     Database,
     Params,
+    PoolState,
     Row,
     WorkSource,
     WriterStats,
@@ -122,6 +124,7 @@ class SqliteDatabase(Database):
         self._readers: ConnectionPool[aiosqlite.Connection] = ConnectionPool(_close)
         self._checkpointer: aiosqlite.Connection | None = None
         self._in_use: int | None = None  # the descriptor holding <db>.lock shared
+        self._checkpoints = CheckpointStats()
         self._open = False
         self._generations: dict[str, int] = {}
         self._watched: dict[str, tuple[int, int] | None] = {}  # channel -> signal file seen
@@ -361,10 +364,25 @@ class SqliteDatabase(Database):
             await asyncio.sleep(interval_s)
             if self.file_sizes()["wal"] == 0:
                 continue
+            started = time.perf_counter()
             try:
-                await self.checkpoint()
+                _, frames, done = await self.checkpoint()
             except (sqlite3.Error, DatabaseUnavailable) as exc:
+                self._checkpoints.failed += 1
                 log.warning("background checkpoint failed: %s", exc)
+                continue
+            self._checkpoints.seconds.observe(time.perf_counter() - started)
+            if done >= frames:
+                self._checkpoints.complete += 1
+            else:
+                self._checkpoints.partial += 1
+
+    def checkpoint_stats(self) -> CheckpointStats:
+        return self._checkpoints
+
+    def pool_state(self) -> PoolState:
+        readers = self._readers
+        return PoolState(readers.size, readers.in_use, readers.waiting, readers.waits)
 
     def file_sizes(self) -> dict[str, int]:
         """Sizes of the database file and its WAL, read from the filesystem (no DB round trip)."""
