@@ -112,6 +112,54 @@ async def open_loop(
     return latencies, errors
 
 
+# What the server says of its database each minute (issue 17: name the cause of a stall).
+TRACED = (
+    "bobgen_db_write_queue_wait_seconds",
+    "bobgen_db_transaction_seconds",
+    "bobgen_db_checkpoint_seconds",
+    "bobgen_db_pool_wait_seconds",
+)
+
+
+async def scrape(session: aiohttp.ClientSession, base: str) -> dict[str, float]:
+    """Every sample of /metrics, by its full name with labels."""
+    async with session.get(base + "/metrics") as resp:
+        text = await resp.text()
+    samples = {}
+    for line in text.splitlines():
+        if line and not line.startswith("#"):
+            name, _, value = line.rpartition(" ")
+            samples[name] = float(value)
+    return samples
+
+
+def quantile_ms(before: dict[str, float], after: dict[str, float], name: str, q: float) -> float:
+    """The ``q`` quantile over the minute, from the histogram's bucket counts (the bucket's
+    upper bound, as Prometheus' histogram_quantile would bracket it), in ms."""
+    buckets = sorted(
+        (float(key.split('le="')[1].rstrip('"}')), after[key] - before.get(key, 0.0))
+        for key in after
+        if key.startswith(name + "_bucket{")
+    )
+    total = buckets[-1][1] if buckets else 0.0
+    for bound, count in buckets:
+        if total and count >= q * total:
+            return round(bound * 1000, 2)
+    return float("nan")
+
+
+def trace(before: dict[str, float], after: dict[str, float]) -> dict[str, float]:
+    row = {
+        f"{name.removeprefix('bobgen_db_')}_p99_ms": quantile_ms(before, after, name, 0.99)
+        for name in TRACED
+    }
+    for result in ("complete", "partial", "failed"):
+        key = f'bobgen_db_checkpoints_total{{result="{result}"}}'
+        row[f"checkpoints_{result}"] = after.get(key, 0.0) - before.get(key, 0.0)
+    row["batch_largest"] = after.get("bobgen_db_write_batch_largest", 0.0)
+    return row
+
+
 async def soak(args: argparse.Namespace, base: str, token: str, server_pid: int, db: Path) -> dict:
     headers = {"Authorization": f"Bearer {token}", "Content-Type": "application/json"}
     connector = aiohttp.TCPConnector(limit=200)
@@ -120,9 +168,12 @@ async def soak(args: argparse.Namespace, base: str, token: str, server_pid: int,
         rate = maximum * args.load
         print(f"measured maximum {maximum:.0f} req/s; soaking at {rate:.0f} req/s", flush=True)
         minutes = []
+        seen = await scrape(session, base)
         for minute in range(1, args.minutes + 1):
             latencies, errors = await open_loop(session, base, args.rows, rate, 60)
             wal = wal_bytes(db)
+            now = await scrape(session, base)
+            database, seen = trace(seen, now), now
             q = statistics.quantiles(latencies, n=100)
             row = {
                 "minute": minute,
@@ -133,6 +184,7 @@ async def soak(args: argparse.Namespace, base: str, token: str, server_pid: int,
                 "rss_mib": round(rss_mib(server_pid), 1),
                 "rss_anon_mib": round(rss_mib(server_pid, "RssAnon"), 1),
                 "wal_mib": round(wal / 2**20, 1),
+                **database,
             }
             minutes.append(row)
             print(json.dumps(row), flush=True)
