@@ -61,7 +61,12 @@ async def test_the_schedule_remembers_the_last_backup_across_restarts(
 ) -> None:
     folder = tmp_path / "backups"
     first: TestClient = await make_client(backup_dir=str(folder), backup_every="1d")
-    await eventually(lambda: len(scheduled(folder)) == 1, what="the first backup at start")
+
+    def recorded() -> bool:  # the file, then its audit row: the schedule's memory
+        rows = sql(db_url, "SELECT count(*) FROM audit_log WHERE event = 'backup.scheduled'")
+        return len(scheduled(folder)) == 1 and rows[0][0] == 1
+
+    await eventually(recorded, what="the first backup at start, recorded")
     await first.close()
     # A second start (or another instance) within the day takes none: the audit row says when.
     second: TestClient = await make_client(backup_dir=str(folder), backup_every="1d")

@@ -2,7 +2,7 @@
 
 Each backup is the one ``bobgen db backup`` takes (``service/db/maintenance.py``: SQLite's
 backup API into a temporary file, ``integrity_check``, then a rename; ``pg_dump -Fc`` on
-PostgreSQL), named ``bobgen-<UTC time>.db`` (``.pgdump``), and recorded by an audit row
+PostgreSQL), named ``bobgen-<UTC time to the ms>.db`` (``.pgdump``), and recorded by an audit row
 ``backup.scheduled`` in the same database. That row is the schedule's memory: the next backup
 is due ``every`` after the newest one, whichever process took it, across restarts. Of several
 instances on one PostgreSQL database, the one holding the advisory lock takes it
@@ -30,12 +30,14 @@ log = logging.getLogger(__name__)
 EVENT = "backup.scheduled"
 LOCK = "bobgen.backup"
 RETRY_S = 300.0  # after a failure, try again this soon (or at the interval, if shorter)
-_NAME = re.compile(r"bobgen-[0-9]{8}T[0-9]{6}Z\.(db|pgdump)")
+_NAME = re.compile(r"bobgen-[0-9]{8}T[0-9]{9}Z(-[0-9]+)?\.(db|pgdump)")
 
 
-def backup_name(now: datetime, *, sqlite: bool, prefix: str = "bobgen") -> str:
-    """``bobgen-20261129T193000Z.db``: sorts as it was taken."""
-    return f"{prefix}-{now.strftime('%Y%m%dT%H%M%SZ')}.{'db' if sqlite else 'pgdump'}"
+def backup_name(now: datetime, *, sqlite: bool, prefix: str = "bobgen", n: int = 0) -> str:
+    """``bobgen-20261129T193000123Z.db`` (to the millisecond: two imports in one second each
+    get their own): sorts as it was taken. ``n`` > 0 tells apart two in one millisecond."""
+    stamp = now.strftime("%Y%m%dT%H%M%S") + f"{now.microsecond // 1000:03d}Z"
+    return f"{prefix}-{stamp}{f'-{n}' if n else ''}.{'db' if sqlite else 'pgdump'}"
 
 
 @dataclass(slots=True)
@@ -64,8 +66,13 @@ async def take_backup(
 ) -> BackupResult:
     """One verified backup into ``folder``, recorded by an audit row ``event``."""
     started = time.perf_counter()
-    name = backup_name(datetime.now(UTC), sqlite=db.url.path is not None, prefix=prefix)
-    result = await backup(db, folder / name)
+    now, sqlite = datetime.now(UTC), db.url.path is not None
+    target = folder / backup_name(now, sqlite=sqlite, prefix=prefix)
+    n = 0
+    while await asyncio.to_thread(target.exists):  # another process, the same millisecond
+        n += 1
+        target = folder / backup_name(now, sqlite=sqlite, prefix=prefix, n=n)
+    result = await backup(db, target)
     data: dict[str, Any] = {
         "path": str(result.path),
         "bytes": result.bytes,
