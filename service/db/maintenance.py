@@ -126,21 +126,12 @@ async def _pg_dump(url: DatabaseURL, target: Path) -> BackupResult:
             "'bobgen db backup' again, or back up with your provider's snapshots"
         )
     parts = urlsplit(url.dsn)
-    env = {**os.environ}
-    if parts.password is not None:
-        env["PGPASSWORD"] = unquote(parts.password)
     args = [pg_dump, "--format=custom", "--no-owner", f"--file={target}.partial"]
-    if parts.hostname:
-        args.append(f"--host={parts.hostname}")
-    if parts.port:
-        args.append(f"--port={parts.port}")
-    if parts.username:
-        args.append(f"--username={unquote(parts.username)}")
-    args.append(unquote(parts.path.lstrip("/")))
+    args += _pg_connection_args(parts)
     await asyncio.to_thread(target.parent.mkdir, parents=True, exist_ok=True)
     partial = Path(f"{target}.partial")
     proc = await asyncio.create_subprocess_exec(
-        *args, env=env, stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.PIPE
+        *args, env=_pg_env(parts), stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.PIPE
     )
     _, stderr = await proc.communicate()
     if proc.returncode != 0:
@@ -242,20 +233,26 @@ async def _pg_restore(url: DatabaseURL, source: Path) -> str:
             "apt install postgresql-client) and run 'bobgen db restore' again"
         )
     parts = urlsplit(url.dsn)
-    env = {**os.environ}
-    if parts.password is not None:
-        env["PGPASSWORD"] = unquote(parts.password)
     args = [pg_restore, "--clean", "--if-exists", "--no-owner", "--single-transaction"]
     args += _pg_connection_args(parts)
     args.append(str(source))
     proc = await asyncio.create_subprocess_exec(
-        *args, env=env, stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.PIPE
+        *args, env=_pg_env(parts), stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.PIPE
     )
     _, stderr = await proc.communicate()
     if proc.returncode != 0:
         first = stderr.decode(errors="replace").strip().splitlines()[:1]
         raise BackupError(f"pg_restore failed: {first[0] if first else proc.returncode}")
     return f"restored {url} from {source}"
+
+
+def _pg_env(parts: SplitResult) -> dict[str, str]:
+    """The environment of a PostgreSQL client tool: the password goes here, never on the
+    command line (which other users can read in ``ps``)."""
+    env = {**os.environ}
+    if parts.password is not None:
+        env["PGPASSWORD"] = unquote(parts.password)
+    return env
 
 
 def _pg_connection_args(parts: SplitResult) -> list[str]:
