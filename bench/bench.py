@@ -228,6 +228,13 @@ def lua(request: str, *, post: str | None = None) -> str:
     return head + f"request = function() return wrk.format({method}, {request}) end"
 
 
+def serve_command(db: Path, port: int, *extra: str) -> list[str]:
+    """``python -m service serve`` on ``db`` and ``port``, no seeding, warnings only: how
+    every bench starts the server under test (arguments for :func:`start`)."""
+    quiet = ["--seed-rows", "0", "--log-level", "WARNING"]
+    return ["-m", "service", "serve", "--db", str(db), "--port", str(port), *quiet, *extra]
+
+
 def start(cmd: list[str], env: dict[str, str], cwd: Path | None = None) -> subprocess.Popen[bytes]:
     return subprocess.Popen([sys.executable, *cmd], env=env, cwd=cwd)
 
@@ -356,20 +363,7 @@ def main() -> None:
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     server_env = {**os.environ, "PYTHONPATH": str(args.server_root)}
     server = start(
-        [
-            "-m",
-            "service",
-            "serve",
-            "--db",
-            str(db_path),
-            "--port",
-            str(port),
-            "--seed-rows",
-            "0",
-            "--log-level",
-            "WARNING",
-            *args.serve_args.split(),
-        ],
+        serve_command(db_path, port, *args.serve_args.split()),
         server_env,
         cwd=args.server_root,  # `python -m` puts the working directory first on sys.path
     )

@@ -28,6 +28,7 @@ from bench import (
     lua,
     run_wrk,
     seed,
+    serve_command,
     start,
     wait_up,
 )
@@ -69,19 +70,7 @@ def main() -> None:
     port = free_port()
     env = {**os.environ, "BOBGEN_SHUTDOWN_GRACE_S": "0"}
     server = start(
-        [
-            "-m",
-            "service",
-            "serve",
-            "--db",
-            str(db),
-            "--port",
-            str(port),
-            "--seed-rows",
-            "0",
-            "--log-level",
-            "WARNING",
-        ],
+        serve_command(db, port),
         env,
         cwd=ROOT,
     )

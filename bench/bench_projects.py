@@ -29,7 +29,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
 
-from bench import free_port, rss_mib, wait_up  # noqa: E402
+from bench import free_port, rss_mib, serve_command, wait_up  # noqa: E402
 from service.config import DEFAULT_MIGRATIONS_DIR  # noqa: E402
 from service.db.migrations import apply_migrations  # noqa: E402
 from service.db.sqlite import SqliteDatabase  # noqa: E402
@@ -188,20 +188,7 @@ def main() -> None:
     )
     port = free_port()
     server = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "service",
-            "serve",
-            "--db",
-            str(db_path),
-            "--port",
-            str(port),
-            "--seed-rows",
-            "0",
-            "--log-level",
-            "WARNING",
-        ],
+        [sys.executable, *serve_command(db_path, port)],
         env={**os.environ, "PYTHONPATH": str(ROOT)},
     )
     try:

@@ -36,7 +36,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
 
-from bench import POST_BODY, free_port, rss_mib, seed, wait_up  # noqa: E402
+from bench import POST_BODY, free_port, rss_mib, seed, serve_command, wait_up  # noqa: E402
 
 WAL_LIMIT = 64 * 1024 * 1024
 WAL_SLACK = 16 * 1024 * 1024
@@ -223,20 +223,7 @@ def main() -> int:
     _, token = asyncio.run(seed(db, args.rows, 5000))
     port = free_port()
     server = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "service",
-            "serve",
-            "--db",
-            str(db),
-            "--port",
-            str(port),
-            "--seed-rows",
-            "0",
-            "--log-level",
-            "WARNING",
-        ],
+        [sys.executable, *serve_command(db, port)],
         env={**os.environ, "PYTHONPATH": str(ROOT)},
     )
     base = f"http://127.0.0.1:{port}"
