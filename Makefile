@@ -55,8 +55,9 @@ bench: $(VENV)/.installed
 	else $(BIN)/python bench/bench.py $(BENCH_ARGS); fi
 
 # 10 minutes of mixed load at ~70 % of the measured maximum; exits non-zero on a regression.
+# make soak MODE=postgresql: the same on a new PostgreSQL database (dropped afterwards).
 soak: $(VENV)/.installed
-	$(BIN)/python bench/soak.py $(SOAK_ARGS)
+	$(BIN)/python bench/soak.py --backend $(MODE) $(SOAK_ARGS)
 
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache .ruff_cache

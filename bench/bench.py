@@ -228,7 +228,7 @@ def lua(request: str, *, post: str | None = None) -> str:
     return head + f"request = function() return wrk.format({method}, {request}) end"
 
 
-def serve_command(db: Path, port: int, *extra: str) -> list[str]:
+def serve_command(db: Path | str, port: int, *extra: str) -> list[str]:
     """``python -m service serve`` on ``db`` and ``port``, no seeding, warnings only: how
     every bench starts the server under test (arguments for :func:`start`)."""
     quiet = ["--seed-rows", "0", "--log-level", "WARNING"]

@@ -241,10 +241,17 @@ class _StateCollector(Collector):
             )
             yield _histogram(
                 "bobgen_db_pool_wait_seconds",
-                "Time to get a pool connection (SQLite: of the readers that had to queue; "
-                "PostgreSQL: every acquisition).",
+                "Time to get a pool connection (SQLite: every read, from submitted to taken "
+                "by a reader thread; PostgreSQL: every acquisition).",
                 pool.waits,
             )
+            if pool.busy is not None:
+                yield _histogram(
+                    "bobgen_db_read_seconds",
+                    "Reads on SQLite's reader threads, from taken off the queue to the result "
+                    "handed to the event loop.",
+                    pool.busy,
+                )
             yield CounterMetricFamily(
                 "bobgen_db_connection_errors",
                 "Connections that could not be made or broke in use (PostgreSQL).",

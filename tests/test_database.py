@@ -46,18 +46,53 @@ async def test_pragmas_on_writer_and_readers(db: Database) -> None:
         return values
 
     assert await db.write(pragmas()) == ["wal", 1, 1, 1234, 64 * 1024 * 1024]
-    for _ in range(2):
-        async with db.reader() as conn:
-            assert (await conn.execute_fetchall("PRAGMA foreign_keys"))[0][0] == 1
-            assert (await conn.execute_fetchall("PRAGMA busy_timeout"))[0][0] == 1234
-            assert (await conn.execute_fetchall("PRAGMA journal_mode"))[0][0] == "wal"
+    for _ in range(4):  # whichever reader thread takes each
+        assert (await db.fetchall("PRAGMA foreign_keys"))[0][0] == 1
+        assert (await db.fetchall("PRAGMA busy_timeout"))[0][0] == 1234
+        assert (await db.fetchall("PRAGMA journal_mode"))[0][0] == "wal"
+        assert (await db.fetchall("PRAGMA query_only"))[0][0] == 1
 
 
 @sqlite_only  # SQLite's read-only reader connections
 async def test_readers_cannot_write(db: Database) -> None:
-    async with db.reader() as conn:
-        with pytest.raises(sqlite3.OperationalError, match="readonly"):
-            await conn.execute("DELETE FROM status")
+    await db.write(execute(INSERT_ONE))
+    with pytest.raises(DatabaseUnavailable, match="readonly"):
+        await db.fetchall("DELETE FROM status")
+    assert await db.fetchall("SELECT count(*) FROM status") == [(1,)]
+
+
+@sqlite_only  # the reader threads
+async def test_a_read_unit_sees_one_snapshot(db: Database) -> None:
+    """Its statements run in one read transaction: a commit between them is not seen."""
+    first_done, committed = threading.Event(), threading.Event()
+
+    def two_counts() -> Work[tuple[int, int]]:
+        before = (yield from query_one("SELECT count(*) FROM status"))[0]
+        first_done.set()
+        committed.wait(5)  # on the reader thread, while the writer commits
+        after = (yield from query_one("SELECT count(*) FROM status"))[0]
+        return before, after
+
+    reading = asyncio.ensure_future(db.read(two_counts()))
+    assert await asyncio.to_thread(first_done.wait, 5)
+    await db.write(execute(INSERT_ONE))
+    committed.set()
+    assert await reading == (0, 0)
+    assert await db.fetchall("SELECT count(*) FROM status") == [(1,)]
+
+
+@sqlite_only  # the reader threads
+async def test_reads_are_served_while_the_event_loop_is_busy(db: Database) -> None:
+    """A reader thread takes the next read itself: reads queued behind a busy event loop
+    all run while the loop is blocked, not one per turn of the loop (the soak's stall)."""
+    reads = [asyncio.ensure_future(db.fetchall("SELECT 1")) for _ in range(200)]
+    await asyncio.sleep(0)  # submitted
+    deadline = time.monotonic() + 5
+    while db.pool_state().waiting and time.monotonic() < deadline:
+        # Blocking on purpose: only the reader threads can empty the queue meanwhile.
+        time.sleep(0.01)  # noqa: ASYNC251
+    assert db.pool_state().waiting == 0
+    assert [await r for r in reads] == [[(1,)]] * 200
 
 
 INSERT_ONE = (
@@ -262,25 +297,24 @@ async def test_close_fails_waiting_readers_instead_of_stranding_them(db_path: Pa
     apply_migrations(db_path, DEFAULT_MIGRATIONS_DIR)
     database = SqliteDatabase(db_path, read_connections=1, close_timeout_s=2)
     await database.open()
-    borrowed = asyncio.Event()
-    release = asyncio.Event()
+    borrowed, release = threading.Event(), threading.Event()
 
-    async def hold_the_only_reader() -> None:
-        async with database.reader():
-            borrowed.set()
-            await release.wait()
+    def hold_the_only_reader() -> Work[int]:
+        borrowed.set()
+        release.wait(5)  # on the reader thread
+        return (yield from query_one("SELECT 1"))[0]
 
-    holder = asyncio.ensure_future(hold_the_only_reader())
-    await borrowed.wait()
+    holder = asyncio.ensure_future(database.read(hold_the_only_reader()))
+    assert await asyncio.to_thread(borrowed.wait, 5)
     waiter = asyncio.ensure_future(database.fetchall("SELECT 1"))
-    await asyncio.sleep(0.01)
+    await eventually(lambda: database.pool_state().waiting == 1)
     closing = asyncio.ensure_future(database.close())
     with pytest.raises(DatabaseClosed):
-        await asyncio.wait_for(waiter, 1)  # woken with an error, not left waiting
-    assert not closing.done()  # close waits for the borrowed connection...
+        await asyncio.wait_for(waiter, 1)  # failed at once, not left waiting
+    assert not closing.done()  # close waits for the running read...
     release.set()
-    await asyncio.wait_for(closing, 2)  # ...and finishes once it is back
-    await holder
+    await asyncio.wait_for(closing, 2)  # ...and finishes once it is done
+    assert await holder == 1
     with pytest.raises(DatabaseClosed):
         await database.fetchall("SELECT 1")
 

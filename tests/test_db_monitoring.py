@@ -62,7 +62,10 @@ async def test_pools_and_checkpoints_are_measured(make_client: Any, backend: str
     assert samples(first, "bobgen_db_pool_waiting")[""] == 0
     assert "_count" in samples(first, "bobgen_db_pool_wait_seconds")
     assert samples(first, "bobgen_db_connection_errors_total")[""] == 0
-    if backend == "sqlite":
+    if backend == "sqlite":  # every read is timed on its reader thread, the wait included
+        read = samples(first, "bobgen_db_read_seconds")["_count"]
+        assert read >= 1  # (identical concurrent pages share one read)
+        assert samples(first, "bobgen_db_pool_wait_seconds")["_count"] >= read
 
         async def checkpointed() -> bool:
             done = samples(await text(), "bobgen_db_checkpoints_total")
@@ -72,3 +75,4 @@ async def test_pools_and_checkpoints_are_measured(make_client: Any, backend: str
         assert samples(await text(), "bobgen_db_checkpoint_seconds")["_count"] >= 1
     else:
         assert "bobgen_db_checkpoints_total" not in first
+        assert "bobgen_db_read_seconds" not in first

@@ -1,6 +1,6 @@
 """Making one thread hop serve many requests: batching, single flight, and a commit-keyed cache.
 
-Every aiosqlite call is a round trip to the connection's thread, and under load that hop
+Every read is a round trip to a reader thread (or a PostgreSQL query), and under load that hop
 (GIL hand-over plus a wake-up of the event loop) costs far more than an indexed lookup. The
 helpers here cut the number of hops per request without blocking the event loop and, except
 for :class:`CommitCache`, without caching anything.

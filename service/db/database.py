@@ -59,6 +59,15 @@ class Distribution:
         self.counts[bisect_left(self.bounds, value)] += 1
         self.total += value
 
+    @classmethod
+    def merged(cls, parts: list[Distribution]) -> Distribution:
+        """The sum of distributions kept one per thread (so that no two threads write one)."""
+        merged = cls(parts[0].bounds if parts else SECONDS)
+        for part in parts:
+            merged.counts = [a + b for a, b in zip(merged.counts, part.counts, strict=True)]
+            merged.total += part.total
+        return merged
+
 
 def operation_name(source: Any) -> str:
     """A unit of work's name for metrics: its function, without where it was defined
@@ -76,6 +85,7 @@ class PoolState:
     in_use: int
     waiting: int  # callers queued for a connection now
     waits: Distribution  # how long callers that had to queue waited
+    busy: Distribution | None = None  # how long each read held a reader (SQLite)
     errors: int = 0  # connections that could not be made or broke (PostgreSQL)
     retries: int = 0  # units re-run after a serialization failure or deadlock
 

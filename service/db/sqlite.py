@@ -1,11 +1,11 @@
-"""The embedded SQLite database: one group-committing writer thread and a pool of readers.
+"""The embedded SQLite database: one group-committing writer thread and reader threads.
 
 SQLite allows one writer at a time. Every write is a unit of work (:mod:`service.db.work`)
 handed to a single writer thread (:mod:`service.db.sqlite_writer`) that runs it from BEGIN to
 COMMIT in one hop and commits concurrent units together. Writers therefore queue in memory
 instead of fighting over the file lock (which is what produces "database is locked").
-Readers use their own connections: in WAL mode they never block the writer and never see
-half a transaction.
+Reader threads (:mod:`service.db.sqlite_readers`) use their own connections: in WAL mode they
+never block the writer and never see half a transaction.
 """
 
 from __future__ import annotations
@@ -16,8 +16,8 @@ import logging
 import os
 import sqlite3
 import time
-from collections.abc import AsyncIterator, Callable, Iterator
-from contextlib import asynccontextmanager, contextmanager, suppress
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager, suppress
 from functools import partial
 from pathlib import Path
 from typing import Any, TypeVar, cast
@@ -35,11 +35,11 @@ from service.db.database import (
     operation_name,
 )
 from service.db.errors import DatabaseClosed, DatabaseInUse, DatabaseUnavailable
-from service.db.pool import ConnectionPool
 from service.db.sqlite_errors import translate
+from service.db.sqlite_readers import ReaderThreads
 from service.db.sqlite_writer import GroupCommitWriter
 from service.db.url import SQLITE, DatabaseURL
-from service.db.work import Result, Step, Work, drive_async, read_only
+from service.db.work import Result, Step, Work, drive, read_only
 
 log = logging.getLogger(__name__)
 
@@ -114,14 +114,13 @@ class SqliteDatabase(Database):
         self.path = url.sqlite_path
         self.busy_timeout_ms = busy_timeout_ms
         self.close_timeout_s = close_timeout_s
-        self._read_count = read_connections
         self._writer = GroupCommitWriter(
             self._connect_writer,
             max_batch=max_batch,
             max_wait_s=max_batch_wait_ms / 1000,
             after_commit=self._signal,
         )
-        self._readers: ConnectionPool[aiosqlite.Connection] = ConnectionPool(_close)
+        self._readers = ReaderThreads(self._connect_read_only, read_connections)
         self._checkpointer: aiosqlite.Connection | None = None
         self._in_use: int | None = None  # the descriptor holding <db>.lock shared
         self._checkpoints = CheckpointStats()
@@ -138,14 +137,13 @@ class SqliteDatabase(Database):
         self._in_use = hold_in_use_lock(self.path)
         try:
             await self._writer.start()
-            self._checkpointer = await self._connect_reader(readonly=False)
-            for _ in range(self._read_count):
-                self._readers.add(await self._connect_reader(readonly=True))
+            self._checkpointer = await self._connect_checkpointer()
+            await self._readers.start()
         except BaseException:
             await self.close()
             raise
         self._open = True
-        log.debug("opened %s with %d reader(s)", self.path, self._read_count)
+        log.debug("opened %s with %d reader(s)", self.path, self._readers.size)
 
     async def close(self) -> None:
         """Refuse new work, fail waiters, let in-flight work finish (bounded), close all.
@@ -157,7 +155,7 @@ class SqliteDatabase(Database):
         await self._readers.close(self.close_timeout_s)
         await self._writer.close(self.close_timeout_s)
         if self._checkpointer is not None:
-            await _close(self._checkpointer)
+            await self._checkpointer.close()
             self._checkpointer = None
         if self._in_use is not None:
             os.close(self._in_use)  # after every connection: the database is free now
@@ -198,10 +196,20 @@ class SqliteDatabase(Database):
             raise
         return conn
 
-    async def _connect_reader(self, *, readonly: bool) -> aiosqlite.Connection:
+    def _connect_read_only(self) -> sqlite3.Connection:
+        """A reader thread's connection (any thread may open it: it is used by one at a time)."""
+        conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
+        try:
+            conn.executescript(self._pragmas(readonly=True))
+        except BaseException:
+            conn.close()
+            raise
+        return conn
+
+    async def _connect_checkpointer(self) -> aiosqlite.Connection:
         conn = await aiosqlite.connect(self.path, isolation_level=None)
         try:
-            await conn.executescript(self._pragmas(readonly=readonly))
+            await conn.executescript(self._pragmas(readonly=False))
         except BaseException:
             await conn.close()
             raise
@@ -277,51 +285,26 @@ class SqliteDatabase(Database):
 
     # ---- reading -----------------------------------------------------------------------------
 
-    @asynccontextmanager
-    async def reader(self) -> AsyncIterator[aiosqlite.Connection]:
-        """Borrow one read connection from the pool."""
-        if not self._open:
-            raise DatabaseClosed("database is closed")
-        self.reads_started += 1
-        async with self._readers.acquire() as conn:
-            yield conn
-
     async def fetchall(self, sql: str, params: Params = ()) -> list[Row]:
-        """Run one read query; one thread hop thanks to ``execute_fetchall``.
-
-        The hottest path of every read: the pool is used directly, without the two context
-        managers of :meth:`reader`.
-        """
+        """Run one read query on the next free reader thread: the hottest path of every read."""
         if not self._open:
             raise DatabaseClosed("database is closed")
         self.reads_started += 1
-        conn = await self._readers.borrow()
-        try:
-            return cast(list[Row], await conn.execute_fetchall(sql, params))
-        except sqlite3.Error as exc:
-            raise translate(exc) from exc
-        finally:
-            self._readers.give_back(conn)
+        return await self._readers.submit(partial(_fetchall, sql, params))
 
     async def read(self, work: Work[T]) -> T:
-        """Run a read-only unit of work on one reader, a hop per statement.
+        """Run a read-only unit of work on one reader thread, from its first statement to its
+        last (one hop, as a write), inside one read transaction: its statements see one
+        snapshot of the database.
 
         The same units a write may ``yield from`` (a ``get`` by id, say) can be read here
-        without a write transaction. Statements share one connection but not a snapshot.
+        without a write transaction.
         """
-        async with self.reader() as conn:
-
-            async def run(step: Step) -> Result:
-                statement = read_only(step)
-                if statement.only not in (None, SQLITE):
-                    return Result()
-                try:
-                    rows = await conn.execute_fetchall(statement.sql, statement.params)
-                except sqlite3.Error as exc:
-                    raise translate(exc) from exc
-                return Result(cast(list[Row], list(rows)), -1)
-
-            return await drive_async(work, run)
+        if not self._open:
+            work.close()
+            raise DatabaseClosed("database is closed")
+        self.reads_started += 1
+        return await self._readers.submit(partial(_read_unit, work))
 
     async def table_exists(self, name: str) -> bool:
         rows = await self.fetchall(
@@ -381,8 +364,7 @@ class SqliteDatabase(Database):
         return self._checkpoints
 
     def pool_state(self) -> PoolState:
-        readers = self._readers
-        return PoolState(readers.size, readers.in_use, readers.waiting, readers.waits)
+        return self._readers.state()
 
     def file_sizes(self) -> dict[str, int]:
         """Sizes of the database file and its WAL, read from the filesystem (no DB round trip)."""
@@ -411,5 +393,27 @@ def _try_enable_wal(conn: sqlite3.Connection, deadline: float) -> bool:
         return False
 
 
-async def _close(conn: aiosqlite.Connection) -> None:
-    await conn.close()
+def _fetchall(sql: str, params: Params, conn: sqlite3.Connection) -> list[Row]:
+    """On a reader thread."""
+    return cast(list[Row], conn.execute(sql, params).fetchall())
+
+
+def _read_unit(work: Work[T], conn: sqlite3.Connection) -> T:
+    """On a reader thread: ``work`` inside BEGIN ... COMMIT (a read transaction: one snapshot
+    for all its statements, released at once at the end, so it never pins the WAL for long)."""
+
+    def run(step: Step) -> Result:
+        statement = read_only(step)
+        if statement.only not in (None, SQLITE):
+            return Result()
+        try:
+            rows = conn.execute(statement.sql, cast(Params, statement.params)).fetchall()
+        except sqlite3.Error as exc:
+            raise translate(exc) from exc
+        return Result(cast(list[Row], rows), -1)
+
+    conn.execute("BEGIN")
+    try:
+        return drive(work, run)
+    finally:
+        conn.execute("COMMIT")  # nothing to write: it only ends the snapshot
