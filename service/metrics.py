@@ -226,6 +226,16 @@ class _StateCollector(Collector):
         for operation, dist in sorted(stats.units_by_operation.items()):
             units.add_metric((operation,), _buckets(dist), dist.total)
         yield units
+        reads = HistogramMetricFamily(
+            "bobgen_db_read_seconds",
+            "Reads by operation (the reading function: page, fetch_by_ids, get, ...); SQLite: "
+            "on a reader thread, taken off the queue to the result handed back; PostgreSQL: "
+            "the query (or BEGIN to COMMIT of a read unit), without the wait for a connection.",
+            labels=("operation",),
+        )
+        for operation, dist in sorted(db.reads_by_operation().items()):
+            reads.add_metric((operation,), _buckets(dist), dist.total)
+        yield reads
         pool = db.pool_state()
         if pool is not None:
             yield GaugeMetricFamily(
@@ -245,13 +255,6 @@ class _StateCollector(Collector):
                 "by a reader thread; PostgreSQL: every acquisition).",
                 pool.waits,
             )
-            if pool.busy is not None:
-                yield _histogram(
-                    "bobgen_db_read_seconds",
-                    "Reads on SQLite's reader threads, from taken off the queue to the result "
-                    "handed to the event loop.",
-                    pool.busy,
-                )
             yield CounterMetricFamily(
                 "bobgen_db_connection_errors",
                 "Connections that could not be made or broke in use (PostgreSQL).",

@@ -8,6 +8,7 @@ instead of going unchecked.
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Any
 
@@ -68,3 +69,10 @@ async def test_every_write_route_adds_exactly_one_audit_row(
     operations = await spec_operations(client)
     writes = {(m, p) for m, p in operations if m != "GET"}
     assert writes <= as_templates(covered, operations)
+
+    # Every read the walk made is named after the function that made it (bobgen_db_read_seconds).
+    text = await (await client.get("/metrics")).text()
+    reads = set(re.findall(r'bobgen_db_read_seconds_count\{operation="([^"]+)"\}', text))
+    assert len(reads) >= 10, reads
+    unnamed = {op for op in reads if not re.fullmatch(r"[a-z_]+\.[a-z_][\w.]*", op)}
+    assert unnamed == set(), unnamed

@@ -107,7 +107,6 @@ SQLITE_ONLY_METRICS = {
     "bobgen_db_write_queue_depth",
     "bobgen_db_checkpoint_seconds",
     "bobgen_db_checkpoints_total",
-    "bobgen_db_read_seconds",
 }
 
 

@@ -47,7 +47,10 @@ from service.db.database import (
     Row,
     WorkSource,
     WriterStats,
+    caller_operation,
+    observe_in,
     operation_name,
+    unit_operation,
 )
 from service.db.errors import DatabaseClosed, DatabaseUnavailable, SerializationConflict
 from service.db.outage import POOL_FILTER
@@ -198,6 +201,7 @@ class PostgresDatabase(Database):
         self._stats = WriterStats()
         self._waiting = 0  # callers waiting for a pooled connection now
         self._acquire_waits = Distribution()
+        self._reads: dict[str, Distribution] = {}  # by operation, from the query sent
         self._connection_errors = 0
         self._generations: dict[str, int] = {}
         self._unlistened = 0  # moves on every change_marker call while the listener is down
@@ -379,19 +383,27 @@ class PostgresDatabase(Database):
             retries=self._stats.retried,
         )
 
+    def reads_by_operation(self) -> dict[str, Distribution]:
+        return dict(self._reads)
+
     # ---- reading -----------------------------------------------------------------------------
 
-    async def fetchall(self, sql: str, params: Params = ()) -> list[Row]:
+    async def fetchall(
+        self, sql: str, params: Params = (), *, operation: str | None = None
+    ) -> list[Row]:
         """One query on a pooled connection. A connection that died while idle in the pool
         (the server restarted) is dropped and the query retried on the next one: every idle
         connection may be dead, so up to pool size + 1 tries (a dead one fails at once)."""
         self.reads_started += 1
+        name = operation or caller_operation()
         statement = to_dollar_params(sql)
         tries = self.options.pool_size + 1
         for attempt in range(1, tries + 1):
             try:
                 async with self._connection() as conn:
+                    sent = time.perf_counter()
                     rows = await conn.fetch(statement, *params)
+                    observe_in(self._reads, name, time.perf_counter() - sent)
                 return [tuple(r) for r in rows]
             except DatabaseUnavailable:
                 raise
@@ -411,12 +423,15 @@ class PostgresDatabase(Database):
         return await self._read_once(work)
 
     async def _read_once(self, work: Work[T]) -> T:
+        name = unit_operation(work)  # before it runs: a finished generator has no frame
         async with self._connection() as conn:
+            sent = time.perf_counter()
             tx = conn.transaction(readonly=True, isolation="read_committed")
             await _begin(tx)
             try:
                 value = await _drive(conn, work, None)
                 await tx.commit()
+                observe_in(self._reads, name, time.perf_counter() - sent)
                 return value
             except BaseException as exc:
                 with suppress(OSError, asyncpg.PostgresError, asyncpg.InterfaceError):
@@ -426,7 +441,9 @@ class PostgresDatabase(Database):
                 raise
 
     async def table_exists(self, name: str) -> bool:
-        row = await self.fetchone("SELECT to_regclass(?) IS NOT NULL", (name,))
+        row = await self.fetchone(
+            "SELECT to_regclass(?) IS NOT NULL", (name,), operation="db.table_exists"
+        )
         return bool(row and row[0])
 
     async def run_outside_transaction(self, sql: str) -> None:
@@ -488,7 +505,7 @@ class PostgresDatabase(Database):
                 conn.terminate()
 
     async def engine_version(self) -> str:
-        row = await self.fetchone("SHOW server_version")
+        row = await self.fetchone("SHOW server_version", operation="db.engine_version")
         return f"PostgreSQL {row[0] if row else 'unknown'}"
 
     # ---- cross-process coordination ----------------------------------------------------------

@@ -27,12 +27,15 @@ import aiosqlite
 from service.db.database import (
     CheckpointStats,
     Database,
+    Distribution,
     Params,
     PoolState,
     Row,
     WorkSource,
     WriterStats,
+    caller_operation,
     operation_name,
+    unit_operation,
 )
 from service.db.errors import DatabaseClosed, DatabaseInUse, DatabaseUnavailable
 from service.db.sqlite_errors import translate
@@ -285,12 +288,15 @@ class SqliteDatabase(Database):
 
     # ---- reading -----------------------------------------------------------------------------
 
-    async def fetchall(self, sql: str, params: Params = ()) -> list[Row]:
+    async def fetchall(
+        self, sql: str, params: Params = (), *, operation: str | None = None
+    ) -> list[Row]:
         """Run one read query on the next free reader thread: the hottest path of every read."""
         if not self._open:
             raise DatabaseClosed("database is closed")
         self.reads_started += 1
-        return await self._readers.submit(partial(_fetchall, sql, params))
+        name = operation or caller_operation()
+        return await self._readers.submit(partial(_fetchall, sql, params), name)
 
     async def read(self, work: Work[T]) -> T:
         """Run a read-only unit of work on one reader thread, from its first statement to its
@@ -304,11 +310,13 @@ class SqliteDatabase(Database):
             work.close()
             raise DatabaseClosed("database is closed")
         self.reads_started += 1
-        return await self._readers.submit(partial(_read_unit, work))
+        return await self._readers.submit(partial(_read_unit, work), unit_operation(work))
 
     async def table_exists(self, name: str) -> bool:
         rows = await self.fetchall(
-            "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?", (name,)
+            "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?",
+            (name,),
+            operation="db.table_exists",
         )
         return bool(rows)
 
@@ -365,6 +373,9 @@ class SqliteDatabase(Database):
 
     def pool_state(self) -> PoolState:
         return self._readers.state()
+
+    def reads_by_operation(self) -> dict[str, Distribution]:
+        return self._readers.reads_by_operation()
 
     def file_sizes(self) -> dict[str, int]:
         """Sizes of the database file and its WAL, read from the filesystem (no DB round trip)."""

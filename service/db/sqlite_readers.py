@@ -30,7 +30,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
-from service.db.database import Distribution, PoolState
+from service.db.database import Distribution, PoolState, observe_in
 from service.db.errors import DatabaseClosed
 from service.db.sqlite_errors import translate
 
@@ -47,6 +47,7 @@ _STOP = object()
 class _Read:
     run: ReadFunction[Any]
     future: asyncio.Future[Any]
+    operation: str
     queued_at: float  # time.perf_counter() at submit
 
 
@@ -60,7 +61,7 @@ class _Reader:
         self.thread: threading.Thread | None = None
         self.busy = False
         self.waits = Distribution()  # submit -> picked up by this thread
-        self.ran = Distribution()  # picked up -> result handed to the loop
+        self.ran: dict[str, Distribution] = {}  # by operation: picked up -> result handed back
 
 
 class ReaderThreads:
@@ -95,13 +96,13 @@ class ReaderThreads:
             reader.thread.start()
         self._accepting = True
 
-    def submit(self, run: ReadFunction[T]) -> asyncio.Future[T]:
+    def submit(self, run: ReadFunction[T], operation: str = "read") -> asyncio.Future[T]:
         """Queue ``run(connection)`` for the next free reader; the future gets its result, or
         the neutral error (:mod:`service.db.errors`) for what SQLite raised."""
         if not self._accepting or self._loop is None:
             raise DatabaseClosed("database is closed")
         future: asyncio.Future[T] = self._loop.create_future()
-        self._queue.put(_Read(run, future, time.perf_counter()))
+        self._queue.put(_Read(run, future, operation, time.perf_counter()))
         return future
 
     def state(self) -> PoolState:
@@ -111,8 +112,17 @@ class ReaderThreads:
             in_use=sum(reader.busy for reader in self._readers),
             waiting=self._queue.qsize(),
             waits=Distribution.merged([reader.waits for reader in self._readers]),
-            busy=Distribution.merged([reader.ran for reader in self._readers]),
         )
+
+    def reads_by_operation(self) -> dict[str, Distribution]:
+        """How long reads held a reader thread, by operation, summed over the threads."""
+        names = {name for reader in self._readers for name in list(reader.ran)}
+        return {
+            name: Distribution.merged(
+                [reader.ran[name] for reader in self._readers if name in reader.ran]
+            )
+            for name in names
+        }
 
     async def close(self, timeout: float = 10.0) -> None:
         """Refuse new reads, fail queued ones, wait (bounded) for running ones, close.
@@ -168,7 +178,7 @@ class ReaderThreads:
             else:
                 self._hand_back(job, value, failed=False)
             finally:
-                me.ran.observe(time.perf_counter() - picked)
+                observe_in(me.ran, job.operation, time.perf_counter() - picked)
                 me.busy = False
 
     def _hand_back(self, job: _Read, value: Any, *, failed: bool) -> None:
