@@ -29,6 +29,7 @@ import asyncio
 import json
 import os
 import random
+import re
 import shutil
 import statistics
 import subprocess
@@ -160,13 +161,14 @@ async def scrape(session: aiohttp.ClientSession, base: str) -> dict[str, float]:
 
 
 def quantile_ms(before: dict[str, float], after: dict[str, float], name: str, q: float) -> float:
-    """The ``q`` quantile over the minute, from the histogram's bucket counts (the bucket's
-    upper bound, as Prometheus' histogram_quantile would bracket it), in ms."""
-    buckets = sorted(
-        (float(key.split('le="')[1].rstrip('"}')), after[key] - before.get(key, 0.0))
-        for key in after
-        if key.startswith(name + "_bucket{")
-    )
+    """The ``q`` quantile over the minute, from the histogram's bucket counts summed over its
+    labels (the bucket's upper bound, as Prometheus' histogram_quantile would bracket it), ms."""
+    counts: dict[float, float] = {}
+    for key in after:
+        if key.startswith(name + "_bucket{"):
+            bound = float(re.search(r'le="([^"]+)"', key).group(1))  # type: ignore[union-attr]
+            counts[bound] = counts.get(bound, 0.0) + after[key] - before.get(key, 0.0)
+    buckets = sorted(counts.items())
     total = buckets[-1][1] if buckets else 0.0
     for bound, count in buckets:
         if total and count >= q * total:
