@@ -23,6 +23,9 @@ import subprocess
 import sys
 import tempfile
 import time
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -32,6 +35,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from service.config import DEFAULT_MIGRATIONS_DIR  # noqa: E402
+from service.db import DatabaseURL  # noqa: E402
 from service.db.migrations import apply_migrations  # noqa: E402
 from service.db.sqlite import SqliteDatabase  # noqa: E402
 from service.domain.auth import Scope  # noqa: E402
@@ -61,6 +65,21 @@ def cursor_lua(cursors: list[str]) -> str:
         "request = function() return wrk.format('GET', '/bobgen/status?cursor=' .."
         " c[math.random(#c)]) end"
     )
+
+
+@contextmanager
+def scratch_database(admin_url: str, prefix: str) -> Iterator[DatabaseURL]:
+    """A new PostgreSQL database on ``admin_url``'s server, dropped afterwards (also when what
+    runs inside fails)."""
+    import psycopg
+
+    name = f"{prefix}_{uuid.uuid4().hex[:8]}"
+    with psycopg.connect(admin_url, autocommit=True) as admin:
+        admin.execute(f'CREATE DATABASE "{name}"')
+        try:
+            yield DatabaseURL.parse(admin_url.rsplit("/", 1)[0] + f"/{name}")
+        finally:
+            admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
 def free_port() -> int:

@@ -27,7 +27,6 @@ import subprocess
 import sys
 import tempfile
 import time
-import uuid
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -36,7 +35,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
 
-from bench import free_port, lua, run_wrk, wait_up  # noqa: E402
+from bench import free_port, lua, run_wrk, scratch_database, wait_up  # noqa: E402
 from service.config import DEFAULT_MIGRATIONS_DIR  # noqa: E402
 from service.db import DatabaseURL, connect, execute_many  # noqa: E402
 from service.db.migrations import apply_migrations  # noqa: E402
@@ -140,66 +139,59 @@ def main() -> None:
     if shutil.which("wrk") is None:
         raise SystemExit("wrk is needed (Debian: apt install wrk)")
 
-    import psycopg
-
     workdir = Path(tempfile.mkdtemp(prefix="bobgen-bench-backends-"))
-    name = f"bobgen_bench_{uuid.uuid4().hex[:8]}"
-    admin = psycopg.connect(args.pg_admin, autocommit=True)
-    admin.execute(f'CREATE DATABASE "{name}"')
-    pg_url = DatabaseURL.parse(args.pg_admin.rsplit("/", 1)[0] + f"/{name}")
-    sqlite_url = DatabaseURL.sqlite(workdir / "bench.db")
-    procs: list[subprocess.Popen[bytes]] = []
-    try:
-        seed_sqlite, token = asyncio.run(prepare(sqlite_url, args.rows))
-        seed_pg, pg_token = asyncio.run(prepare(pg_url, args.rows))
-        print(f"seed {args.rows} rows: SQLite {seed_sqlite:.2f} s, PostgreSQL {seed_pg:.2f} s")
-        setups: dict[str, tuple[list[int], str]] = {}
-        if args.old_root:
-            old_copy = workdir / "old.db"
-            shutil.copy(sqlite_url.sqlite_path, old_copy)
+    with scratch_database(args.pg_admin, "bobgen_bench") as pg_url:
+        sqlite_url = DatabaseURL.sqlite(workdir / "bench.db")
+        procs: list[subprocess.Popen[bytes]] = []
+        try:
+            seed_sqlite, token = asyncio.run(prepare(sqlite_url, args.rows))
+            seed_pg, pg_token = asyncio.run(prepare(pg_url, args.rows))
+            print(f"seed {args.rows} rows: SQLite {seed_sqlite:.2f} s, PostgreSQL {seed_pg:.2f} s")
+            setups: dict[str, tuple[list[int], str]] = {}
+            if args.old_root:
+                old_copy = workdir / "old.db"
+                shutil.copy(sqlite_url.sqlite_path, old_copy)
+                port = free_port()
+                procs.append(serve(str(old_copy), port, args.old_root, []))
+                setups["SQLite, before this change"] = ([port], token)
             port = free_port()
-            procs.append(serve(str(old_copy), port, args.old_root, []))
-            setups["SQLite, before this change"] = ([port], token)
-        port = free_port()
-        procs.append(serve(str(sqlite_url.sqlite_path), port, ROOT, []))
-        setups["SQLite"] = ([port], token)
-        if not args.sqlite_only:
-            port = free_port()
-            procs.append(serve(pg_url.dsn, port, ROOT, []))
-            setups["PostgreSQL, 1 instance"] = ([port], pg_token)
-            pair = [free_port(), free_port()]
-            for p in pair:
-                procs.append(serve(pg_url.dsn, p, ROOT, []))
-            setups["PostgreSQL, 2 instances"] = (pair, pg_token)
-        for proc, port in zip(
-            procs, [p for ports, _ in setups.values() for p in ports], strict=True
-        ):
-            wait_up(f"http://127.0.0.1:{port}/health", proc, timeout=60)
+            procs.append(serve(str(sqlite_url.sqlite_path), port, ROOT, []))
+            setups["SQLite"] = ([port], token)
+            if not args.sqlite_only:
+                port = free_port()
+                procs.append(serve(pg_url.dsn, port, ROOT, []))
+                setups["PostgreSQL, 1 instance"] = ([port], pg_token)
+                pair = [free_port(), free_port()]
+                for p in pair:
+                    procs.append(serve(pg_url.dsn, p, ROOT, []))
+                setups["PostgreSQL, 2 instances"] = (pair, pg_token)
+            for proc, port in zip(
+                procs, [p for ports, _ in setups.values() for p in ports], strict=True
+            ):
+                wait_up(f"http://127.0.0.1:{port}/health", proc, timeout=60)
 
-        scenario_names = list(scripts(args.rows, token))
-        if args.only:
-            scenario_names = [s for s in scenario_names if args.only in s]
-        runs: dict[tuple[str, str], list[tuple[float, ...]]] = {}
-        for round_no in range(1, args.rounds + 1):
-            print(f"round {round_no}/{args.rounds}", file=sys.stderr)
-            # Rotate which setup goes first: a write-heavy run leaves checkpoints and flushes
-            # that land on the next run, a bias that must not always hit the same setup.
-            order = list(setups)
-            order = order[round_no % len(order) :] + order[: round_no % len(order)]
-            for scenario in scenario_names:
-                for setup in order:
-                    ports, tok = setups[setup]
-                    script = scripts(args.rows, tok)[scenario]
-                    result = drive(ports, script, args.duration, args.connections)
-                    runs.setdefault((scenario, setup), []).append(result)
-    finally:
-        for proc in procs:
-            proc.terminate()
-        for proc in procs:
-            proc.wait(timeout=30)
-        admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        admin.close()
-        shutil.rmtree(workdir, ignore_errors=True)
+            scenario_names = list(scripts(args.rows, token))
+            if args.only:
+                scenario_names = [s for s in scenario_names if args.only in s]
+            runs: dict[tuple[str, str], list[tuple[float, ...]]] = {}
+            for round_no in range(1, args.rounds + 1):
+                print(f"round {round_no}/{args.rounds}", file=sys.stderr)
+                # Rotate which setup goes first: a write-heavy run leaves checkpoints and flushes
+                # that land on the next run, a bias that must not always hit the same setup.
+                order = list(setups)
+                order = order[round_no % len(order) :] + order[: round_no % len(order)]
+                for scenario in scenario_names:
+                    for setup in order:
+                        ports, tok = setups[setup]
+                        script = scripts(args.rows, tok)[scenario]
+                        result = drive(ports, script, args.duration, args.connections)
+                        runs.setdefault((scenario, setup), []).append(result)
+        finally:
+            for proc in procs:
+                proc.terminate()
+            for proc in procs:
+                proc.wait(timeout=30)
+            shutil.rmtree(workdir, ignore_errors=True)
 
     table: list[dict[str, Any]] = []
     print(f"\n{args.connections} connections, medians of {args.rounds} rounds:")

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import os
 import random
@@ -46,8 +47,15 @@ sys.path.insert(0, str(ROOT / "bench"))
 
 from bench_backends import prepare  # noqa: E402
 
-from bench import POST_BODY, free_port, rss_mib, seed, serve_command, wait_up  # noqa: E402
-from service.db import DatabaseURL  # noqa: E402
+from bench import (  # noqa: E402
+    POST_BODY,
+    free_port,
+    rss_mib,
+    scratch_database,
+    seed,
+    serve_command,
+    wait_up,
+)
 
 WAL_LIMIT = 64 * 1024 * 1024
 WAL_SLACK = 16 * 1024 * 1024
@@ -266,38 +274,30 @@ def main() -> int:
     parser.add_argument("--output", type=Path, default=ROOT / "bench" / "results" / "soak.json")
     args = parser.parse_args()
     workdir = Path(tempfile.mkdtemp(prefix="bobgen-soak-"))
-    db: Path | None = workdir / "soak.db"
-    admin = None
-    if args.backend == "postgresql":
-        import psycopg
-
-        name = f"bobgen_soak_{os.getpid()}"
-        admin = psycopg.connect(args.pg_admin, autocommit=True)
-        admin.execute(f'CREATE DATABASE "{name}"')
-        url = DatabaseURL.parse(args.pg_admin.rsplit("/", 1)[0] + f"/{name}")
-        target, db = url.dsn, None
-        _, token = asyncio.run(prepare(url, args.rows))
-    else:
-        assert db is not None
-        target = str(db)
-        _, token = asyncio.run(seed(db, args.rows, 5000))
-    port = free_port()
-    readers = ["--read-connections", str(args.readers)] if args.readers else []
-    server = subprocess.Popen(
-        [sys.executable, *serve_command(target, port, *readers)],
-        env={**os.environ, "PYTHONPATH": str(ROOT)},
-    )
-    base = f"http://127.0.0.1:{port}"
-    try:
-        wait_up(base + "/health", server)
-        report = asyncio.run(soak(args, base, token, server.pid, db))
-    finally:
-        server.terminate()
-        server.wait(timeout=30)
-        shutil.rmtree(workdir, ignore_errors=True)
-        if admin is not None:
-            admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-            admin.close()
+    with contextlib.ExitStack() as cleanup:
+        cleanup.callback(shutil.rmtree, workdir, ignore_errors=True)
+        db: Path | None = workdir / "soak.db"
+        if args.backend == "postgresql":
+            url = cleanup.enter_context(scratch_database(args.pg_admin, "bobgen_soak"))
+            target, db = url.dsn, None
+            _, token = asyncio.run(prepare(url, args.rows))
+        else:
+            assert db is not None
+            target = str(db)
+            _, token = asyncio.run(seed(db, args.rows, 5000))
+        port = free_port()
+        readers = ["--read-connections", str(args.readers)] if args.readers else []
+        server = subprocess.Popen(
+            [sys.executable, *serve_command(target, port, *readers)],
+            env={**os.environ, "PYTHONPATH": str(ROOT)},
+        )
+        base = f"http://127.0.0.1:{port}"
+        try:
+            wait_up(base + "/health", server)
+            report = asyncio.run(soak(args, base, token, server.pid, db))
+        finally:
+            server.terminate()
+            server.wait(timeout=30)
     print(json.dumps(report["checks"], indent=2))
     args.output.parent.mkdir(parents=True, exist_ok=True)
     args.output.write_text(json.dumps(report, indent=2))

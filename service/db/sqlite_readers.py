@@ -146,14 +146,19 @@ class ReaderThreads:
             self._queue.put(_STOP)
         deadline = time.monotonic() + timeout
         for reader in self._readers:
+            interrupted = False
             while reader.thread is not None and reader.thread.is_alive():
                 if time.monotonic() > deadline:
+                    if interrupted:  # pragma: no cover - a statement ignoring interrupt()
+                        log.warning("a read ignored interrupt(); leaving its thread behind")
+                        break
                     log.warning("interrupting a read still running at close")
                     reader.conn.interrupt()
-                    deadline = time.monotonic() + 1.0
+                    interrupted, deadline = True, time.monotonic() + 1.0
                 await asyncio.sleep(0.005)
         for reader in self._readers:
-            reader.conn.close()
+            if reader.thread is None or not reader.thread.is_alive():
+                reader.conn.close()  # (a connection still in use is left to its thread)
         self._readers = []
 
     # ---- the reader threads ----------------------------------------------------------------
