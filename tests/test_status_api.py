@@ -1,16 +1,22 @@
 import asyncio
 import base64
 import json
+from pathlib import Path
 from typing import Any
 
 import pytest
 from aiohttp.test_utils import TestClient
 
+from service.app import create_app
+from service.config import Config
+from service.db import DatabaseURL
+from service.keys import DB_KEY
 from service.repositories.status import STATUS_FIELDS
 from service.seeding import seed_row
 from tests.backends import write_lock_held_elsewhere
 from tests.helpers import VALID, assert_error
-from tests.support import REPO_ROOT, wait_for_seed
+from tests.support import REPO_ROOT, eventually, wait_for_seed
+from tests.support.auth import ADMIN_TOKEN, bearer, plant_test_tokens
 
 
 async def test_first_page_defaults(seeded_client: TestClient) -> None:
@@ -291,3 +297,29 @@ async def test_integers_out_of_the_columns_range_are_400_on_both_backends(
     assert ok.status == 201 and (await ok.json())["blocks"] == 3
     for blocks in (3.5, True, "3"):
         assert (await client.post("/bobgen/status", json={**VALID, "blocks": blocks})).status == 400
+
+
+async def test_another_processs_inserts_show_in_sqlite_totals_without_a_full_recount(
+    aiohttp_client: Any, tmp_path: Path
+) -> None:
+    """Two servers on one SQLite file: the other's inserts reach this one's cached total within
+    2 s by counting only the rows past the largest id counted (rowids follow commit order), so
+    the full ``count(*)``, a walk of the whole index, runs once, not every two seconds."""
+    url = DatabaseURL.sqlite(tmp_path / "shared.db")
+    config = Config(db=url, seed_rows=0, port=0, log_level="WARNING")
+    plant_test_tokens(url)
+    first = await aiohttp_client(create_app(config), headers=bearer(ADMIN_TOKEN))
+    second = await aiohttp_client(create_app(config), headers=bearer(ADMIN_TOKEN))
+    assert (await (await second.get("/bobgen/status")).json())["total"] == 0  # now cached
+    for expected in (1, 2):
+        assert (await first.post("/bobgen/status", json=VALID)).status == 201
+
+        async def counted(expected: int = expected) -> bool:
+            return (await (await second.get("/bobgen/status")).json())["total"] == expected
+
+        await eventually(counted, timeout=5)
+    reads = second.app[DB_KEY].reads_by_operation()
+    assert (
+        sum(reads["status.count"].counts) == 1
+    )  # the one full count; the rest were brought forward
+    assert sum(reads["status.count_since"].counts) >= 2

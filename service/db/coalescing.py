@@ -139,15 +139,29 @@ class CommitCache(Generic[T]):
     cannot see commit. Concurrent misses of one key share one computation: under a steady
     stream of commits every cached value goes stale often, and without this each waiting
     request would run its own ``count(*)`` at once (the soak of 2026-11-25 collapsed so).
+
+    ``full_every_s`` is how long a value may be carried forward by ``refresh`` before it is
+    computed afresh. Left at ``max_age_s``, a refresh only follows this process's commits. A
+    backend whose refresh also sees other processes' writes (SQLite: rowids are assigned under
+    the one write lock, in commit order) sets it longer, so that the full ``count(*)`` (a walk
+    of the whole index, 15 ms at 250,000 rows, holding one of two readers) runs once a minute
+    instead of every two seconds; it then bounds only what a refresh cannot see (deletions).
     """
 
     def __init__(
-        self, generation: Callable[[], int], *, max_age_s: float = 2.0, max_entries: int = 256
+        self,
+        generation: Callable[[], int],
+        *,
+        max_age_s: float = 2.0,
+        full_every_s: float | None = None,
+        max_entries: int = 256,
     ):
         self._generation = generation
         self._max_age_s = max_age_s
+        self._full_every_s = max(max_age_s, full_every_s or 0.0)
         self._max_entries = max_entries
-        self._entries: dict[Hashable, tuple[int, float, T]] = {}
+        # key -> (generation, time of the last full compute, time of the last refresh, value)
+        self._entries: dict[Hashable, tuple[int, float, float, T]] = {}
         self._flights: SingleFlight[T] = SingleFlight()
 
     async def get(
@@ -160,27 +174,27 @@ class CommitCache(Generic[T]):
 
         ``refresh(old)``, when given, updates a value this process's commits made stale more
         cheaply than ``compute`` (a count plus the rows added since); the entry keeps the
-        time of its last full ``compute``, so ``max_age_s`` still bounds what a refresh cannot
-        see (other processes' commits, deletions).
+        time of its last full ``compute``, so ``full_every_s`` still bounds what a refresh cannot
+        see (deletions; other processes' commits unless the backend's refresh sees them).
         """
         generation, now = self._generation(), time.monotonic()
         entry = self._entries.get(key)
-        if entry is not None and now - entry[1] < self._max_age_s:
-            if entry[0] == generation:
-                return entry[2]
+        if entry is not None and now - entry[1] < self._full_every_s:
+            if entry[0] == generation and now - entry[2] < self._max_age_s:
+                return entry[3]
             if refresh is not None:
-                update = partial(self._fill, key, partial(refresh, entry[2]), entry[1])
+                update = partial(self._fill, key, partial(refresh, entry[3]), entry[1])
                 return await self._flights.run((key, generation), update)
         # Joiners of a computation that started at this generation get its value; one that
         # started before a newer commit is not joined (it may miss that commit).
         return await self._flights.run((key, generation), partial(self._fill, key, compute))
 
     async def _fill(
-        self, key: Hashable, compute: Callable[[], Awaitable[T]], since: float | None = None
+        self, key: Hashable, compute: Callable[[], Awaitable[T]], computed_at: float | None = None
     ) -> T:
         generation, now = self._generation(), time.monotonic()
         value = await compute()
         if len(self._entries) >= self._max_entries:
             self._entries.clear()
-        self._entries[key] = (generation, now if since is None else since, value)
+        self._entries[key] = (generation, now if computed_at is None else computed_at, now, value)
         return value

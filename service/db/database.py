@@ -170,6 +170,10 @@ class Database(ABC):
     url: DatabaseURL
     #: Seconds a value in :attr:`derived` may be served after another *process* committed.
     cross_process_staleness_s: float = 2.0
+    #: Seconds a value in :attr:`derived` may be carried forward by its refresh (rows past the
+    #: largest id counted) before it is computed afresh; ``None``: only this process's commits
+    #: are refreshed, other processes' are caught by a full recompute within the staleness.
+    derived_full_recompute_s: float | None = None
 
     def __init__(self, url: DatabaseURL, concurrency: int) -> None:
         self.url = url
@@ -179,7 +183,9 @@ class Database(ABC):
         self.reads_started = 0  # borrowings of a connection: tests prove caches save them
         self.shared_reads: SingleFlight[Any] = SingleFlight()
         self.derived: CommitCache[Any] = CommitCache(
-            self._cache_generation, max_age_s=self.cross_process_staleness_s
+            self._cache_generation,
+            max_age_s=self.cross_process_staleness_s,
+            full_every_s=self.derived_full_recompute_s,
         )
 
     # ---- lifecycle ---------------------------------------------------------------------------

@@ -102,6 +102,11 @@ def create_private(path: Path) -> None:
 class SqliteDatabase(Database):
     """Owns every connection to one SQLite file; :meth:`close` (or ``async with``) ends them."""
 
+    # Rowids are assigned under the one write lock, so every process's inserts land past the
+    # largest id a count has seen, where the cached count's refresh looks: only deletions
+    # (which the API never makes of status rows) wait for the full recount.
+    derived_full_recompute_s = 60.0
+
     def __init__(
         self,
         path: Path | DatabaseURL,
