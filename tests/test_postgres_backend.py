@@ -11,6 +11,7 @@ from service.app import create_app
 from service.config import DEFAULT_MIGRATIONS_DIR, Config
 from service.db import DatabaseOptions, DatabaseURL, Work, connect, execute, query_one
 from service.db.migrations import apply_migrations
+from service.repositories.status import count_since_query
 from tests.backends import sql
 from tests.helpers import VALID
 from tests.support import eventually
@@ -97,3 +98,27 @@ async def test_a_pooled_connection_killed_while_idle_is_retried_invisibly(
         assert kill_idle_pool_connections() >= 1  # the pool's, not the change listener
         resp = await client.request(method, path, json=body)
         assert resp.status == status, (method, path, await resp.text())
+
+
+async def test_the_page_totals_refresh_walks_the_index_without_statistics(
+    pg_url: DatabaseURL,
+) -> None:
+    """With autovacuum off nothing analyzes the table: the refresh of a cached total must not
+    fall back to scanning every row (it did, on every commit, in the soak of 2026-11-30)."""
+    apply_migrations(pg_url, DEFAULT_MIGRATIONS_DIR)
+    db = connect(pg_url, DatabaseOptions(pool_size=2))
+    await db.open()
+    try:
+        await db.write(
+            execute(
+                "INSERT INTO status (uptime, version, latency, error_rate, created_at, updated_at)"
+                " SELECT 1, 'v', 1, 0, 't', 't' FROM generate_series(1, 20000)"
+            )
+        )
+        for version in (None, "v"):
+            sql, params = count_since_query(version, 19_990)
+            plan = "\n".join(row[0] for row in await db.fetchall(f"EXPLAIN {sql}", params))
+            assert "Seq Scan" not in plan, plan
+            assert tuple(await db.fetchone(sql, params) or ()) == (10, 20_000)
+    finally:
+        await db.close()

@@ -120,11 +120,23 @@ async def _count(db: Database, version: str | None) -> tuple[int, int]:
 
 async def _count_since(db: Database, version: str | None, old: tuple[int, int]) -> tuple[int, int]:
     counted, max_id = old
-    where = Where().equal("version", version).add("id > ?", max_id)
-    sql = f"SELECT count(*), coalesce(max(id), 0) FROM status{where.sql()}"
-    row = await db.fetchone(sql, where.params)
+    sql, params = count_since_query(version, max_id)
+    row = await db.fetchone(sql, params)
     added, newest = (int(row[0]), int(row[1])) if row else (0, 0)
     return counted + added, max(max_id, newest)
+
+
+def count_since_query(version: str | None, max_id: int) -> tuple[str, list[Any]]:
+    """The count and largest id of the rows past ``max_id``.
+
+    Bounded on both sides so that a planner without statistics (PostgreSQL with autovacuum
+    off, or a generic plan) still walks the index range: against ``id > ?`` alone it guessed a
+    third of the table and scanned all of it, 15-34 ms on every commit (the soak of 2026-11-30
+    found one backend doing that all the time); the pair it estimates at 0.5 %.
+    """
+    where = Where().equal("version", version).add("id > ?", max_id)
+    where.add("id <= (SELECT max(id) FROM status)")
+    return f"SELECT count(*), coalesce(max(id), 0) FROM status{where.sql()}", where.params
 
 
 async def get(
