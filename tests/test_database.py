@@ -23,6 +23,7 @@ from service.db import (
     returning,
     savepoint,
 )
+from service.db.coalescing import CommitCache
 from service.db.migrations import apply_migrations
 from service.db.sqlite import SqliteDatabase
 from service.domain.auth import Scope
@@ -474,3 +475,32 @@ async def test_cancelled_writers_never_leave_the_writer_in_a_transaction(
         await task
     await db.write(execute(INSERT_ONE))
     assert await count(db) in (1, 3)
+
+
+async def test_commits_during_a_full_count_refresh_it_instead_of_starting_more() -> None:
+    """While the one full computation of a key runs (a 20 ms ``count(*)``), requests seeing
+    newer commits bring the last value forward; they neither wait for it nor start their own
+    (each commit used to start another full count, several at once)."""
+    generation, full_counts = 0, 0
+    release = asyncio.Event()
+
+    async def full_count() -> int:
+        nonlocal full_counts
+        full_counts += 1
+        if full_counts > 1:
+            await release.wait()
+        return 100
+
+    async def refresh(old: int) -> int:
+        return old + 1  # one row per commit
+
+    cache: CommitCache[int] = CommitCache(lambda: generation, max_age_s=0.0)  # always due
+    assert await cache.get("count", full_count, refresh) == 100
+    slow = asyncio.ensure_future(cache.get("count", full_count, refresh))
+    await eventually(lambda: full_counts == 2)
+    for _ in range(5):
+        generation += 1  # a commit
+        assert await cache.get("count", full_count, refresh) == 100 + generation
+    assert full_counts == 2
+    release.set()
+    assert await slow == 100

@@ -100,6 +100,10 @@ class SingleFlight(Generic[T]):
     def __init__(self) -> None:
         self._in_flight: dict[Hashable, asyncio.Future[T]] = {}
 
+    def running(self, key: Hashable) -> bool:
+        """Whether a call for ``key`` is under way (one may then choose not to join it)."""
+        return key in self._in_flight
+
     async def run(self, key: Hashable, compute: Callable[[], Awaitable[T]]) -> T:
         shared = self._in_flight.get(key)
         while shared is not None:
@@ -179,15 +183,23 @@ class CommitCache(Generic[T]):
         """
         generation, now = self._generation(), time.monotonic()
         entry = self._entries.get(key)
-        if entry is not None and now - entry[1] < self._full_every_s:
-            if entry[0] == generation and now - entry[2] < self._max_age_s:
+        if entry is None or refresh is None:
+            if entry is not None and entry[0] == generation and now - entry[1] < self._max_age_s:
                 return entry[3]
-            if refresh is not None:
-                update = partial(self._fill, key, partial(refresh, entry[3]), entry[1])
-                return await self._flights.run((key, generation), update)
-        # Joiners of a computation that started at this generation get its value; one that
-        # started before a newer commit is not joined (it may miss that commit).
-        return await self._flights.run((key, generation), partial(self._fill, key, compute))
+            # Joiners of a computation that started at this generation get its value; one that
+            # started before a newer commit is not joined (it may miss that commit).
+            return await self._flights.run((key, generation), partial(self._fill, key, compute))
+        # Once the full computation is due, one request runs it; the others go on refreshing
+        # meanwhile. Joining it by generation, as above, let every commit during a 20 ms
+        # count(*) start another (the PostgreSQL soak of 2026-11-30: up to a quarter of one
+        # backend's time went to overlapping full counts of one key).
+        full_key = (key, "full")
+        if now - entry[1] >= self._full_every_s and not self._flights.running(full_key):
+            return await self._flights.run(full_key, partial(self._fill, key, compute))
+        if entry[0] == generation and now - entry[2] < self._max_age_s:
+            return entry[3]
+        update = partial(self._fill, key, partial(refresh, entry[3]), entry[1])
+        return await self._flights.run((key, generation), update)
 
     async def _fill(
         self, key: Hashable, compute: Callable[[], Awaitable[T]], computed_at: float | None = None
@@ -196,5 +208,9 @@ class CommitCache(Generic[T]):
         value = await compute()
         if len(self._entries) >= self._max_entries:
             self._entries.clear()
+        if computed_at is not None and (current := self._entries.get(key)) is not None:
+            # A full computation that landed while this refresh ran makes the entry fresh; a
+            # refresh based on the older one must not make it due again at once.
+            computed_at = max(computed_at, current[1])
         self._entries[key] = (generation, now if computed_at is None else computed_at, now, value)
         return value
