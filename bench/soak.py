@@ -193,6 +193,15 @@ def trace(before: dict[str, float], after: dict[str, float]) -> dict[str, float]
         key = f'bobgen_db_checkpoints_total{{result="{result}"}}'
         row[f"checkpoints_{result}"] = after.get(key, 0.0) - before.get(key, 0.0)
     row["batch_largest"] = after.get("bobgen_db_write_batch_largest", 0.0)
+    # The garbage collector's stops: how many full walks this minute, their time, the longest.
+    full = 'bobgen_gc_pause_seconds_{}{{generation="2"}}'
+    row["gc_full_collections"] = after.get(full.format("count"), 0.0) - before.get(
+        full.format("count"), 0.0
+    )
+    row["gc_full_ms"] = round(
+        (after.get(full.format("sum"), 0.0) - before.get(full.format("sum"), 0.0)) * 1000, 1
+    )
+    row["gc_pause_max_ms"] = quantile_ms(before, after, "bobgen_gc_pause_seconds", 1.0)
     return row
 
 

@@ -1,4 +1,5 @@
 import asyncio
+import gc
 import shutil
 import subprocess
 
@@ -109,3 +110,17 @@ async def test_metrics_pass_promtool(seeded_client: TestClient) -> None:
     )
     assert result.returncode == 0, result.stdout + result.stderr
     assert result.stdout.strip() == "" and result.stderr.strip() == ""
+
+
+async def test_metrics_time_garbage_collections(client: TestClient) -> None:
+    def full_collections(text: str) -> float:
+        for family in text_string_to_metric_families(text):
+            if family.name == "bobgen_gc_pause_seconds":
+                for sample in family.samples:
+                    if sample.name.endswith("_count") and sample.labels["generation"] == "2":
+                        return sample.value
+        raise AssertionError("no bobgen_gc_pause_seconds")
+
+    before = full_collections(await scrape(client))
+    gc.collect()
+    assert full_collections(await scrape(client)) >= before + 1

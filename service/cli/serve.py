@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import gc
 import logging
 import os
 import signal
@@ -44,6 +45,7 @@ def serve(config: Config, args: argparse.Namespace) -> int:
 
     app = create_app(config)
     app.on_startup.append(partial(_drain_on_sigterm, grace_s=config.shutdown_grace_s))
+    app.on_startup.append(_freeze_startup_objects)
     web.run_app(
         app,
         sock=sock,
@@ -87,6 +89,18 @@ async def _drain_on_sigterm(app: web.Application, *, grace_s: float) -> None:
 
     with contextlib.suppress(NotImplementedError):  # no signal handlers on Windows
         loop.add_signal_handler(signal.SIGTERM, begin_drain)
+
+
+async def _freeze_startup_objects(_: web.Application) -> None:
+    """Put what start-up built out of the garbage collector's reach.
+
+    Modules, schemas, routes and connections are most of a serving process's heap and live as
+    long as it does, yet every full collection walked them all with the GIL held: a 20-40 ms
+    stop of every request about once a minute, which set the soak's worst minutes. Frozen,
+    they are never walked again; collections see only what requests allocate.
+    """
+    gc.collect()  # garbage made during start-up is freed, not frozen for good
+    gc.freeze()
 
 
 def notify_systemd(state: str) -> None:
