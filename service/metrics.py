@@ -291,6 +291,14 @@ class _StateCollector(Collector):
                 "Writes waiting for the SQLite writer thread now.",
                 queued,
             )
+        lock_waits = getattr(db, "write_lock_waits", None)
+        if lock_waits is not None:  # SQLite: the lock its processes' writers take in turn
+            yield _histogram(
+                "bobgen_db_write_lock_wait_seconds",
+                "Transactions that found another process writing to the SQLite file: the "
+                "wait for its write lock (uncontended transactions are not counted).",
+                lock_waits,
+            )
 
 
 class _DocumentsCollector(Collector):

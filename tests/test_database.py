@@ -1,6 +1,9 @@
 import asyncio
 import contextlib
+import fcntl
+import os
 import sqlite3
+import sys
 import threading
 import time
 from pathlib import Path
@@ -14,6 +17,7 @@ from service.db import (
     Database,
     DatabaseClosed,
     DatabaseUnavailable,
+    DatabaseURL,
     ForeignKeyViolation,
     UniqueViolation,
     Work,
@@ -25,7 +29,7 @@ from service.db import (
 )
 from service.db.coalescing import CommitCache
 from service.db.migrations import apply_migrations
-from service.db.sqlite import SqliteDatabase
+from service.db.sqlite import SqliteDatabase, job_lock_path
 from service.domain.auth import Scope
 from service.tokens import issue_token
 from tests.backends import sqlite_only
@@ -504,3 +508,91 @@ async def test_commits_during_a_full_count_refresh_it_instead_of_starting_more()
     assert full_counts == 2
     release.set()
     assert await slow == 100
+
+
+@pytest.mark.parametrize("backend", ["sqlite", "postgresql"])
+async def test_a_job_runs_in_one_process_and_another_takes_over_when_it_dies(
+    db: Database, tmp_path: Path
+) -> None:
+    """Of several processes on one database exactly one holds a job (the seed, a scheduled
+    backup); when the holder dies, the kernel (SQLite: the flock) or the server (PostgreSQL:
+    the session) lets go, and the next try of another process gets it."""
+    holder = tmp_path / "hold.py"
+    holder.write_text(
+        "import asyncio, sys\n"
+        "from service.db import DatabaseURL, connect\n"
+        "async def main():\n"
+        "    db = connect(DatabaseURL.parse(sys.argv[1]))\n"
+        "    await db.open()\n"
+        "    async with db.exclusive('bobgen.test-job') as mine:\n"
+        "        print('mine' if mine else 'not mine', flush=True)\n"
+        "        await asyncio.sleep(60)\n"
+        "asyncio.run(main())\n"
+    )
+    child = await asyncio.create_subprocess_exec(
+        sys.executable,
+        str(holder),
+        db.url.dsn or str(db.url.path),
+        stdout=asyncio.subprocess.PIPE,
+    )
+    try:
+        assert child.stdout is not None
+        assert (await asyncio.wait_for(child.stdout.readline(), 30)).strip() == b"mine"
+        async with db.exclusive("bobgen.test-job") as mine:
+            assert not mine  # held by the other process
+    finally:
+        child.kill()
+        await child.wait()
+
+    async def taken_over() -> bool:
+        async with db.exclusive("bobgen.test-job") as mine:
+            return mine
+
+    await eventually(taken_over, timeout=10, what="the dead holder's lock to be released")
+
+
+def _insert_status() -> Work[None]:
+    yield from execute(
+        "INSERT INTO status (uptime, version, latency, error_rate, created_at, updated_at) "
+        "VALUES (1, 'v', 1, 0, 't', 't')"
+    )
+
+
+async def test_processes_on_one_file_take_turns_through_the_write_lock(db_path: Path) -> None:
+    """Writers of several processes on one file (two databases here: each its own lock
+    descriptor, as two processes would have) wait for each other's COMMIT on the flock, not
+    in SQLite's sleeping busy handler: a write queued behind a held lock runs as soon as it
+    is released, and the wait is counted."""
+    apply_migrations(DatabaseURL.sqlite(db_path), DEFAULT_MIGRATIONS_DIR)
+    async with SqliteDatabase(db_path) as a, SqliteDatabase(db_path) as b:
+        await asyncio.gather(*(d.write(_insert_status()) for _ in range(200) for d in (a, b)))
+        assert (await a.fetchone("SELECT count(*) FROM status") or [0])[0] == 400
+
+        fd = os.open(job_lock_path(db_path, "write"), os.O_RDWR)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)  # another process is writing
+            waits = sum(a.write_lock_waits.counts)
+            pending = asyncio.ensure_future(a.write(_insert_status()))
+            await asyncio.sleep(0)  # the task submits the unit
+            await eventually(lambda: a.queued_writes == 0, what="the writer to take the unit")
+            with pytest.raises(TimeoutError):  # and wait for the lock
+                await asyncio.wait_for(asyncio.shield(pending), 0.3)
+            fcntl.flock(fd, fcntl.LOCK_UN)
+            await asyncio.wait_for(pending, 5)
+        finally:
+            os.close(fd)
+        assert sum(a.write_lock_waits.counts) == waits + 1
+
+
+async def test_a_write_lock_never_released_ends_in_a_503_not_a_hang(db_path: Path) -> None:
+    apply_migrations(DatabaseURL.sqlite(db_path), DEFAULT_MIGRATIONS_DIR)
+    async with SqliteDatabase(db_path, busy_timeout_ms=300) as database:
+        fd = os.open(job_lock_path(db_path, "write"), os.O_RDWR | os.O_CREAT)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)  # a stopped process holding it
+            with pytest.raises(DatabaseUnavailable, match="locked"):
+                await asyncio.wait_for(database.write(_insert_status()), 5)
+        finally:
+            os.close(fd)
+        await database.write(_insert_status())  # released with its holder
+        assert (await database.fetchone("SELECT count(*) FROM status") or [0])[0] == 1

@@ -105,6 +105,7 @@ SQLITE_ONLY_METRICS = {
     "bobgen_db_wal_size_bytes",
     "bobgen_db_wal_limit_bytes",
     "bobgen_db_write_queue_depth",
+    "bobgen_db_write_lock_wait_seconds",
     "bobgen_db_checkpoint_seconds",
     "bobgen_db_checkpoints_total",
 }

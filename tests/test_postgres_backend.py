@@ -122,3 +122,28 @@ async def test_the_page_totals_refresh_walks_the_index_without_statistics(
             assert tuple(await db.fetchone(sql, params) or ()) == (10, 20_000)
     finally:
         await db.close()
+
+
+async def test_connections_go_back_to_the_pool_without_a_reset_round_trip(
+    pg_url: DatabaseURL,
+) -> None:
+    """asyncpg's default reset query after every unit of work was one more round trip; BobGen
+    leaves no session state behind, so none is run (a session setting survives the release),
+    while an advisory lock is still given back: another session can take it at once."""
+    db = connect(pg_url, DatabaseOptions(pool_size=1))
+    await db.open()
+    try:
+        await db.fetchone("SELECT set_config('bobgen.probe', 'kept', false)")
+        row = await db.fetchone("SELECT current_setting('bobgen.probe', true)")
+        assert row is not None and row[0] == "kept"  # the same session, not reset
+        async with db.exclusive("bobgen.test-reset") as mine:
+            assert mine
+        other = connect(pg_url, DatabaseOptions(pool_size=1))
+        await other.open()
+        try:
+            async with other.exclusive("bobgen.test-reset") as theirs:
+                assert theirs
+        finally:
+            await other.close()
+    finally:
+        await db.close()

@@ -325,11 +325,10 @@ class Database(ABC):
 
     @asynccontextmanager
     async def exclusive(self, name: str) -> AsyncIterator[bool]:
-        """Whether this process may do the one-at-a-time job ``name`` (the seed) now.
-
-        SQLite: always (writers are serialized by the file lock, and jobs re-read what they
-        need inside each transaction). PostgreSQL overrides this with an advisory lock, so
-        that of several instances on one database exactly one runs the job.
+        """Whether this process may do the one-at-a-time job ``name`` (the seed, a scheduled
+        backup) now, held for the block: yields False, without waiting, while another process
+        on the same database holds it. SQLite: a ``flock`` on a file beside the database;
+        PostgreSQL: a session advisory lock. This default (one process) always may.
         """
         yield True
 

@@ -16,8 +16,8 @@ import logging
 import os
 import sqlite3
 import time
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager, suppress
+from collections.abc import AsyncIterator, Callable, Iterator
+from contextlib import asynccontextmanager, contextmanager, suppress
 from functools import partial
 from pathlib import Path
 from typing import Any, TypeVar, cast
@@ -40,7 +40,7 @@ from service.db.database import (
 from service.db.errors import DatabaseClosed, DatabaseInUse, DatabaseUnavailable
 from service.db.sqlite_errors import translate
 from service.db.sqlite_readers import ReaderThreads
-from service.db.sqlite_writer import GroupCommitWriter
+from service.db.sqlite_writer import GroupCommitWriter, WriteLock
 from service.db.url import SQLITE, DatabaseURL
 from service.db.work import Result, Step, Work, drive, read_only
 
@@ -72,6 +72,11 @@ def hold_in_use_lock(db_path: Path) -> int | None:
         return None
     fcntl.flock(fd, fcntl.LOCK_SH)
     return fd
+
+
+def job_lock_path(db_path: Path, job: str) -> Path:
+    """``<db>.<job>.lock`` beside the database: ``bobgen.db.seed.lock`` for ``bobgen.seed``."""
+    return db_path.with_name(f"{db_path.name}.{job.removeprefix('bobgen.')}.lock")
 
 
 @contextmanager
@@ -127,6 +132,7 @@ class SqliteDatabase(Database):
             max_batch=max_batch,
             max_wait_s=max_batch_wait_ms / 1000,
             after_commit=self._signal,
+            write_lock=WriteLock(job_lock_path(self.path, "write"), busy_timeout_ms / 1000),
         )
         self._readers = ReaderThreads(self._connect_read_only, read_connections)
         self._checkpointer: aiosqlite.Connection | None = None
@@ -244,6 +250,12 @@ class SqliteDatabase(Database):
     def queued_writes(self) -> int:
         """Units waiting for the writer thread: what the next group commit will take."""
         return self._writer.queued
+
+    @property
+    def write_lock_waits(self) -> Distribution:
+        """How long transactions waited for another process's writer (contended ones only)."""
+        assert self._writer.write_lock is not None
+        return self._writer.write_lock.waits
 
     # ---- change signals (see work.notify) ------------------------------------------------------
 
@@ -381,6 +393,32 @@ class SqliteDatabase(Database):
 
     def reads_by_operation(self) -> dict[str, Distribution]:
         return self._readers.reads_by_operation()
+
+    @asynccontextmanager
+    async def exclusive(self, name: str) -> AsyncIterator[bool]:
+        """Whether this process may do the one-at-a-time job ``name`` now: an exclusive
+        ``flock`` on :func:`job_lock_path`, tried without waiting and held for the block.
+
+        Of several processes on one file (instances, a server beside ``bobgen seed``) exactly
+        one seeds or takes the scheduled backup; the others see its rows and wait. The kernel
+        drops the lock with its holder's descriptors, so when that process dies another one
+        takes over at its next try. A folder this process cannot create the file in is one
+        nobody else writes either: the job is then simply this process's.
+        """
+        try:
+            fd = os.open(job_lock_path(self.path, name), os.O_RDWR | os.O_CREAT, 0o600)
+        except OSError:
+            yield True
+            return
+        try:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                mine = True
+            except BlockingIOError:
+                mine = False
+            yield mine
+        finally:
+            os.close(fd)  # releases the lock
 
     def file_sizes(self) -> dict[str, int]:
         """Sizes of the database file and its WAL, read from the filesystem (no DB round trip)."""
