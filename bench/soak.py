@@ -17,7 +17,9 @@ of warm-up and then ``--minutes``, minute by minute. It passes (exit 0) when, fo
 * no request failed.
 
 Each minute also records what the server's /metrics say of its database (waits, transaction
-and read times, checkpoints) and the CPU the server, the machine and the host took.
+and read times, checkpoints, garbage collections) and the CPU the server, the machine and
+the host took; on PostgreSQL also the statements its backends were busiest with
+(``pg_busiest``, sampled from ``pg_stat_activity``).
 
 Mix: 45 % random-offset pages, 35 % rows by random id, 20 % authenticated writes.
 """
@@ -26,6 +28,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import collections
 import contextlib
 import json
 import os
@@ -156,6 +159,53 @@ TRACED = (
 )
 
 
+class ActivitySampler:
+    """What PostgreSQL's backends of the soak's database are busy with: ``pg_stat_activity``
+    every 50 ms on a thread, active backends counted by wait event and statement; each minute
+    reports the statements that took the most samples (as a share of samples: 1.0 is one
+    backend busy all the time). This is how the table scan on every commit was found."""
+
+    def __init__(self, admin_dsn: str, database: str) -> None:
+        import threading
+
+        self._dsn, self._database = admin_dsn, database
+        self._counts: collections.Counter[str] = collections.Counter()
+        self._samples = 0
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def __enter__(self) -> ActivitySampler:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join(timeout=5)
+
+    def _run(self) -> None:
+        import psycopg
+
+        with psycopg.connect(self._dsn, autocommit=True) as conn:
+            while not self._stop.wait(0.05):
+                rows = conn.execute(
+                    "SELECT coalesce(wait_event, ''), left(regexp_replace(query, '\\s+', ' ', 'g'),"
+                    " 70) FROM pg_stat_activity WHERE datname = %s AND state = 'active'"
+                    " AND pid <> pg_backend_pid()",
+                    (self._database,),
+                ).fetchall()
+                with self._lock:
+                    self._samples += 1
+                    self._counts.update(f"{wait or 'CPU'}: {query}" for wait, query in rows)
+
+    def minute(self) -> list[tuple[str, float]]:
+        """The top statements since the last call, as shares of the samples."""
+        with self._lock:
+            counts, samples = self._counts, max(self._samples, 1)
+            self._counts, self._samples = collections.Counter(), 0
+        return [(what, round(n / samples, 3)) for what, n in counts.most_common(3)]
+
+
 async def scrape(session: aiohttp.ClientSession, base: str) -> dict[str, float]:
     """Every sample of /metrics, by its full name with labels."""
     async with session.get(base + "/metrics") as resp:
@@ -206,7 +256,12 @@ def trace(before: dict[str, float], after: dict[str, float]) -> dict[str, float]
 
 
 async def soak(
-    args: argparse.Namespace, base: str, token: str, server_pid: int, db: Path | None
+    args: argparse.Namespace,
+    base: str,
+    token: str,
+    server_pid: int,
+    db: Path | None,
+    activity: ActivitySampler | None = None,
 ) -> dict:
     headers = {"Authorization": f"Bearer {token}", "Content-Type": "application/json"}
     connector = aiohttp.TCPConnector(limit=200)
@@ -244,6 +299,8 @@ async def soak(
                 "stolen_cpu_pct": round(100 * stolen / 60 / (os.cpu_count() or 1), 1),
                 **database,
             }
+            if activity is not None:
+                row["pg_busiest"] = activity.minute()
             minutes.append(row)
             print(json.dumps(row), flush=True)
     first = minutes[0]
@@ -303,7 +360,12 @@ def main() -> int:
         base = f"http://127.0.0.1:{port}"
         try:
             wait_up(base + "/health", server)
-            report = asyncio.run(soak(args, base, token, server.pid, db))
+            with contextlib.ExitStack() as sampling:
+                activity = None
+                if db is None:
+                    name = target.rsplit("/", 1)[1]  # the scratch database
+                    activity = sampling.enter_context(ActivitySampler(args.pg_admin, name))
+                report = asyncio.run(soak(args, base, token, server.pid, db, activity))
         finally:
             server.terminate()
             server.wait(timeout=30)
