@@ -29,7 +29,8 @@ from service.db import (
 )
 from service.db.coalescing import CommitCache
 from service.db.migrations import apply_migrations
-from service.db.sqlite import SqliteDatabase, job_lock_path
+from service.db.sqlite import SqliteDatabase
+from service.db.sqlite_locks import job_lock_path
 from service.domain.auth import Scope
 from service.tokens import issue_token
 from tests.backends import sqlite_only

@@ -19,7 +19,7 @@ from urllib.parse import SplitResult, unquote, urlsplit
 
 from service.db.database import Database
 from service.db.errors import DatabaseNotWritable, DatabaseUnavailable
-from service.db.sqlite import not_in_use
+from service.db.sqlite_locks import not_in_use
 from service.db.url import DatabaseURL
 
 

@@ -11,13 +11,12 @@ never block the writer and never see half a transaction.
 from __future__ import annotations
 
 import asyncio
-import fcntl
 import logging
 import os
 import sqlite3
 import time
-from collections.abc import AsyncIterator, Callable, Iterator
-from contextlib import asynccontextmanager, contextmanager, suppress
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager, suppress
 from functools import partial
 from pathlib import Path
 from typing import Any, TypeVar, cast
@@ -37,10 +36,11 @@ from service.db.database import (
     operation_name,
     unit_operation,
 )
-from service.db.errors import DatabaseClosed, DatabaseInUse, DatabaseUnavailable
+from service.db.errors import DatabaseClosed, DatabaseUnavailable
 from service.db.sqlite_errors import translate
+from service.db.sqlite_locks import WriteLock, hold_in_use_lock, job_lock, job_lock_path
 from service.db.sqlite_readers import ReaderThreads
-from service.db.sqlite_writer import GroupCommitWriter, WriteLock
+from service.db.sqlite_writer import GroupCommitWriter
 from service.db.url import SQLITE, DatabaseURL
 from service.db.work import Result, Step, Work, drive, read_only
 
@@ -54,46 +54,6 @@ JOURNAL_SIZE_LIMIT_BYTES = 64 * 1024 * 1024
 WRITER_AUTOCHECKPOINT_PAGES = 10_000
 MMAP_SIZE_BYTES = 256 * 1024 * 1024
 SIGNAL_POLL_S = 0.1  # how soon another process's notify (a CLI token revoke) is seen
-
-
-def _lock_file(db_path: Path) -> int:
-    fd = os.open(db_path.with_name(db_path.name + ".lock"), os.O_RDWR | os.O_CREAT, 0o600)
-    return fd
-
-
-def hold_in_use_lock(db_path: Path) -> int | None:
-    """Mark the database as open in this process for as long as the returned descriptor is
-    open: a shared ``flock`` on ``<db>.lock`` (a file of its own, never the database file,
-    whose POSIX locks SQLite owns and which one ``close`` of another descriptor would drop).
-    None in a folder this process cannot write (nothing could replace the database there)."""
-    try:
-        fd = _lock_file(db_path)
-    except OSError:
-        return None
-    fcntl.flock(fd, fcntl.LOCK_SH)
-    return fd
-
-
-def job_lock_path(db_path: Path, job: str) -> Path:
-    """``<db>.<job>.lock`` beside the database: ``bobgen.db.seed.lock`` for ``bobgen.seed``."""
-    return db_path.with_name(f"{db_path.name}.{job.removeprefix('bobgen.')}.lock")
-
-
-@contextmanager
-def not_in_use(db_path: Path) -> Iterator[None]:
-    """Hold the database against every BobGen process for the block, or DatabaseInUse."""
-    fd = _lock_file(db_path)
-    try:
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            raise DatabaseInUse(
-                f"{db_path} is open in a BobGen process (a server, a worker or a command): "
-                "stop it first"
-            ) from None
-        yield
-    finally:
-        os.close(fd)
 
 
 def create_private(path: Path) -> None:
@@ -396,29 +356,12 @@ class SqliteDatabase(Database):
 
     @asynccontextmanager
     async def exclusive(self, name: str) -> AsyncIterator[bool]:
-        """Whether this process may do the one-at-a-time job ``name`` now: an exclusive
-        ``flock`` on :func:`job_lock_path`, tried without waiting and held for the block.
-
-        Of several processes on one file (instances, a server beside ``bobgen seed``) exactly
-        one seeds or takes the scheduled backup; the others see its rows and wait. The kernel
-        drops the lock with its holder's descriptors, so when that process dies another one
-        takes over at its next try. A folder this process cannot create the file in is one
-        nobody else writes either: the job is then simply this process's.
-        """
-        try:
-            fd = os.open(job_lock_path(self.path, name), os.O_RDWR | os.O_CREAT, 0o600)
-        except OSError:
-            yield True
-            return
-        try:
-            try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                mine = True
-            except BlockingIOError:
-                mine = False
+        """Whether this process may do the one-at-a-time job ``name`` now (see
+        :func:`~service.db.sqlite_locks.job_lock`): of several processes on one file
+        (instances, a server beside ``bobgen seed``) exactly one seeds or takes the scheduled
+        backup; the others see its rows and wait, and one takes over when it dies."""
+        with job_lock(self.path, name) as mine:
             yield mine
-        finally:
-            os.close(fd)  # releases the lock
 
     def file_sizes(self) -> dict[str, int]:
         """Sizes of the database file and its WAL, read from the filesystem (no DB round trip)."""

@@ -15,29 +15,25 @@ held more than one unit, i.e. under concurrent load.
 from __future__ import annotations
 
 import asyncio
-import fcntl
 import logging
-import os
 import queue
 import sqlite3
 import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any, cast
 
-from service.db.database import Distribution, WriterStats
+from service.db.database import WriterStats
 from service.db.errors import DatabaseClosed, DatabaseUnavailable
 from service.db.sqlite_errors import translate
+from service.db.sqlite_locks import WriteLock
 from service.db.url import SQLITE
 from service.db.work import Notify, Result, Step, Work, drive
 
 log = logging.getLogger(__name__)
 
 _STOP = object()
-# How long a writer that just released the lock leaves it to a waiting process (WriteLock).
-HANDOFF_S = 0.002
 
 
 @dataclass(slots=True)
@@ -54,110 +50,6 @@ class _Outcome:
     value: Any = None
     error: BaseException | None = None
     channels: tuple[str, ...] = ()
-
-
-class WriteLock:
-    """An exclusive ``flock`` on ``<db>.write.lock``, held by the writer thread from BEGIN to
-    COMMIT, so that of several processes on one file (instances, a server's workers) one
-    writes at a time without meeting SQLite's busy handler, whose back-off sleeps up to
-    100 ms a try and so turned every collision into a tail-latency spike.
-
-    A waiter polls (20 us doubling to 200 us) rather than blocking in ``flock``: a holder
-    that hangs (a stopped process) still ends in ``database is locked`` after ``timeout_s``,
-    as SQLite's own lock would, instead of a writer thread stuck for ever. Waiters announce
-    themselves with a shared lock on ``<db>.write.lock.waiting``, and a writer that released
-    the lock while someone waited gives them up to :data:`HANDOFF_S` to take it before it
-    competes again: a writer with a steady stream of batches otherwise re-takes the lock
-    microseconds after releasing it, and the waiter starves (p99 0.4-0.9 s for two servers
-    writing to one file, before this). Opened lazily on the writer thread; a folder where
-    the files cannot be created is one no other process writes to either.
-    """
-
-    def __init__(self, path: Path, timeout_s: float) -> None:
-        self.path = path
-        self.timeout_s = timeout_s
-        self.waits = Distribution()  # contended acquisitions only: time until held
-        self._fd: int | None = None
-        self._waiting_fd: int | None = None
-        self._unavailable = False
-        self._waiter_seen = False
-
-    def acquire(self) -> None:
-        """Hold the lock, or raise ``sqlite3.OperationalError`` after ``timeout_s``."""
-        if not self._open():
-            return
-        assert self._fd is not None
-        if self._waiter_seen:
-            self._waiter_seen = False
-            self._let_waiter_in()
-        try:
-            fcntl.flock(self._fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            self._wait()
-
-    def release(self) -> None:
-        if self._fd is not None:
-            fcntl.flock(self._fd, fcntl.LOCK_UN)
-            self._waiter_seen = self._someone_waits()
-
-    def close(self) -> None:
-        for fd in (self._fd, self._waiting_fd):
-            if fd is not None:
-                os.close(fd)
-        self._fd = self._waiting_fd = None
-
-    def _open(self) -> bool:
-        if self._fd is None and not self._unavailable:
-            try:
-                self._fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600)
-                waiting = self.path.with_name(self.path.name + ".waiting")
-                self._waiting_fd = os.open(waiting, os.O_RDWR | os.O_CREAT, 0o600)
-            except OSError:
-                self.close()
-                self._unavailable = True
-        return self._fd is not None
-
-    def _wait(self) -> None:
-        assert self._fd is not None and self._waiting_fd is not None
-        started = time.perf_counter()
-        deadline, pause = started + self.timeout_s, 20e-6
-        fcntl.flock(self._waiting_fd, fcntl.LOCK_SH)  # "someone waits", for the holder
-        try:
-            while True:
-                time.sleep(pause)
-                try:
-                    fcntl.flock(self._fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                except BlockingIOError:
-                    if time.perf_counter() >= deadline:
-                        raise sqlite3.OperationalError("database is locked") from None
-                    pause = min(pause * 2, 200e-6)
-                    continue
-                self.waits.observe(time.perf_counter() - started)
-                return
-        finally:
-            fcntl.flock(self._waiting_fd, fcntl.LOCK_UN)
-
-    def _someone_waits(self) -> bool:
-        assert self._waiting_fd is not None
-        try:
-            fcntl.flock(self._waiting_fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            return True
-        fcntl.flock(self._waiting_fd, fcntl.LOCK_UN)
-        return False
-
-    def _let_waiter_in(self) -> None:
-        assert self._fd is not None
-        deadline = time.perf_counter() + HANDOFF_S
-        while time.perf_counter() < deadline:
-            try:
-                fcntl.flock(self._fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except BlockingIOError:
-                return  # a waiter has it: wait for it like everyone else
-            fcntl.flock(self._fd, fcntl.LOCK_UN)
-            if not self._someone_waits():
-                return
-            time.sleep(20e-6)
 
 
 class GroupCommitWriter:
