@@ -19,6 +19,7 @@ from typing import Any
 from service.audit import SYSTEM_ACTOR, AuditedWrite, audited_write
 from service.db import (
     Database,
+    DatabaseError,
     DatabaseUnavailable,
     Work,
     lock_for_inserts,
@@ -315,6 +316,11 @@ class Seeder:
         p.state = SeedState.STOPPED if p.rows < target else SeedState.COMPLETE
         if p.run_id is not None:
             await self._finish_run(p, actor)
+        if p.inserted:
+            try:
+                await self.db.refresh_statistics(("status",))
+            except DatabaseError as exc:  # the rows are in; plans are only slower without it
+                log.warning("could not refresh the planner's statistics after seeding: %s", exc)
         elapsed = p.finished_at - (p.started_at or p.finished_at)
         log.info(
             "seed %s: %d/%d rows (%d new) in %.2fs", p.state, p.rows, target, p.inserted, elapsed

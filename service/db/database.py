@@ -292,6 +292,16 @@ class Database(ABC):
         """A maintenance statement that must not run in a transaction (``VACUUM``)."""
         raise NotImplementedError(f"{self.backend} runs maintenance through its own tools")
 
+    async def refresh_statistics(self, tables: Sequence[str]) -> None:
+        """Tell the query planner about a bulk load into ``tables`` (the seed, an import).
+
+        SQLite: nothing (BobGen's queries follow their indexes without statistics, and
+        ``sqlite_stat1`` could change plans under load). PostgreSQL overrides this with
+        ``ANALYZE``, which autovacuum does some time later, or never where it is off: without
+        statistics its planner guesses, and guessed a table scan per commit (issue 17).
+        """
+        return None
+
     @abstractmethod
     async def engine_version(self) -> str:
         """The database engine and its version (``SQLite 3.40.1``, ``PostgreSQL 15.19``)."""

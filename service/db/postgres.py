@@ -447,6 +447,10 @@ class PostgresDatabase(Database):
         )
         return bool(row and row[0])
 
+    async def refresh_statistics(self, tables: Sequence[str]) -> None:
+        for table in tables:  # names from code, never from input
+            await self.run_outside_transaction(f"ANALYZE {table}")
+
     async def run_outside_transaction(self, sql: str) -> None:
         async with self._connection() as conn:
             try:
