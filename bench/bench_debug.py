@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import os
 import shutil
@@ -25,7 +26,6 @@ import subprocess
 import sys
 import tempfile
 import time
-import uuid
 from pathlib import Path
 from typing import Any
 
@@ -35,7 +35,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
 
-from bench import free_port, run_wrk, wait_up  # noqa: E402
+from bench import free_port, run_wrk, scratch_database, wait_up  # noqa: E402
 from service.config import DEFAULT_MIGRATIONS_DIR  # noqa: E402
 from service.db import DatabaseURL  # noqa: E402
 from service.db.migrations import apply_migrations  # noqa: E402
@@ -250,14 +250,11 @@ def main() -> None:
 
     workdir = Path(tempfile.mkdtemp(prefix="bobgen-bench-debug-"))
     targets: dict[str, DatabaseURL] = {"sqlite": DatabaseURL.sqlite(workdir / "bench.db")}
-    admin = name = None
+    cleanup = contextlib.ExitStack()
     if not args.sqlite_only:
-        import psycopg
-
-        admin = psycopg.connect(args.pg_admin, autocommit=True)
-        name = f"bobgen_bench_debug_{uuid.uuid4().hex[:8]}"
-        admin.execute(f'CREATE DATABASE "{name}"')
-        targets["postgresql"] = DatabaseURL.parse(args.pg_admin.rsplit("/", 1)[0] + f"/{name}")
+        targets["postgresql"] = cleanup.enter_context(
+            scratch_database(args.pg_admin, "bobgen_bench_debug")
+        )
     results: dict[str, Any] = {"seconds": args.seconds}
     try:
         baseline_db = workdir / "baseline.db"
@@ -302,9 +299,7 @@ def main() -> None:
             results[backend] = measured
             print(f"{backend}: {json.dumps(measured)}")
     finally:
-        if admin is not None:
-            admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-            admin.close()
+        cleanup.close()  # drops the PostgreSQL database
         shutil.rmtree(workdir, ignore_errors=True)
     args.output.parent.mkdir(parents=True, exist_ok=True)
     args.output.write_text(json.dumps(results, indent=2))

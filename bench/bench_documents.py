@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import os
 import random
@@ -33,7 +34,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
 
-from bench import free_port, wait_up  # noqa: E402
+from bench import free_port, scratch_database, wait_up  # noqa: E402
 from service.config import DEFAULT_MIGRATIONS_DIR  # noqa: E402
 from service.db import DatabaseURL, connect  # noqa: E402
 from service.db.migrations import apply_migrations  # noqa: E402
@@ -197,14 +198,11 @@ def main() -> None:
     print(f"read and parse {args.files} files: {ceiling_s:.2f} s (the ceiling)")
 
     targets: dict[str, DatabaseURL] = {"sqlite": DatabaseURL.sqlite(workdir / "bench.db")}
-    admin = None
+    cleanup = contextlib.ExitStack()
     if not args.sqlite_only:
-        import psycopg
-
-        admin = psycopg.connect(args.pg_admin, autocommit=True)
-        name = f"bobgen_bench_docs_{uuid.uuid4().hex[:8]}"
-        admin.execute(f'CREATE DATABASE "{name}"')
-        targets["postgresql"] = DatabaseURL.parse(args.pg_admin.rsplit("/", 1)[0] + f"/{name}")
+        targets["postgresql"] = cleanup.enter_context(
+            scratch_database(args.pg_admin, "bobgen_bench_docs")
+        )
     results: dict[str, Any] = {"files": args.files, "read_and_parse_s": round(ceiling_s, 3)}
     try:
         for backend, url in targets.items():
@@ -213,6 +211,7 @@ def main() -> None:
             env = {**os.environ, "PYTHONPATH": str(ROOT)}
             cmd = [sys.executable, "-m", "service", "serve", "--db", url.dsn or str(url.path)]
             cmd += ["--port", str(port), "--seed-rows", "0", "--log-level", "WARNING"]
+            cmd += ["--data-dir", str(workdir)]  # its token file goes with the run, not into data/
             cmd += ["--documents-dir", str(docs), "--documents-debounce-ms", str(DEBOUNCE_MS)]
             server = subprocess.Popen(cmd, env=env, cwd=ROOT)
             try:
@@ -239,9 +238,7 @@ def main() -> None:
                 f" field filter p99 {r['field_filter_ms']['p99']} ms (target < 10)"
             )
     finally:
-        if admin is not None:
-            admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-            admin.close()
+        cleanup.close()  # drops the PostgreSQL database
         shutil.rmtree(workdir, ignore_errors=True)
     args.output.parent.mkdir(parents=True, exist_ok=True)
     args.output.write_text(json.dumps(results, indent=2))
