@@ -552,13 +552,6 @@ async def test_a_job_runs_in_one_process_and_another_takes_over_when_it_dies(
     await eventually(taken_over, timeout=10, what="the dead holder's lock to be released")
 
 
-def _insert_status() -> Work[None]:
-    yield from execute(
-        "INSERT INTO status (uptime, version, latency, error_rate, created_at, updated_at) "
-        "VALUES (1, 'v', 1, 0, 't', 't')"
-    )
-
-
 async def test_processes_on_one_file_take_turns_through_the_write_lock(db_path: Path) -> None:
     """Writers of several processes on one file (two databases here: each its own lock
     descriptor, as two processes would have) wait for each other's COMMIT on the flock, not
@@ -566,14 +559,14 @@ async def test_processes_on_one_file_take_turns_through_the_write_lock(db_path: 
     is released, and the wait is counted."""
     apply_migrations(DatabaseURL.sqlite(db_path), DEFAULT_MIGRATIONS_DIR)
     async with SqliteDatabase(db_path) as a, SqliteDatabase(db_path) as b:
-        await asyncio.gather(*(d.write(_insert_status()) for _ in range(200) for d in (a, b)))
+        await asyncio.gather(*(d.write(execute(INSERT_ONE)) for _ in range(200) for d in (a, b)))
         assert (await a.fetchone("SELECT count(*) FROM status") or [0])[0] == 400
 
         fd = os.open(job_lock_path(db_path, "write"), os.O_RDWR)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX)  # another process is writing
             waits = sum(a.write_lock_waits.counts)
-            pending = asyncio.ensure_future(a.write(_insert_status()))
+            pending = asyncio.ensure_future(a.write(execute(INSERT_ONE)))
             await asyncio.sleep(0)  # the task submits the unit
             await eventually(lambda: a.queued_writes == 0, what="the writer to take the unit")
             with pytest.raises(TimeoutError):  # and wait for the lock
@@ -592,8 +585,8 @@ async def test_a_write_lock_never_released_ends_in_a_503_not_a_hang(db_path: Pat
         try:
             fcntl.flock(fd, fcntl.LOCK_EX)  # a stopped process holding it
             with pytest.raises(DatabaseUnavailable, match="locked"):
-                await asyncio.wait_for(database.write(_insert_status()), 5)
+                await asyncio.wait_for(database.write(execute(INSERT_ONE)), 5)
         finally:
             os.close(fd)
-        await database.write(_insert_status())  # released with its holder
+        await database.write(execute(INSERT_ONE))  # released with its holder
         assert (await database.fetchone("SELECT count(*) FROM status") or [0])[0] == 1
