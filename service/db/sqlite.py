@@ -214,7 +214,6 @@ class SqliteDatabase(Database):
     @property
     def write_lock_waits(self) -> Distribution:
         """How long transactions waited for another process's writer (contended ones only)."""
-        assert self._writer.write_lock is not None
         return self._writer.write_lock.waits
 
     # ---- change signals (see work.notify) ------------------------------------------------------

@@ -41,24 +41,14 @@ def job_lock(db_path: Path, job: str) -> Iterator[bool]:
     tried without waiting and held for the block. A folder this process cannot create the
     file in is one nobody else writes either: the job is then simply this process's."""
     try:
-        fd = os.open(job_lock_path(db_path, job), os.O_RDWR | os.O_CREAT, 0o600)
+        fd = _open_lock(job_lock_path(db_path, job))
     except OSError:
         yield True
         return
     try:
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            mine = True
-        except BlockingIOError:
-            mine = False
-        yield mine
+        yield _try_lock(fd)
     finally:
         os.close(fd)  # releases the lock
-
-
-def _lock_file(db_path: Path) -> int:
-    fd = os.open(db_path.with_name(db_path.name + ".lock"), os.O_RDWR | os.O_CREAT, 0o600)
-    return fd
 
 
 def hold_in_use_lock(db_path: Path) -> int | None:
@@ -67,7 +57,7 @@ def hold_in_use_lock(db_path: Path) -> int | None:
     whose POSIX locks SQLite owns and which one ``close`` of another descriptor would drop).
     None in a folder this process cannot write (nothing could replace the database there)."""
     try:
-        fd = _lock_file(db_path)
+        fd = _open_lock(_in_use_path(db_path))
     except OSError:
         return None
     fcntl.flock(fd, fcntl.LOCK_SH)
@@ -77,18 +67,33 @@ def hold_in_use_lock(db_path: Path) -> int | None:
 @contextmanager
 def not_in_use(db_path: Path) -> Iterator[None]:
     """Hold the database against every BobGen process for the block, or DatabaseInUse."""
-    fd = _lock_file(db_path)
+    fd = _open_lock(_in_use_path(db_path))
     try:
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
+        if not _try_lock(fd):
             raise DatabaseInUse(
                 f"{db_path} is open in a BobGen process (a server, a worker or a command): "
                 "stop it first"
-            ) from None
+            )
         yield
     finally:
         os.close(fd)
+
+
+def _in_use_path(db_path: Path) -> Path:
+    return db_path.with_name(db_path.name + ".lock")
+
+
+def _open_lock(path: Path) -> int:
+    return os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+
+
+def _try_lock(fd: int) -> bool:
+    """Take the exclusive lock on ``fd`` if nobody holds it (shared or exclusive)."""
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return False
+    return True
 
 
 class WriteLock:
@@ -125,9 +130,7 @@ class WriteLock:
         if self._waiter_seen:
             self._waiter_seen = False
             self._let_waiter_in()
-        try:
-            fcntl.flock(self._fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
+        if not _try_lock(self._fd):
             self._wait()
 
     def release(self) -> None:
@@ -144,9 +147,8 @@ class WriteLock:
     def _open(self) -> bool:
         if self._fd is None and not self._unavailable:
             try:
-                self._fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600)
-                waiting = self.path.with_name(self.path.name + ".waiting")
-                self._waiting_fd = os.open(waiting, os.O_RDWR | os.O_CREAT, 0o600)
+                self._fd = _open_lock(self.path)
+                self._waiting_fd = _open_lock(self.path.with_name(self.path.name + ".waiting"))
             except OSError:
                 self.close()
                 self._unavailable = True
@@ -160,23 +162,18 @@ class WriteLock:
         try:
             while True:
                 time.sleep(pause)
-                try:
-                    fcntl.flock(self._fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                except BlockingIOError:
-                    if time.perf_counter() >= deadline:
-                        raise sqlite3.OperationalError("database is locked") from None
-                    pause = min(pause * 2, 200e-6)
-                    continue
-                self.waits.observe(time.perf_counter() - started)
-                return
+                if _try_lock(self._fd):
+                    self.waits.observe(time.perf_counter() - started)
+                    return
+                if time.perf_counter() >= deadline:
+                    raise sqlite3.OperationalError("database is locked")
+                pause = min(pause * 2, 200e-6)
         finally:
             fcntl.flock(self._waiting_fd, fcntl.LOCK_UN)
 
     def _someone_waits(self) -> bool:
         assert self._waiting_fd is not None
-        try:
-            fcntl.flock(self._waiting_fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
+        if not _try_lock(self._waiting_fd):  # a waiter's shared lock is on it
             return True
         fcntl.flock(self._waiting_fd, fcntl.LOCK_UN)
         return False
@@ -185,9 +182,7 @@ class WriteLock:
         assert self._fd is not None
         deadline = time.perf_counter() + HANDOFF_S
         while time.perf_counter() < deadline:
-            try:
-                fcntl.flock(self._fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except BlockingIOError:
+            if not _try_lock(self._fd):
                 return  # a waiter has it: wait for it like everyone else
             fcntl.flock(self._fd, fcntl.LOCK_UN)
             if not self._someone_waits():

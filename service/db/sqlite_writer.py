@@ -63,7 +63,7 @@ class GroupCommitWriter:
         max_batch: int = 64,
         max_wait_s: float = 0.0,
         after_commit: Callable[[set[str]], None] = lambda channels: None,
-        write_lock: WriteLock | None = None,
+        write_lock: WriteLock,
     ) -> None:
         self._connect = connect
         self.write_lock = write_lock
@@ -156,8 +156,7 @@ class GroupCommitWriter:
             except sqlite3.Error:  # pragma: no cover - closing is best effort
                 log.exception("error while closing the writer connection")
             self._conn = None
-            if self.write_lock is not None:
-                self.write_lock.close()
+            self.write_lock.close()
             loop.call_soon_threadsafe(_settle_one, self._stopped, None, None)
 
     def _collect(self) -> tuple[list[_Job], bool]:
@@ -206,8 +205,6 @@ class GroupCommitWriter:
     def _run_transaction(self, conn: sqlite3.Connection, jobs: list[_Job]) -> list[_Job]:
         """Run ``jobs`` in one transaction, holding the cross-process write lock; returns the
         jobs left to run in a new one."""
-        if self.write_lock is None:
-            return self._run_transaction_held(conn, jobs)
         try:
             self.write_lock.acquire()
         except sqlite3.Error as exc:
