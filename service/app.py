@@ -9,8 +9,10 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
+import signal
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
 
@@ -43,6 +45,7 @@ from service.keys import (
     RUN_CONTEXT_KEY,
     SEEDER_KEY,
     STARTED_KEY,
+    WORKER_KEY,
     Lifecycle,
 )
 from service.lifecycle import after_migrations
@@ -50,6 +53,7 @@ from service.metrics import Metrics
 from service.seeding import Seeder
 from service.timeutil import Clock
 from service.tokens import ensure_initial_admin_token
+from service.workers import Leadership, WorkerContext
 
 log = logging.getLogger(__name__)
 
@@ -74,9 +78,15 @@ async def _database_ctx(app: web.Application) -> AsyncIterator[None]:
     except BaseException:
         await db.close()
         raise
-    background = [
-        asyncio.create_task(run()) for run in db.background_tasks(config.checkpoint_interval_s)
-    ]
+    background = [asyncio.create_task(run()) for run in db.background_tasks()]
+    maintenance = db.maintenance_tasks(config.checkpoint_interval_s)
+    worker = app[WORKER_KEY]
+    if maintenance and worker is not None:
+        background.append(
+            asyncio.create_task(_as_leader(worker.leadership("maintenance"), maintenance))
+        )
+    else:
+        background += [asyncio.create_task(run()) for run in maintenance]
     try:
         yield
     finally:
@@ -93,6 +103,46 @@ async def _database_ctx(app: web.Application) -> AsyncIterator[None]:
         log.info("database closed")
 
 
+async def _as_leader(leadership: Leadership, jobs: list[Callable[[], Any]]) -> None:
+    """Run ``jobs`` once this worker holds ``leadership``: one worker of a server does them,
+    and another takes over within a second of its death (service/workers/shared.py)."""
+    try:
+        await leadership.take()
+        log.debug("this worker took the %s role", leadership.path.stem)
+        await asyncio.gather(*(job() for job in jobs))
+    finally:
+        leadership.release()
+
+
+async def _worker_ctx(app: web.Application) -> AsyncIterator[None]:
+    """As one of ``--workers``: publish this worker's metrics for the others every second,
+    and drain and stop if the supervisor is gone (killed: nobody would restart or stop us)."""
+    worker = app[WORKER_KEY]
+    if worker is None:
+        yield
+        return
+    from service.workers.metrics import SNAPSHOT_EVERY_S
+
+    metrics = app[METRICS_KEY]
+
+    async def tend() -> None:
+        while True:
+            metrics.publish()
+            if os.getppid() != worker.parent_pid:
+                log.warning("the supervisor (pid %d) is gone: stopping", worker.parent_pid)
+                os.kill(os.getpid(), signal.SIGTERM)
+                return
+            await asyncio.sleep(SNAPSHOT_EVERY_S)
+
+    task = asyncio.create_task(tend(), name="worker-tend")
+    try:
+        yield
+    finally:
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+        metrics.publish()  # the last counts, before the supervisor files them as a dead worker's
+
+
 async def _stopping(app: web.Application) -> None:
     app[LIFECYCLE_KEY].stopping = True  # /readyz says 503 from here on
 
@@ -105,14 +155,23 @@ async def _documents_ctx(app: web.Application) -> AsyncIterator[None]:
         yield
         return
     from service.documents.files import FileView
-    from service.documents.watcher import DocumentWatcher
+    from service.documents.watcher import DocumentWatcher, SharedWatch
 
     app[DOCUMENT_FILES_KEY] = FileView(config.document_roots, max_bytes=config.documents_max_bytes)
+    worker = app[WORKER_KEY]
+    shared = None
+    if worker is not None:  # one worker of the server watches (service/documents/watcher.py)
+        shared = SharedWatch(
+            worker.leadership("documents"),
+            status_file=worker.shared_file("documents.json"),
+            reload_file=worker.shared_file("documents.reload"),
+        )
     watcher = DocumentWatcher(
         app[DB_KEY],
         config.document_roots,
         debounce_ms=config.documents_debounce_ms,
         max_bytes=config.documents_max_bytes,
+        shared=shared,
     )
     app[DOCUMENTS_KEY] = watcher
     app[METRICS_KEY].register_documents(watcher)
@@ -182,10 +241,15 @@ def _allow_cors(app: web.Application, origins: list[str]) -> None:
             cors.add(route)
 
 
-def create_app(config: Config, *, clock: Clock | None = None) -> web.Application:
-    """The app for ``config``; ``clock`` tells the time that leases expire by (tests move it)."""
+def create_app(
+    config: Config, *, clock: Clock | None = None, worker: WorkerContext | None = None
+) -> web.Application:
+    """The app for ``config``; ``clock`` tells the time that leases expire by (tests move it);
+    ``worker`` is its place among a server's ``--workers`` (service/workers)."""
     answer_protocol_errors_in_json()
     metrics = Metrics()
+    if worker is not None:
+        metrics.share(worker)
     app = web.Application(
         client_max_size=config.max_body_bytes,
         middlewares=[
@@ -203,9 +267,10 @@ def create_app(config: Config, *, clock: Clock | None = None) -> web.Application
     app[STARTED_KEY] = time.monotonic()
     app[RUN_CONTEXT_KEY] = RunContext(current_git_sha(PROJECT_ROOT), config.config_hash())
     app[LIFECYCLE_KEY] = lifecycle = Lifecycle()
+    app[WORKER_KEY] = worker
     metrics.register_process(__version__, app[RUN_CONTEXT_KEY].git_sha, lifecycle)
     app.on_shutdown.append(_stopping)
-    app.cleanup_ctx.extend([_database_ctx, _documents_ctx, _seeder_ctx, _backups_ctx])
+    app.cleanup_ctx.extend([_database_ctx, _documents_ctx, _seeder_ctx, _backups_ctx, _worker_ctx])
     setup_routes(app)
     if config.cors_origin_list:
         _allow_cors(app, config.cors_origin_list)

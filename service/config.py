@@ -76,6 +76,7 @@ class Config:
     backup_dir: str = ""  # scheduled backups go here; empty: no schedule (docs/operations.md)
     backup_every: str = "1d"  # 90s, 30m, 6h, 1d, or seconds
     backup_keep: int = 7  # scheduled backups kept; the oldest beyond are removed
+    workers: str = "1"  # serving processes: a number, or "auto" for the usable cores
 
     def __post_init__(self) -> None:
         if not isinstance(self.db, DatabaseURL):
@@ -145,6 +146,12 @@ class Config:
             raise ConfigError(f"backup_every must be 1s..366d, got {self.backup_every!r}")
         if not 1 <= self.backup_keep <= 10_000:
             raise ConfigError(f"backup_keep must be 1..10000, got {self.backup_keep}")
+        try:
+            count = self.worker_count
+        except ValueError:
+            raise ConfigError(f"workers must be a number or auto, got {self.workers!r}") from None
+        if not 1 <= count <= MAX_WORKERS:
+            raise ConfigError(f"workers must be 1..{MAX_WORKERS} or auto, got {self.workers!r}")
         if self.log_format not in ("text", "json"):
             raise ConfigError(f"log_format must be text or json, got {self.log_format!r}")
         if self.log_level.upper() not in {"DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"}:
@@ -213,6 +220,19 @@ class Config:
         return base / "backups"
 
     @property
+    def worker_count(self) -> int:
+        """Serving processes (``--workers``): ``auto`` is the cores this process may run on
+        (its CPU affinity, which containers and ``taskset`` narrow), not the machine's."""
+        text = str(self.workers).strip().lower()
+        if text == "auto":
+            return (
+                len(os.sched_getaffinity(0))
+                if hasattr(os, "sched_getaffinity")
+                else (os.cpu_count() or 1)
+            )
+        return int(text)
+
+    @property
     def cors_origin_list(self) -> list[str]:
         return [o.strip() for o in self.cors_origins.split(",") if o.strip()]
 
@@ -224,6 +244,8 @@ class Config:
         normalized = json.dumps(self.to_public_dict(), sort_keys=True, separators=(",", ":"))
         return hashlib.sha256(normalized.encode()).hexdigest()
 
+
+MAX_WORKERS = 256
 
 _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
 

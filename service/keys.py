@@ -18,6 +18,7 @@ if TYPE_CHECKING:  # keys carry no weight: handlers need not import seeding or p
     from service.jobs.backups import BackupSchedule
     from service.metrics import Metrics
     from service.seeding import Seeder
+    from service.workers import WorkerContext
 
 CONFIG_KEY = web.AppKey("config", Config)
 DB_KEY = web.AppKey("db", Database)
@@ -29,6 +30,7 @@ DOCUMENTS_KEY: web.AppKey[DocumentWatcher | None] = web.AppKey("documents")
 BACKUPS_KEY: web.AppKey[BackupSchedule | None] = web.AppKey("backups")
 DOCUMENT_FILES_KEY: web.AppKey[FileView | None] = web.AppKey("document_files")
 CLOCK_KEY = web.AppKey("clock", Clock)
+WORKER_KEY: web.AppKey[WorkerContext | None] = web.AppKey("worker")  # None: one process
 REQUEST_ID_KEY = web.RequestKey("request_id", str)  # service/requestcontext.py
 
 
@@ -37,6 +39,7 @@ class Lifecycle:
     """What probes report: set by the app's start-up and shutdown, read per request."""
 
     stopping: bool = False
+    exiting: bool = False  # past the drain: the loop is leaving
     db_up: bool = True  # the last database check (probe loop or /readyz) succeeded
 
 

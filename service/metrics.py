@@ -17,7 +17,6 @@ from aiohttp.typedefs import Middleware
 from prometheus_client import (
     CollectorRegistry,
     Counter,
-    Gauge,
     GCCollector,
     Histogram,
     PlatformCollector,
@@ -39,9 +38,12 @@ from service.errors import Handler
 from service.seeding import Seeder, SeedState
 
 if TYPE_CHECKING:
+    from prometheus_client.metrics_core import Metric
+
     from service.documents.watcher import DocumentWatcher
     from service.jobs.backups import BackupSchedule
     from service.keys import Lifecycle
+    from service.workers import WorkerContext
 
 # The *_created series double the output and no dashboard of ours reads them.
 disable_created_metrics()  # type: ignore[no-untyped-call]  # untyped in prometheus-client
@@ -67,6 +69,27 @@ class Metrics:
             buckets=LATENCY_BUCKETS,
             registry=self.registry,
         )
+        self.worker: WorkerContext | None = None
+        self._server: CollectorRegistry | None = None
+
+    def share(self, worker: WorkerContext) -> None:
+        """Answer for the whole server, as one of its ``--workers`` (service/workers/metrics.py)."""
+        from service.workers.metrics import ServerCollector
+
+        self.worker = worker
+        self._server = CollectorRegistry(auto_describe=False)
+        self._server.register(ServerCollector(worker, self.registry))
+
+    def publish(self) -> None:
+        """Write this worker's snapshot for the others (a no-op for a single process)."""
+        if self.worker is not None:
+            from service.workers.metrics import publish
+
+            publish(self.worker, self.registry)
+
+    def collect(self) -> Iterator[Metric]:
+        """Every family: this process's, or with workers the whole server's."""
+        return (self._server or self.registry).collect()
 
     def register_process(self, version: str, git_sha: str | None, lifecycle: Lifecycle) -> None:
         """The process, platform and GC collectors, the build and whether the database answers."""
@@ -74,19 +97,7 @@ class Metrics:
         PlatformCollector(registry=self.registry)
         GCCollector(registry=self.registry)
         self.registry.register(_GcPauseCollector(GC_PAUSES.install()))
-        build = Gauge(
-            "bobgen_build_info",
-            "The running build (always 1): version and git sha as labels.",
-            ("version", "git_sha"),
-            registry=self.registry,
-        )
-        build.labels(version, git_sha or "unknown").set(1)
-        up = Gauge(
-            "bobgen_db_up",
-            "1 when the database answered the last check (each scrape and /readyz), else 0.",
-            registry=self.registry,
-        )
-        up.set_function(lambda: 1.0 if lifecycle.db_up else 0.0)
+        self.registry.register(_BuildCollector(version, git_sha, lifecycle))
 
     def register_documents(self, watcher: DocumentWatcher) -> None:
         """Document sync: events, errors, documents per type, and the change-to-row lag."""
@@ -108,7 +119,7 @@ class Metrics:
         self.registry.register(_StateCollector(db, seeder))
 
     def render(self) -> bytes:
-        return generate_latest(self.registry)
+        return generate_latest(self._server or self.registry)
 
     def middleware(self) -> Middleware:
         requests, latency = self.requests, self.latency
@@ -299,6 +310,30 @@ class _StateCollector(Collector):
                 "wait for its write lock (uncontended transactions are not counted).",
                 lock_waits,
             )
+
+
+class _BuildCollector(Collector):
+    """The build, and whether the database answered. Computed per scrape, not a value-backed
+    gauge: with ``--workers`` those go to prometheus-client's multiprocess files, one series
+    per process, while these are facts of the server (service/workers/metrics.py)."""
+
+    def __init__(self, version: str, git_sha: str | None, lifecycle: Lifecycle):
+        self._labels = (version, git_sha or "unknown")
+        self._lifecycle = lifecycle
+
+    def collect(self) -> Iterator[GaugeMetricFamily]:
+        build = GaugeMetricFamily(
+            "bobgen_build_info",
+            "The running build (always 1): version and git sha as labels.",
+            labels=("version", "git_sha"),
+        )
+        build.add_metric(self._labels, 1.0)
+        yield build
+        yield GaugeMetricFamily(
+            "bobgen_db_up",
+            "1 when the database answered the last check (each scrape and /readyz), else 0.",
+            1.0 if self._lifecycle.db_up else 0.0,
+        )
 
 
 class _DocumentsCollector(Collector):

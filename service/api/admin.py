@@ -67,5 +67,5 @@ async def sync_reload(request: web.Request) -> web.Response:
     try:
         watcher.reload()
     except ReloadRunning as exc:
-        raise Conflict(str(exc), details={"state": str(watcher.status.state)}) from None
+        raise Conflict(str(exc), details={"state": watcher.summary()["state"]}) from None
     return json_response({"state": "syncing"}, status=202, headers={"Location": "/admin/sync"})

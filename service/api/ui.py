@@ -48,7 +48,7 @@ def traffic(metrics: Metrics, window: TrafficWindow) -> list[dict[str, Any]]:
     latency since start (estimated from the histogram buckets, as Prometheus would)."""
     counts: dict[str, float] = {}
     buckets: dict[str, list[tuple[float, float]]] = {}
-    for family in metrics.registry.collect():
+    for family in metrics.collect():
         for sample in family.samples:
             route = sample.labels.get("route")
             if route is None:

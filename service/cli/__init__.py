@@ -20,11 +20,8 @@ from service.cli import data as data_commands
 from service.cli import db as db_commands
 from service.cli import serve as serve_commands
 from service.cli import tokens as token_commands
-from service.cli.common import add_backup_first, add_common
+from service.cli.common import OPERATOR_ERRORS, add_backup_first, add_common
 from service.config import Config, ConfigError
-from service.db import DatabaseError
-from service.db.maintenance import BackupError
-from service.db.migrations import MigrationError
 
 log = logging.getLogger("service")
 
@@ -38,6 +35,11 @@ def build_parser() -> argparse.ArgumentParser:
     add_common(serve)
     serve.add_argument("--host", help="bind address (BOBGEN_HOST; default 127.0.0.1)")
     serve.add_argument("--port", type=int, help="TCP port (BOBGEN_PORT; default 8080)")
+    serve.add_argument(
+        "--workers",
+        help="serving processes on one port: a number or auto, the usable cores "
+        "(BOBGEN_WORKERS; default 1; docs/scale-out.md)",
+    )
     serve.add_argument("--seed-rows", type=int, help="seed target, 0 disables (default 100000)")
     serve.add_argument("--seed-batch-size", type=int, help="rows per seed transaction")
     serve.add_argument("--read-connections", type=int, help="reader pool size (default 2)")
@@ -223,8 +225,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return COMMANDS[name](config, args)
     except KeyboardInterrupt:
         return 130
-    except (MigrationError, DatabaseError, BackupError, OSError) as exc:
-        # Operator-facing failures (unwritable path, port in use, stale lock): one clear line.
+    except OPERATOR_ERRORS as exc:
         log.debug("command failed", exc_info=True)
         print(f"bobgen: error: {exc}", file=sys.stderr)
         return 1

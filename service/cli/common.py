@@ -14,10 +14,17 @@ from contextlib import asynccontextmanager
 from typing import Any, TextIO
 
 from service.config import PROJECT_ROOT, Config
-from service.db import Database, DatabaseUnavailable, connect
+from service.db import Database, DatabaseError, DatabaseUnavailable, connect
+from service.db.maintenance import BackupError
+from service.db.migrations import MigrationError
 from service.domain.runs import RunContext, current_git_sha
 
 log = logging.getLogger("service")
+
+
+# Operator-facing failures (an unwritable path, a port in use, a stale lock): one clear line,
+# never a traceback.
+OPERATOR_ERRORS = (MigrationError, DatabaseError, BackupError, OSError)
 
 
 def cli_actor() -> str:

@@ -11,6 +11,7 @@ import os
 import signal
 import socket
 import sys
+from collections.abc import Callable
 from functools import partial
 from typing import TYPE_CHECKING
 
@@ -26,25 +27,63 @@ from service.config import Config
 if TYPE_CHECKING:
     from aiohttp import web
 
+    from service.workers import WorkerContext
+
 log = logging.getLogger("service")
 
 
 def serve(config: Config, args: argparse.Namespace) -> int:
+    if config.worker_count > 1:
+        from service.workers.supervisor import Supervisor
+
+        return Supervisor(config, serve_worker).run()
+    # Bind first: a busy port fails here, before anything migrates or makes a token.
+    sock = _listen(config.host, config.port)
+
+    def serving() -> None:
+        host, port = sock.getsockname()[:2]
+        log.info("bobgen %s serving on http://%s:%d with %s", __version__, host, port, config.db)
+        notify_systemd("READY=1")
+
+    _run_server(config, sock, on_serving=serving)
+    return 0
+
+
+def serve_worker(
+    config: Config, sock: socket.socket, worker: WorkerContext, ready: Callable[[], None]
+) -> int:
+    """One worker of ``bobgen serve --workers N`` (service/workers/supervisor.py forked it)."""
+    from service.cli.common import OPERATOR_ERRORS
+
+    def serving() -> None:
+        log.info("worker %d (pid %d) serving", worker.index, os.getpid())
+        ready()
+
+    try:
+        _run_server(config, sock, on_serving=serving, worker=worker)
+    except OPERATOR_ERRORS as exc:
+        log.debug("worker failed", exc_info=True)
+        print(f"bobgen: worker {worker.index}: error: {exc}", file=sys.stderr)
+        return 1
+    return 0
+
+
+def _run_server(
+    config: Config,
+    sock: socket.socket,
+    *,
+    on_serving: Callable[[], None],
+    worker: WorkerContext | None = None,
+) -> None:
     from aiohttp import web
 
     from service.api.access_log import AccessLogger
     from service.app import create_app
 
-    # Bind first: a busy port fails here, before anything migrates or makes a token.
-    sock = _listen(config.host, config.port)
-
-    def serving(_: str) -> None:  # run_app calls it once the app started and the site listens
-        host, port = sock.getsockname()[:2]
-        log.info("bobgen %s serving on http://%s:%d with %s", __version__, host, port, config.db)
-        notify_systemd("READY=1")
-
-    app = create_app(config)
-    app.on_startup.append(partial(_drain_on_sigterm, grace_s=config.shutdown_grace_s))
+    app = create_app(config, worker=worker)
+    app.on_startup.append(
+        partial(_drain_on_sigterm, grace_s=config.shutdown_grace_s, handle_sigint=bool(worker))
+    )
     app.on_startup.append(_freeze_startup_objects)
     web.run_app(
         app,
@@ -52,14 +91,17 @@ def serve(config: Config, args: argparse.Namespace) -> int:
         shutdown_timeout=config.shutdown_timeout_s,
         access_log=logging.getLogger("aiohttp.access") if config.access_log else None,
         access_log_class=AccessLogger,
-        print=serving,
+        print=lambda _: on_serving(),  # run_app calls it once the app started and listens
         backlog=1024,  # bursts of new connections wait in the kernel, not refused
         loop=_event_loop(),
+        # A worker's signals are all ours (SIGINT included): its supervisor sends them.
+        handle_signals=worker is None,
     )
-    return 0
 
 
-async def _drain_on_sigterm(app: web.Application, *, grace_s: float) -> None:
+async def _drain_on_sigterm(
+    app: web.Application, *, grace_s: float, handle_sigint: bool = False
+) -> None:
     """Replace aiohttp's SIGTERM handler with a drain, as orchestrators expect.
 
     aiohttp closes the listener as soon as SIGTERM arrives, so a load balancer still sending
@@ -67,7 +109,8 @@ async def _drain_on_sigterm(app: web.Application, *, grace_s: float) -> None:
     SIGTERM on, ``/readyz`` answers 503 and systemd hears STOPPING=1, while every request, new
     or in flight, is still served; ``grace_s`` later the usual graceful exit runs (listener
     closed, in-flight requests finished within ``--shutdown-timeout-s``). A second SIGTERM
-    ends the grace at once. SIGINT (Ctrl+C) keeps aiohttp's immediate exit.
+    ends the grace at once. SIGINT (Ctrl+C) keeps aiohttp's immediate exit; a worker, whose
+    supervisor passes Ctrl+C on as the terminal did too, takes it here, once.
     """
     from aiohttp.web import GracefulExit
 
@@ -77,6 +120,9 @@ async def _drain_on_sigterm(app: web.Application, *, grace_s: float) -> None:
     lifecycle = app[LIFECYCLE_KEY]
 
     def exit_now() -> None:
+        if lifecycle.exiting:  # a second SIGINT must not break into the clean-up
+            return
+        lifecycle.exiting = True
         raise GracefulExit  # a SystemExit: it leaves run_app's loop, which then cleans up
 
     def begin_drain() -> None:
@@ -89,6 +135,8 @@ async def _drain_on_sigterm(app: web.Application, *, grace_s: float) -> None:
 
     with contextlib.suppress(NotImplementedError):  # no signal handlers on Windows
         loop.add_signal_handler(signal.SIGTERM, begin_drain)
+        if handle_sigint:
+            loop.add_signal_handler(signal.SIGINT, exit_now)
 
 
 async def _freeze_startup_objects(_: web.Application) -> None:

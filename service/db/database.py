@@ -344,8 +344,14 @@ class Database(ABC):
 
     # ---- background work and files -----------------------------------------------------------
 
-    def background_tasks(self, checkpoint_interval_s: float) -> list[Callable[[], Any]]:
-        """Coroutine functions the app runs beside requests while the database is open."""
+    def background_tasks(self) -> list[Callable[[], Any]]:
+        """Coroutine functions every serving process runs beside requests while the database
+        is open."""
+        return []
+
+    def maintenance_tasks(self, checkpoint_interval_s: float) -> list[Callable[[], Any]]:
+        """Coroutine functions that one process of a server runs (of its ``--workers``, the
+        one holding the ``maintenance`` role): SQLite's WAL checkpoints."""
         return []
 
     def file_sizes(self) -> dict[str, int] | None:

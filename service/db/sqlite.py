@@ -305,8 +305,11 @@ class SqliteDatabase(Database):
         except sqlite3.Error as exc:
             raise DatabaseUnavailable(f"{type(exc).__name__}: {exc}") from exc
 
-    def background_tasks(self, checkpoint_interval_s: float) -> list[Callable[[], Any]]:
-        return [partial(self.run_checkpoints, checkpoint_interval_s), self.watch_signals]
+    def background_tasks(self) -> list[Callable[[], Any]]:
+        return [self.watch_signals]
+
+    def maintenance_tasks(self, checkpoint_interval_s: float) -> list[Callable[[], Any]]:
+        return [partial(self.run_checkpoints, checkpoint_interval_s)]
 
     # ---- checkpoints and files ---------------------------------------------------------------
 

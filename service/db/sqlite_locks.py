@@ -41,12 +41,12 @@ def job_lock(db_path: Path, job: str) -> Iterator[bool]:
     tried without waiting and held for the block. A folder this process cannot create the
     file in is one nobody else writes either: the job is then simply this process's."""
     try:
-        fd = _open_lock(job_lock_path(db_path, job))
+        fd = open_lock_file(job_lock_path(db_path, job))
     except OSError:
         yield True
         return
     try:
-        yield _try_lock(fd)
+        yield try_lock_exclusive(fd)
     finally:
         os.close(fd)  # releases the lock
 
@@ -57,7 +57,7 @@ def hold_in_use_lock(db_path: Path) -> int | None:
     whose POSIX locks SQLite owns and which one ``close`` of another descriptor would drop).
     None in a folder this process cannot write (nothing could replace the database there)."""
     try:
-        fd = _open_lock(_in_use_path(db_path))
+        fd = open_lock_file(_in_use_path(db_path))
     except OSError:
         return None
     fcntl.flock(fd, fcntl.LOCK_SH)
@@ -67,9 +67,9 @@ def hold_in_use_lock(db_path: Path) -> int | None:
 @contextmanager
 def not_in_use(db_path: Path) -> Iterator[None]:
     """Hold the database against every BobGen process for the block, or DatabaseInUse."""
-    fd = _open_lock(_in_use_path(db_path))
+    fd = open_lock_file(_in_use_path(db_path))
     try:
-        if not _try_lock(fd):
+        if not try_lock_exclusive(fd):
             raise DatabaseInUse(
                 f"{db_path} is open in a BobGen process (a server, a worker or a command): "
                 "stop it first"
@@ -83,11 +83,11 @@ def _in_use_path(db_path: Path) -> Path:
     return db_path.with_name(db_path.name + ".lock")
 
 
-def _open_lock(path: Path) -> int:
+def open_lock_file(path: Path) -> int:
     return os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
 
 
-def _try_lock(fd: int) -> bool:
+def try_lock_exclusive(fd: int) -> bool:
     """Take the exclusive lock on ``fd`` if nobody holds it (shared or exclusive)."""
     try:
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -130,7 +130,7 @@ class WriteLock:
         if self._waiter_seen:
             self._waiter_seen = False
             self._let_waiter_in()
-        if not _try_lock(self._fd):
+        if not try_lock_exclusive(self._fd):
             self._wait()
 
     def release(self) -> None:
@@ -147,8 +147,8 @@ class WriteLock:
     def _open(self) -> bool:
         if self._fd is None and not self._unavailable:
             try:
-                self._fd = _open_lock(self.path)
-                self._waiting_fd = _open_lock(self.path.with_name(self.path.name + ".waiting"))
+                self._fd = open_lock_file(self.path)
+                self._waiting_fd = open_lock_file(self.path.with_name(self.path.name + ".waiting"))
             except OSError:
                 self.close()
                 self._unavailable = True
@@ -162,7 +162,7 @@ class WriteLock:
         try:
             while True:
                 time.sleep(pause)
-                if _try_lock(self._fd):
+                if try_lock_exclusive(self._fd):
                     self.waits.observe(time.perf_counter() - started)
                     return
                 if time.perf_counter() >= deadline:
@@ -173,7 +173,7 @@ class WriteLock:
 
     def _someone_waits(self) -> bool:
         assert self._waiting_fd is not None
-        if not _try_lock(self._waiting_fd):  # a waiter's shared lock is on it
+        if not try_lock_exclusive(self._waiting_fd):  # a waiter's shared lock is on it
             return True
         fcntl.flock(self._waiting_fd, fcntl.LOCK_UN)
         return False
@@ -182,7 +182,7 @@ class WriteLock:
         assert self._fd is not None
         deadline = time.perf_counter() + HANDOFF_S
         while time.perf_counter() < deadline:
-            if not _try_lock(self._fd):
+            if not try_lock_exclusive(self._fd):
                 return  # a waiter has it: wait for it like everyone else
             fcntl.flock(self._fd, fcntl.LOCK_UN)
             if not self._someone_waits():

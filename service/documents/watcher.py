@@ -24,6 +24,11 @@ subscribe, reconcile everything, watch. A deleted root keeps its rows until it c
 reconcile then makes the table match it); deleting a whole tree by accident must not empty the
 table. ``stop`` ends the watcher and then runs one last reconcile (bounded by its timeout),
 which flushes a window still open.
+
+One per server. Of a server's ``--workers``, the one holding the ``documents`` role
+(:class:`~service.workers.Leadership`) watches; the others stand by, show its status (it
+publishes it to a file in the run directory every :data:`PUBLISH_S`) and pass a reload on to
+it (by creating a file it looks for), and one of them takes over within a second if it dies.
 """
 
 from __future__ import annotations
@@ -31,6 +36,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import random
 import time
 from collections.abc import Callable, Sequence
@@ -48,6 +54,7 @@ from service.documents.sync import Scan, SyncError, SyncReport, apply, plan, rec
 from service.domain.documents import DEFAULT_MAX_FILE_BYTES, document_type, relative_to_root
 from service.repositories import documents as documents_repo
 from service.timeutil import utc_now
+from service.workers.shared import Leadership, read_json, write_json_atomically
 
 log = logging.getLogger(__name__)
 
@@ -55,6 +62,7 @@ RETRY_BASE_S = 0.1
 RETRY_MAX_S = 5.0
 WATCH_STEP_MS = 10  # how often watchfiles' thread looks at its change set
 ROOT_POLL_S = 0.2  # how often a missing root is looked for
+PUBLISH_S = 0.25  # how often the watching worker publishes its status to the others
 
 
 class SyncState(StrEnum):
@@ -64,6 +72,7 @@ class SyncState(StrEnum):
     RETRYING = "retrying"  # a transient problem (database, a missing root): starting over
     FAILED = "failed"  # an unexpected error: starting over after a backoff all the same
     STOPPED = "stopped"
+    STANDBY = "standby"  # another worker of this server watches (--workers)
 
 
 TROUBLED = frozenset({SyncState.RETRYING, SyncState.FAILED})
@@ -75,6 +84,15 @@ class ReloadRunning(RuntimeError):
 
 class RootMissing(RuntimeError):
     """A documents root is not a directory (deleted, or not mounted yet)."""
+
+
+@dataclass(frozen=True, slots=True)
+class SharedWatch:
+    """How the workers of one server share one watcher (module docstring)."""
+
+    leadership: Leadership
+    status_file: Path  # the watching worker's status, for the others
+    reload_file: Path  # created by a standing-by worker: "reload, please"
 
 
 @dataclass(slots=True)
@@ -118,8 +136,10 @@ class DocumentWatcher:
         debounce_ms: int = 500,
         max_bytes: int = DEFAULT_MAX_FILE_BYTES,
         actor: str = SYSTEM_ACTOR,
+        shared: SharedWatch | None = None,
     ):
         self.db = db
+        self.shared = shared
         self.roots = list(resolve_roots(roots))
         self.debounce_ms = debounce_ms
         self.quiet_s = quiet_seconds(debounce_ms)
@@ -139,9 +159,19 @@ class DocumentWatcher:
     def start(self) -> None:
         self._task = asyncio.create_task(self._run(), name="document-watcher")
 
+    @property
+    def watching_here(self) -> bool:
+        """Whether this process watches (always, but for a worker standing by)."""
+        return self.shared is None or self.shared.leadership.held
+
     async def stop(self, timeout: float = 10.0) -> None:
         """Stop watching, then flush with one last reconcile (bounded by ``timeout``)."""
         self._stop.set()
+        if not self.watching_here:  # standing by: nothing to flush, nothing to wait for
+            if self._task is not None:
+                await asyncio.gather(self._task, return_exceptions=True)
+            self.status.state = SyncState.STOPPED
+            return
         if self._task is not None:
             try:
                 await asyncio.wait_for(asyncio.shield(self._task), timeout)
@@ -157,9 +187,27 @@ class DocumentWatcher:
         except (TimeoutError, DatabaseUnavailable, RootMissing) as exc:
             log.warning("documents: the last sync before stopping did not finish: %s", exc)
         self.status.state = SyncState.STOPPED
+        if self.shared is not None:
+            self._publish()
+            self.shared.leadership.release()
 
     async def _run(self) -> None:
         """Watch until stopped; after any failure, back off and start over (never give up)."""
+        if self.shared is not None:
+            self.status.state = SyncState.STANDBY
+            if not await self.shared.leadership.take(self._stop):
+                return
+            log.info("documents: this worker (pid %d) watches", os.getpid())
+            publisher = asyncio.create_task(self._publish_loop(), name="document-publish")
+            try:
+                await self._watch_until_stopped()
+            finally:
+                publisher.cancel()
+                await asyncio.gather(publisher, return_exceptions=True)
+        else:
+            await self._watch_until_stopped()
+
+    async def _watch_until_stopped(self) -> None:
         failures = 0
         while not self._stop.is_set():
             try:
@@ -324,6 +372,12 @@ class DocumentWatcher:
 
     def reload(self) -> None:
         """A full rescan in the background; ReloadRunning while one runs."""
+        if not self.watching_here:  # pass it on to the worker that watches
+            assert self.shared is not None
+            if self._status()["state"] == SyncState.SYNCING:
+                raise ReloadRunning("a full sync is running")
+            self.shared.reload_file.touch()
+            return
         if self._full_lock.locked() or (self._reload is not None and not self._reload.done()):
             raise ReloadRunning("a full sync is running")
         self._reload = asyncio.create_task(self._reload_now(), name="document-reload")
@@ -423,15 +477,34 @@ class DocumentWatcher:
 
     def summary(self) -> dict[str, Any]:
         """What ``/health`` shows of the sync."""
+        status = self._status()
         return {
-            "state": str(self.status.state),
-            "reason": self.status.reason,
-            "errors": len(self.status.errors),
-            "last_full_sync": self.status.last_full,
+            "state": status["state"],
+            "reason": status["reason"],
+            "errors": len(status["errors"]),
+            "last_full_sync": status["last_full_sync"],
         }
+
+    @property
+    def troubled(self) -> bool:
+        """Retrying or failed, here or in the worker that watches."""
+        return self._status()["state"] in TROUBLED
 
     async def describe(self) -> dict[str, Any]:
         """What ``GET /admin/sync`` shows."""
+        return {**self._status(), "documents": await documents_repo.count_by_type(self.db)}
+
+    def _status(self) -> dict[str, Any]:
+        """The sync's status: this process's, or the watching worker's as it last published
+        it (while none has, this one's: standing by)."""
+        if not self.watching_here:
+            assert self.shared is not None
+            published = read_json(self.shared.status_file)
+            if isinstance(published, dict):
+                return published
+        return self._own_status()
+
+    def _own_status(self) -> dict[str, Any]:
         return {
             "state": str(self.status.state),
             "reason": self.status.reason,
@@ -445,5 +518,24 @@ class DocumentWatcher:
                 {"file": e.file, "root": e.root, "reason": e.reason, "since": e.since}
                 for e in sorted(self.status.errors.values(), key=lambda e: e.file)
             ],
-            "documents": await documents_repo.count_by_type(self.db),
         }
+
+    # ---- sharing with the other workers ------------------------------------------------------
+
+    async def _publish_loop(self) -> None:
+        """Publish the status for the other workers, and take the reloads they pass on."""
+        assert self.shared is not None
+        while True:
+            self._publish()
+            with contextlib.suppress(FileNotFoundError):
+                self.shared.reload_file.unlink()
+                with contextlib.suppress(ReloadRunning):
+                    self.reload()
+            await asyncio.sleep(PUBLISH_S)
+
+    def _publish(self) -> None:
+        assert self.shared is not None
+        try:
+            write_json_atomically(self.shared.status_file, self._own_status())
+        except OSError as exc:  # the run directory is the supervisor's: gone while stopping
+            log.debug("documents: status not published: %s", exc)

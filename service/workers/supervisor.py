@@ -1,0 +1,373 @@
+"""The supervising parent of ``bobgen serve --workers N``.
+
+It serves nothing itself and keeps no thread or event loop, so that forking a worker is safe
+at any time: it binds the port, makes the run directory, forks the workers, restarts one that
+dies and stops them all on SIGTERM. Its life:
+
+* **Start.** Worker 0 starts alone (it migrates the database and writes the first token) and
+  the others once it serves, so that no two processes migrate at once. ``READY=1`` goes to
+  systemd when every worker serves. A worker that dies during this start ends the server: the
+  worker printed why (a bad path, a database that will not open), and N copies of that
+  failure in a restart loop would help nobody.
+* **Serving.** A worker that dies is started again after a back-off (0.5 s doubling to 30 s;
+  reset once a worker served for :data:`STEADY_S`), counted in
+  ``bobgen_worker_restarts_total``. Its socket stays open in the parent meanwhile, so new
+  connections the kernel hashed to it wait in its backlog instead of being refused. A worker
+  that dies before serving :data:`START_FAILURES_MAX` times in a row (a disk gone, the database
+  deleted) ends the server with one line and exit code 1, not an endless loop.
+* **Stop.** SIGTERM is passed on to every worker, each of which drains for the shutdown grace
+  (``/readyz`` 503) and then stops; a second SIGTERM is passed on too and ends the grace.
+  SIGINT (Ctrl+C) stops them at once. The parent waits for them all, bounded, kills what is
+  left and removes the run directory.
+* **Parent killed.** Workers poll their parent and drain and stop when it is gone (serve.py),
+  so that a ``kill -9`` of the parent does not leave servers nobody supervises.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import select
+import shutil
+import signal
+import socket
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from service.config import Config
+from service.workers.shared import WorkerContext
+
+log = logging.getLogger("service")
+
+START_FAILURES_MAX = 3
+RESTART_BASE_S = 0.5
+RESTART_MAX_S = 30.0
+STEADY_S = 30.0  # a worker that served this long starts its successor's back-off afresh
+KILL_MARGIN_S = 5.0  # beyond grace + shutdown timeout, before the parent kills a worker
+
+# serve(config, sock, context, ready) runs one worker and returns its exit code; ready() is
+# called once it serves.
+ServeWorker = Callable[[Config, socket.socket, WorkerContext, Callable[[], None]], int]
+
+
+@dataclass(slots=True)
+class _Slot:
+    index: int
+    sock: socket.socket
+    pid: int | None = None
+    ready: bool = False
+    started_at: float = 0.0
+    restart_at: float | None = None
+    start_failures: int = 0  # deaths before serving, in a row
+    quick_deaths: int = 0  # deaths within STEADY_S of starting, in a row: the back-off
+
+
+class Supervisor:
+    def __init__(self, config: Config, serve_worker: ServeWorker) -> None:
+        self.config = config
+        self.count = config.worker_count
+        self.serve_worker = serve_worker
+        self.run_dir = Path(tempfile.mkdtemp(prefix="bobgen-workers-"))
+        WorkerContext.prepare(self.run_dir)
+        self.context = WorkerContext(self.run_dir, 0, self.count, os.getpid())
+        self.slots: list[_Slot] = []
+        self.announced = False
+        self.stopping = False
+        self.stop_deadline: float | None = None
+        self.exit_code = 0
+        self._signals: list[int] = []
+        self._ready_r, self._ready_w = os.pipe()
+        self._wake_r, self._wake_w = os.pipe()
+        self._ready_buffer = b""
+
+    # ---- the parent's life -------------------------------------------------------------------
+
+    def run(self) -> int:
+        try:
+            self._metrics_setup()
+            sockets = bind_reuseport(self.config.host, self.config.port, self.count)
+            self.slots = [_Slot(i, s) for i, s in enumerate(sockets)]
+            self._install_signals()
+            self._start(self.slots[0])
+            while not self._finished():
+                self._wait()
+                self._read_ready()
+                self._handle_signals()
+                self._reap()
+                self._advance()
+            return self.exit_code
+        finally:
+            for slot in self.slots:
+                slot.sock.close()
+            shutil.rmtree(self.run_dir, ignore_errors=True)
+
+    def _finished(self) -> bool:
+        return self.stopping and all(slot.pid is None for slot in self.slots)
+
+    def _advance(self) -> None:
+        """Start what is due: the other workers once worker 0 serves, restarts after their
+        back-off; announce the server once every worker serves; kill what outlived a stop."""
+        now = time.monotonic()
+        if self.stopping:
+            if self.stop_deadline is not None and now > self.stop_deadline:
+                for slot in self.slots:
+                    if slot.pid is not None:
+                        log.warning(
+                            "worker %d (pid %d) did not stop: killing it", slot.index, slot.pid
+                        )
+                        _signal(slot.pid, signal.SIGKILL)
+                self.stop_deadline = None
+            return
+        if self.slots[0].ready:
+            for slot in self.slots[1:]:
+                if slot.pid is None and slot.restart_at is None and not self.announced:
+                    self._start(slot)
+        for slot in self.slots:
+            if slot.pid is None and slot.restart_at is not None and now >= slot.restart_at:
+                self._start(slot)
+        serving = sum(1 for slot in self.slots if slot.ready)
+        self._serving.set(serving)
+        if not self.announced and serving == self.count:
+            self.announced = True
+            host, port = self.slots[0].sock.getsockname()[:2]
+            from service import __version__
+
+            log.info(
+                "bobgen %s serving on http://%s:%d with %s, %d workers",
+                __version__,
+                host,
+                port,
+                self.config.db,
+                self.count,
+            )
+            _notify_systemd("READY=1")
+
+    def _stop(self, sig: int, exit_code: int | None = None) -> None:
+        if exit_code is not None:
+            self.exit_code = exit_code
+        if not self.stopping:
+            self.stopping = True
+            _notify_systemd("STOPPING=1")
+            config = self.config
+            wait = config.shutdown_grace_s + config.shutdown_timeout_s + KILL_MARGIN_S
+            if sig == signal.SIGINT:
+                wait = config.shutdown_timeout_s + KILL_MARGIN_S
+            self.stop_deadline = time.monotonic() + wait
+        for slot in self.slots:
+            slot.restart_at = None
+            if slot.pid is not None:
+                _signal(slot.pid, sig)
+
+    # ---- workers -----------------------------------------------------------------------------
+
+    def _start(self, slot: _Slot) -> None:
+        slot.restart_at, slot.ready = None, False
+        slot.started_at = time.monotonic()
+        sys.stdout.flush()
+        sys.stderr.flush()
+        pid = os.fork()
+        if pid == 0:  # pragma: no cover - the child; its coverage is the worker's
+            self._child(slot)
+        slot.pid = pid
+
+    def _child(self, slot: _Slot) -> None:
+        """Become worker ``slot.index``; never returns."""
+        code = 1
+        try:
+            signal.set_wakeup_fd(-1)
+            for sig in (signal.SIGTERM, signal.SIGCHLD, signal.SIGHUP):
+                signal.signal(sig, signal.SIG_DFL)
+            signal.signal(signal.SIGINT, signal.SIG_IGN)  # until the worker's loop takes it
+            for fd in (self._ready_r, self._wake_r, self._wake_w):
+                os.close(fd)
+            for other in self.slots:
+                if other is not slot:
+                    other.sock.close()
+            os.environ.pop("NOTIFY_SOCKET", None)  # systemd hears the parent, not a worker
+            context = WorkerContext(self.run_dir, slot.index, self.count, self.context.parent_pid)
+            ready_w = self._ready_w
+
+            def ready() -> None:
+                os.write(ready_w, f"{os.getpid()}\n".encode())
+
+            code = self.serve_worker(self.config, slot.sock, context, ready)
+        except SystemExit as exc:
+            code = exc.code if isinstance(exc.code, int) else 1
+        except BaseException:
+            log.exception("worker %d failed", slot.index)
+        finally:
+            with contextlib.suppress(Exception):
+                sys.stdout.flush()
+                sys.stderr.flush()
+            os._exit(code)
+
+    def _reap(self) -> None:
+        while True:
+            try:
+                pid, status = os.waitpid(-1, os.WNOHANG)
+            except ChildProcessError:
+                return
+            if pid == 0:
+                return
+            slot = next((s for s in self.slots if s.pid == pid), None)
+            if slot is not None:
+                self._died(slot, os.waitstatus_to_exitcode(status))
+
+    def _died(self, slot: _Slot, code: int) -> None:
+        pid, was_ready = slot.pid, slot.ready
+        assert pid is not None
+        slot.pid, slot.ready = None, False
+        self._forget(pid)
+        if self.stopping:
+            return
+        how = f"signal {-code}" if code < 0 else f"exit code {code}"
+        if not self.announced:
+            log.error(
+                "worker %d (pid %d) died during start-up (%s): stopping", slot.index, pid, how
+            )
+            self._stop(signal.SIGTERM, exit_code=1)
+            return
+        slot.start_failures = 0 if was_ready else slot.start_failures + 1
+        if slot.start_failures >= START_FAILURES_MAX:
+            log.error(
+                "worker %d died before serving %d times in a row (last: %s): stopping the server",
+                slot.index,
+                slot.start_failures,
+                how,
+            )
+            self._stop(signal.SIGTERM, exit_code=1)
+            return
+        lived = time.monotonic() - slot.started_at
+        slot.quick_deaths = slot.quick_deaths + 1 if lived < STEADY_S else 1
+        delay = min(RESTART_MAX_S, RESTART_BASE_S * 2 ** (slot.quick_deaths - 1))
+        slot.restart_at = time.monotonic() + delay
+        self._restarts.inc()
+        log.warning(
+            "worker %d (pid %d) died (%s) after %.1f s: restarting it in %.1f s",
+            slot.index,
+            pid,
+            how,
+            lived,
+            delay,
+        )
+
+    def _forget(self, pid: int) -> None:
+        """A dead worker's gauges leave the server's metrics; its counts stay in the sums."""
+        from prometheus_client import multiprocess
+
+        multiprocess.mark_process_dead(pid, str(self.context.metrics_dir))
+        snapshot = self.context.snapshots_dir / f"{pid}.json"
+        with contextlib.suppress(OSError):
+            snapshot.rename(snapshot.with_name(f"dead-{pid}.json"))
+
+    # ---- signals and the ready pipe ----------------------------------------------------------
+
+    def _install_signals(self) -> None:
+        os.set_blocking(self._wake_w, False)
+        signal.set_wakeup_fd(self._wake_w)
+
+        def remember(sig: int, _frame: Any) -> None:
+            self._signals.append(sig)
+
+        for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGCHLD):
+            signal.signal(sig, remember)
+        signal.signal(signal.SIGHUP, signal.SIG_IGN)  # a closed terminal must not stop workers
+
+    def _wait(self) -> None:
+        with contextlib.suppress(InterruptedError):
+            readable, _, _ = select.select([self._ready_r, self._wake_r], [], [], 0.2)
+            if self._wake_r in readable:
+                os.read(self._wake_r, 4096)
+
+    def _read_ready(self) -> None:
+        while True:
+            readable, _, _ = select.select([self._ready_r], [], [], 0)
+            if not readable:
+                break
+            self._ready_buffer += os.read(self._ready_r, 4096)
+        *lines, self._ready_buffer = self._ready_buffer.split(b"\n")
+        for line in lines:
+            pid = int(line)
+            for slot in self.slots:
+                if slot.pid == pid:
+                    slot.ready = True
+
+    def _handle_signals(self) -> None:
+        signals, self._signals = self._signals, []
+        for sig in signals:
+            if sig in (signal.SIGTERM, signal.SIGINT):
+                if not self.stopping:
+                    log.info("%s: stopping %d workers", signal.Signals(sig).name, self.count)
+                self._stop(sig)
+
+    # ---- metrics -----------------------------------------------------------------------------
+
+    def _metrics_setup(self) -> None:
+        """prometheus-client's multiprocess mode, in this process and (inherited) the workers.
+        The variable is read when prometheus-client is first imported, which is why the parent
+        imports nothing that imports it before this (service/cli keeps aiohttp and the app out)."""
+        os.environ["PROMETHEUS_MULTIPROC_DIR"] = str(self.context.metrics_dir)
+        from prometheus_client import Counter, Gauge, values
+
+        values.ValueClass = values.MultiProcessValue()  # even if something imported it first
+        self._restarts = Counter(
+            "bobgen_worker_restarts",
+            "Workers the supervisor started again after one died (--workers).",
+            registry=None,
+        )
+        self._serving = Gauge(
+            "bobgen_workers",
+            "Workers serving now (--workers; the supervisor's count).",
+            registry=None,
+            multiprocess_mode="max",
+        )
+
+
+def bind_reuseport(host: str, port: int, count: int) -> list[socket.socket]:
+    """``count`` listening sockets on one ``host:port``, with ``SO_REUSEPORT``.
+
+    A plain socket is bound first: ``SO_REUSEPORT`` alone would let this server share a port
+    with another one of the same user instead of failing, as a busy port must. Port 0 picks a
+    free port, which all the workers' sockets then share.
+    """
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    probe = socket.socket(family, socket.SOCK_STREAM)
+    probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        probe.bind((host, port))
+    except OSError as exc:
+        probe.close()
+        raise OSError(exc.errno, f"cannot listen on {host}:{port}: {exc.strerror}") from None
+    port = probe.getsockname()[1]
+    probe.close()
+    sockets: list[socket.socket] = []
+    try:
+        for _ in range(count):
+            sock = socket.socket(family, socket.SOCK_STREAM)
+            sockets.append(sock)
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+            sock.bind((host, port))
+            sock.listen(1024)
+    except OSError as exc:
+        for sock in sockets:
+            sock.close()
+        raise OSError(exc.errno, f"cannot listen on {host}:{port}: {exc.strerror}") from None
+    return sockets
+
+
+def _signal(pid: int, sig: int) -> None:
+    with contextlib.suppress(ProcessLookupError):
+        os.kill(pid, sig)
+
+
+def _notify_systemd(state: str) -> None:
+    from service.cli.serve import notify_systemd
+
+    notify_systemd(state)
