@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import time
 from typing import Any
 
@@ -18,6 +19,7 @@ from service.keys import (
     METRICS_KEY,
     SEEDER_KEY,
     STARTED_KEY,
+    WORKER_KEY,
 )
 from service.metrics import CONTENT_TYPE
 from service.schemas.probes import HEALTH
@@ -33,6 +35,9 @@ async def health(request: web.Request) -> web.Response:
         "uptime_s": round(time.monotonic() - app[STARTED_KEY], 3),
         "version": __version__,
     }
+    worker = app[WORKER_KEY]
+    if worker is not None:
+        body["worker"] = {"index": worker.index, "workers": worker.count, "pid": os.getpid()}
     seed = app[SEEDER_KEY].progress
     body["seed"] = {"state": str(seed.state), "rows": seed.rows, "target": seed.target}
     watcher = app[DOCUMENTS_KEY]

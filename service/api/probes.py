@@ -12,7 +12,7 @@ from service import __version__
 from service.api.openapi import operation
 from service.db import DatabaseUnavailable
 from service.jsonutil import json_response
-from service.keys import DB_KEY, LIFECYCLE_KEY, RUN_CONTEXT_KEY
+from service.keys import DB_KEY, LIFECYCLE_KEY, RUN_CONTEXT_KEY, WORKER_KEY
 from service.schemas.probes import LIVE, READY, VERSIONS
 
 
@@ -29,9 +29,13 @@ async def livez(request: web.Request) -> web.Response:
 )
 async def readyz(request: web.Request) -> web.Response:
     """Ready for traffic: migrated (the app only serves once they ran), the database answers
-    ``SELECT 1``, and not shutting down. 503 with the reason otherwise."""
+    ``SELECT 1``, not shutting down, and (``--workers``) every worker started. 503 with the
+    reason otherwise."""
     if request.app[LIFECYCLE_KEY].stopping:
         return _not_ready("shutting down")
+    worker = request.app[WORKER_KEY]
+    if worker is not None and not worker.server_serving():
+        return _not_ready("starting: not every worker serves yet")
     problem = await database_problem(request.app)
     if problem is not None:
         return _not_ready(f"database unavailable: {problem}")

@@ -63,7 +63,7 @@ def serve_worker(
         _run_server(config, sock, on_serving=serving, worker=worker)
     except OPERATOR_ERRORS as exc:
         log.debug("worker failed", exc_info=True)
-        print(f"bobgen: worker {worker.index}: error: {exc}", file=sys.stderr)
+        print(f"bobgen: error: {exc}", file=sys.stderr)  # as without workers
         return 1
     return 0
 

@@ -30,8 +30,12 @@ HEALTH = record(
         "seed": record({"state": one_of(SeedState), "rows": COUNT, "target": COUNT}),
         "documents": {**SYNC_SUMMARY, "description": "when a documents root is configured"},
         "reason": {**TEXT, "description": "why the database is unavailable (503 only)"},
+        "worker": {
+            **record({"index": COUNT, "workers": COUNT, "pid": COUNT}),
+            "description": "which of the server's --workers answered (with more than one)",
+        },
     },
-    optional=("documents", "reason"),
+    optional=("documents", "reason", "worker"),
 )
 VERSIONS = record(
     {

@@ -38,6 +38,16 @@ class WorkerContext:
         """Each worker's latest snapshot of the metrics computed at scrape time."""
         return self.run_dir / "snapshots"
 
+    @property
+    def serving_file(self) -> Path:
+        """Created by the supervisor once every worker serves (``READY=1``)."""
+        return self.run_dir / "serving"
+
+    def server_serving(self) -> bool:
+        """Whether the whole server has started: until then ``/readyz`` says 503, as a load
+        balancer would otherwise send traffic to a server still starting its workers."""
+        return self.serving_file.exists()
+
     def leadership(self, role: str) -> Leadership:
         return Leadership(self.run_dir / f"{role}.lock")
 

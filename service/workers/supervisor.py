@@ -11,8 +11,10 @@ dies and stops them all on SIGTERM. Its life:
   failure in a restart loop would help nobody.
 * **Serving.** A worker that dies is started again after a back-off (0.5 s doubling to 30 s;
   reset once a worker served for :data:`STEADY_S`), counted in
-  ``bobgen_worker_restarts_total``. Its socket stays open in the parent meanwhile, so new
-  connections the kernel hashed to it wait in its backlog instead of being refused. A worker
+  ``bobgen_worker_restarts_total``. Each worker's listening socket is its own (bound by the
+  parent just before the fork, then closed in the parent), so when a worker dies its socket
+  goes with it and the kernel sends new connections to the live workers only, instead of
+  queueing them for a process that is not there. A worker
   that dies before serving :data:`START_FAILURES_MAX` times in a row (a disk gone, the database
   deleted) ends the server with one line and exit code 1, not an endless loop.
 * **Stop.** SIGTERM is passed on to every worker, each of which drains for the shutdown grace
@@ -46,6 +48,7 @@ from service.workers.shared import WorkerContext
 log = logging.getLogger("service")
 
 START_FAILURES_MAX = 3
+REPORTED = 1  # a worker's exit code after it printed why it failed
 RESTART_BASE_S = 0.5
 RESTART_MAX_S = 30.0
 STEADY_S = 30.0  # a worker that served this long starts its successor's back-off afresh
@@ -59,7 +62,6 @@ ServeWorker = Callable[[Config, socket.socket, WorkerContext, Callable[[], None]
 @dataclass(slots=True)
 class _Slot:
     index: int
-    sock: socket.socket
     pid: int | None = None
     ready: bool = False
     started_at: float = 0.0
@@ -82,6 +84,7 @@ class Supervisor:
         self.stop_deadline: float | None = None
         self.exit_code = 0
         self._signals: list[int] = []
+        self.port = config.port
         self._ready_r, self._ready_w = os.pipe()
         self._wake_r, self._wake_w = os.pipe()
         self._ready_buffer = b""
@@ -91,8 +94,9 @@ class Supervisor:
     def run(self) -> int:
         try:
             self._metrics_setup()
-            sockets = bind_reuseport(self.config.host, self.config.port, self.count)
-            self.slots = [_Slot(i, s) for i, s in enumerate(sockets)]
+            # A busy port fails here, before anything migrates; port 0 becomes a free one.
+            self.port = free_port(self.config.host, self.config.port)
+            self.slots = [_Slot(i) for i in range(self.count)]
             self._install_signals()
             self._start(self.slots[0])
             while not self._finished():
@@ -103,8 +107,6 @@ class Supervisor:
                 self._advance()
             return self.exit_code
         finally:
-            for slot in self.slots:
-                slot.sock.close()
             shutil.rmtree(self.run_dir, ignore_errors=True)
 
     def _finished(self) -> bool:
@@ -135,17 +137,17 @@ class Supervisor:
         self._serving.set(serving)
         if not self.announced and serving == self.count:
             self.announced = True
-            host, port = self.slots[0].sock.getsockname()[:2]
             from service import __version__
 
             log.info(
                 "bobgen %s serving on http://%s:%d with %s, %d workers",
                 __version__,
-                host,
-                port,
+                self.config.host,
+                self.port,
                 self.config.db,
                 self.count,
             )
+            self.context.serving_file.touch()
             _notify_systemd("READY=1")
 
     def _stop(self, sig: int, exit_code: int | None = None) -> None:
@@ -169,14 +171,22 @@ class Supervisor:
     def _start(self, slot: _Slot) -> None:
         slot.restart_at, slot.ready = None, False
         slot.started_at = time.monotonic()
+        try:
+            sock = listen_reuseport(self.config.host, self.port)
+        except OSError as exc:  # the port was taken meanwhile: as if the worker died at start
+            log.error("worker %d cannot listen: %s", slot.index, exc)
+            slot.pid = -1
+            self._died(slot, 1)
+            return
         sys.stdout.flush()
         sys.stderr.flush()
         pid = os.fork()
         if pid == 0:  # pragma: no cover - the child; its coverage is the worker's
-            self._child(slot)
+            self._child(slot, sock)
+        sock.close()  # the worker's alone: it closes with the worker
         slot.pid = pid
 
-    def _child(self, slot: _Slot) -> None:
+    def _child(self, slot: _Slot, sock: socket.socket) -> None:
         """Become worker ``slot.index``; never returns."""
         code = 1
         try:
@@ -186,9 +196,6 @@ class Supervisor:
             signal.signal(signal.SIGINT, signal.SIG_IGN)  # until the worker's loop takes it
             for fd in (self._ready_r, self._wake_r, self._wake_w):
                 os.close(fd)
-            for other in self.slots:
-                if other is not slot:
-                    other.sock.close()
             os.environ.pop("NOTIFY_SOCKET", None)  # systemd hears the parent, not a worker
             context = WorkerContext(self.run_dir, slot.index, self.count, self.context.parent_pid)
             ready_w = self._ready_w
@@ -196,7 +203,7 @@ class Supervisor:
             def ready() -> None:
                 os.write(ready_w, f"{os.getpid()}\n".encode())
 
-            code = self.serve_worker(self.config, slot.sock, context, ready)
+            code = self.serve_worker(self.config, sock, context, ready)
         except SystemExit as exc:
             code = exc.code if isinstance(exc.code, int) else 1
         except BaseException:
@@ -228,9 +235,9 @@ class Supervisor:
             return
         how = f"signal {-code}" if code < 0 else f"exit code {code}"
         if not self.announced:
-            log.error(
-                "worker %d (pid %d) died during start-up (%s): stopping", slot.index, pid, how
-            )
+            # Exit code 1: the worker printed its one line (serve_worker); say nothing more.
+            if code != REPORTED:
+                log.error("worker %d (pid %d) died during start-up (%s)", slot.index, pid, how)
             self._stop(signal.SIGTERM, exit_code=1)
             return
         slot.start_failures = 0 if was_ready else slot.start_failures + 1
@@ -329,37 +336,39 @@ class Supervisor:
         )
 
 
-def bind_reuseport(host: str, port: int, count: int) -> list[socket.socket]:
-    """``count`` listening sockets on one ``host:port``, with ``SO_REUSEPORT``.
+def free_port(host: str, port: int) -> int:
+    """``port`` if nobody listens on it (0: a free one), else OSError naming the address.
 
-    A plain socket is bound first: ``SO_REUSEPORT`` alone would let this server share a port
-    with another one of the same user instead of failing, as a busy port must. Port 0 picks a
-    free port, which all the workers' sockets then share.
+    Bound without ``SO_REUSEPORT``, which alone would let this server share a port with
+    another server of the same user instead of failing, as a busy port must.
     """
-    family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    probe = socket.socket(family, socket.SOCK_STREAM)
+    probe = socket.socket(_family(host), socket.SOCK_STREAM)
     probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     try:
         probe.bind((host, port))
+        return int(probe.getsockname()[1])
     except OSError as exc:
+        raise OSError(exc.errno, f"cannot listen on {host}:{port}: {exc.strerror}") from None
+    finally:
         probe.close()
-        raise OSError(exc.errno, f"cannot listen on {host}:{port}: {exc.strerror}") from None
-    port = probe.getsockname()[1]
-    probe.close()
-    sockets: list[socket.socket] = []
+
+
+def listen_reuseport(host: str, port: int) -> socket.socket:
+    """A listening socket on ``host:port`` beside the other workers' (``SO_REUSEPORT``)."""
+    sock = socket.socket(_family(host), socket.SOCK_STREAM)
     try:
-        for _ in range(count):
-            sock = socket.socket(family, socket.SOCK_STREAM)
-            sockets.append(sock)
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
-            sock.bind((host, port))
-            sock.listen(1024)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+        sock.bind((host, port))
+        sock.listen(1024)
     except OSError as exc:
-        for sock in sockets:
-            sock.close()
+        sock.close()
         raise OSError(exc.errno, f"cannot listen on {host}:{port}: {exc.strerror}") from None
-    return sockets
+    return sock
+
+
+def _family(host: str) -> socket.AddressFamily:
+    return socket.AF_INET6 if ":" in host else socket.AF_INET
 
 
 def _signal(pid: int, sig: int) -> None:

@@ -20,6 +20,7 @@ import pytest
 from service.db import DatabaseURL
 from tests.backends import sql
 from tests.helpers import ALL_MIGRATIONS
+from tests.support import eventually
 from tests.support.auth import ADMIN_TOKEN, bearer, plant_test_tokens
 from tests.support.server import Server
 
@@ -37,6 +38,10 @@ async def start_pair(url: DatabaseURL, tmp_path: Path, *args: str) -> list[Serve
     await asyncio.gather(*(s.start(wait=False) for s in servers))  # both migrate at once
     await asyncio.gather(*(s.wait_healthy(timeout=60) for s in servers))
     return servers
+
+
+async def _metric_is(server: Server, name: str, value: float) -> bool:
+    return await server.metric(name) == value
 
 
 async def health(session: aiohttp.ClientSession, server: Server) -> dict[str, Any]:
@@ -80,7 +85,9 @@ async def _scenario(url: DatabaseURL, servers: list[Server]) -> None:
                 await asyncio.sleep(0.05)
         victim = seeding[0]
         survivor = servers[1 - servers.index(victim)]
-        assert await survivor.metric(ELSEWHERE) == 1
+        await eventually(  # with --workers, each worker's gauges are at most a second old
+            lambda: _metric_is(survivor, ELSEWHERE, 1), what="the survivor waiting elsewhere"
+        )
         async with session.post(victim.url + "/projects", json={"name": "scale-out"}) as resp:
             assert resp.status == 201, await resp.text()
             project = (await resp.json())["id"]
@@ -126,7 +133,12 @@ async def _scenario(url: DatabaseURL, servers: list[Server]) -> None:
                 if (await health(session, survivor))["seed"]["state"] == "complete":
                     break
                 await asyncio.sleep(0.1)
-        assert await survivor.metric(RUNNING) == 0 and await survivor.metric(COMPLETE) == 1
+
+        # Polled: with --workers, a worker's seed gauges reach /metrics within a second.
+        async def seed_metrics_done() -> bool:
+            return await survivor.metric(RUNNING) == 0 and await survivor.metric(COMPLETE) == 1
+
+        await eventually(seed_metrics_done, what="the survivor's seed gauges: complete")
         seed_runs = sql(url, "SELECT count(*) FROM runs WHERE args_json LIKE '%\"seed\"%'")
         assert seed_runs == [(2,)]  # the killed one's, and the survivor's that resumed it
         stop_writing.set()

@@ -6,6 +6,7 @@ until it answers, killed or stopped; its output goes to a log file shown when it
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import signal
 import socket
@@ -70,13 +71,15 @@ class Server:
             stdin=asyncio.subprocess.DEVNULL,
             cwd=self.cwd,
             env=self.env,
+            start_new_session=True,  # a group of its own: kill9 takes its workers too
             **kwargs,  # type: ignore[arg-type]
         )
         log.close()
         if wait:
             await self.wait_healthy()
 
-    async def wait_healthy(self, timeout: float = 30, path: str = "/health") -> None:
+    async def wait_healthy(self, timeout: float = 30, path: str = "/readyz") -> None:
+        """Until ``path`` answers 200: ``/readyz``, which with ``--workers`` waits for all."""
         assert self.proc is not None
         async with asyncio.timeout(timeout), aiohttp.ClientSession() as session:
             while True:
@@ -105,8 +108,24 @@ class Server:
         return await self.wait_exit(timeout)
 
     def kill9(self) -> None:
+        """SIGKILL to the server and its workers at once (``--workers``), as a power cut or
+        the OOM killer of its cgroup would: nothing of it gets to say a word."""
         assert self.proc is not None
-        os.kill(self.proc.pid, signal.SIGKILL)
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(self.proc.pid, signal.SIGKILL)
+
+    def workers(self) -> list[int]:
+        """The pids of the server's workers (``--workers`` > 1), oldest first; [] otherwise."""
+        assert self.proc is not None
+        children = []
+        for stat in Path("/proc").glob("[0-9]*/stat"):
+            try:
+                fields = stat.read_text().rsplit(")", 1)[1].split()
+            except OSError:
+                continue  # gone meanwhile
+            if int(fields[1]) == self.proc.pid:  # field 4 of /proc/<pid>/stat: the parent
+                children.append(int(stat.parent.name))
+        return sorted(children)
 
     async def stop(self) -> int:
         if self.proc is None or self.proc.returncode is not None:
