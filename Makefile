@@ -40,12 +40,23 @@ format: $(VENV)/.installed-test
 	$(BIN)/ruff check --fix .
 
 # A run that collected nothing (pytest's exit 5) fails like any other: it proved nothing.
+# Then the suites that start real servers, again with every server at --workers 2: what holds
+# for one process must hold for a supervised pair (docs/scale-out.md#workers).
+WORKER_SUITES := tests/reliability/test_crash.py tests/reliability/test_debug_contention.py \
+	tests/reliability/test_scale_out.py tests/reliability/test_slow_clients.py \
+	tests/reliability/test_corrupt_file.py tests/reliability/test_disk_full.py \
+	tests/test_shutdown.py tests/test_deployed.py tests/test_testing_plugin.py \
+	tests/test_quickstart.py tests/test_auth.py tests/test_cli_and_lifecycle.py \
+	tests/test_ops_page.py tests/test_malformed_requests.py tests/hostile
 test: lint
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
+	BOBGEN_WORKERS=2 $(BIN)/python -m pytest $(WORKER_SUITES)
 
-# schemathesis against a live server from /openapi.json, both backends, bounded (~1 minute).
+# schemathesis against a live server from /openapi.json, both backends, one process and then
+# two workers, bounded (~1 minute each).
 contract: $(VENV)/.installed-test
 	$(BIN)/python tests/contract.py
+	BOBGEN_WORKERS=2 $(BIN)/python tests/contract.py
 
 # make bench: SQLite against its baselines; make bench MODE=postgresql: SQLite vs PostgreSQL
 # with one and two instances (needs PostgreSQL on 127.0.0.1:5432 and wrk).

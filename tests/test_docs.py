@@ -109,6 +109,8 @@ SQLITE_ONLY_METRICS = {
     "bobgen_db_checkpoint_seconds",
     "bobgen_db_checkpoints_total",
 }
+# The supervisor's, with --workers only: tests/reliability/test_workers.py reads them there.
+WORKERS_ONLY_METRICS = {"bobgen_workers", "bobgen_worker_restarts_total"}
 
 
 async def test_every_metric_named_is_exposed(
@@ -136,6 +138,7 @@ async def test_every_metric_named_is_exposed(
     }
     if backend == "postgresql":
         exposed |= SQLITE_ONLY_METRICS
+    exposed |= WORKERS_ONLY_METRICS
     assert {(doc, m) for doc, m in named if m not in exposed} == set()
 
 

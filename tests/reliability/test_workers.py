@@ -151,6 +151,52 @@ async def test_two_workers_serve_one_port_and_answer_as_one_server(
     )
 
 
+@pytest.mark.parametrize("backend", ["sqlite", "postgresql"])
+async def test_a_token_revoked_through_one_worker_is_refused_by_every_worker_in_time(
+    start_workers: Any, backend: str
+) -> None:
+    server = await start_workers(backend)
+    close = {"Connection": "close"}
+    async with aiohttp.ClientSession() as session:
+        async with session.post(
+            server.url + "/tokens",
+            json={"user": "robot", "scopes": ["read", "write"]},
+            headers=bearer(ADMIN_TOKEN),
+        ) as resp:
+            assert resp.status == 201, await resp.text()
+            created = await resp.json()
+        robot = {**bearer(created["token"]), **close}
+        cached_by: set[int] = set()
+        for _ in range(100):  # both workers check the token once and cache the answer
+            async with session.get(server.url + "/health", headers=robot) as resp:
+                cached_by.add((await resp.json())["worker"]["index"])
+            async with session.get(server.url + "/bobgen/status?limit=1", headers=robot) as resp:
+                assert resp.status == 200
+            if cached_by == {0, 1}:
+                break
+        async with session.delete(
+            server.url + f"/tokens/{created['id']}", headers={**bearer(ADMIN_TOKEN), **close}
+        ) as resp:
+            assert resp.status == 204
+        revoked_at = asyncio.get_running_loop().time()
+
+        async def refused_by_both() -> bool:
+            refused: set[int] = set()
+            for _ in range(40):
+                async with session.post(
+                    server.url + "/bobgen/status", json=status_body("revoked"), headers=robot
+                ) as resp:
+                    if resp.status != 401:
+                        return False
+                async with session.get(server.url + "/health", headers=close) as resp:
+                    refused.add((await resp.json())["worker"]["index"])
+            return refused == {0, 1}
+
+        await eventually(refused_by_both, timeout=10, what="the revoked token refused by both")
+    # docs/security.md: a revocation reaches every process within a second
+    assert asyncio.get_running_loop().time() - revoked_at < 1.0 + 2.0  # + the polling itself
+
+
 async def test_a_killed_worker_is_restarted_and_the_sums_stay(start_workers: Any) -> None:
     server = await start_workers()
     async with aiohttp.ClientSession() as session:
