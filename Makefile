@@ -59,10 +59,12 @@ contract: $(VENV)/.installed-test
 	BOBGEN_WORKERS=2 $(BIN)/python tests/contract.py
 
 # make bench: SQLite against its baselines; make bench MODE=postgresql: SQLite vs PostgreSQL
-# with one and two instances (needs PostgreSQL on 127.0.0.1:5432 and wrk).
+# with one and two instances (needs PostgreSQL on 127.0.0.1:5432 and wrk); make bench
+# WORKERS=1,2: both backends with 1 and 2 workers, beside a bare aiohttp app on 2 processes.
 MODE ?= sqlite
 bench: $(VENV)/.installed
-	if [ "$(MODE)" = postgresql ]; then $(BIN)/python bench/bench_backends.py $(BENCH_ARGS); \
+	if [ -n "$(WORKERS)" ]; then $(BIN)/python bench/bench_backends.py --workers $(WORKERS) $(BENCH_ARGS); \
+	elif [ "$(MODE)" = postgresql ]; then $(BIN)/python bench/bench_backends.py $(BENCH_ARGS); \
 	else $(BIN)/python bench/bench.py $(BENCH_ARGS); fi
 
 # 10 minutes of mixed load at ~70 % of the measured maximum; exits non-zero on a regression.

@@ -1,14 +1,21 @@
-"""SQLite vs PostgreSQL (1 and 2 instances), in one run: ``make bench MODE=postgresql``.
+"""SQLite vs PostgreSQL (1 and 2 instances), in one run: ``make bench MODE=postgresql``;
+and 1 vs N workers on both: ``make bench WORKERS=1,2``.
 
     .venv/bin/python bench/bench_backends.py [--rows 100000] [--duration 5] [--rounds 3]
         [--pg-admin postgresql://postgres@127.0.0.1:5432/postgres] [--old-root DIR]
+        [--workers 1,2]
 
 Prepares the same data on both backends with the service's own code (migrations, 100,000
 seed rows, a write token, a project with 1,000 ideas), starts ``bobgen serve`` on the SQLite
 file, one on the PostgreSQL database, and a pair on that database (each its own process), and
 drives each with wrk (the pair: one wrk per instance, half the connections each, throughputs
 added). With ``--old-root`` (a checkout of an older commit) its SQLite server runs too, on a
-copy of the same file, so that "no regression" is a ratio measured in the same run.
+copy of the same file, so that "no regression" is a ratio measured in the same run. With
+``--workers 1,2`` every listed worker count above 1 adds ``bobgen serve --workers N`` on
+SQLite and on PostgreSQL, and a bare aiohttp app with N processes on one port (the ceiling
+for N processes; it answers every path with a canned row, without database or middleware).
+Each round also measures a row by random id over one connection (the latency a lone client
+sees: p50 must not grow with workers).
 
 Scenarios, all with varied requests: pages at random offsets 0-1000, the first page
 (identical requests: coalesced, labelled), a row by random id, POST status (token, validation,
@@ -19,9 +26,11 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import os
 import shutil
+import signal
 import statistics
 import subprocess
 import sys
@@ -85,7 +94,20 @@ def serve(db: str, port: int, root: Path, extra: list[str]) -> subprocess.Popen[
     env = {**os.environ, "PYTHONPATH": str(root)}
     cmd = [sys.executable, "-m", "service", "serve", "--db", db, "--port", str(port)]
     cmd += ["--seed-rows", "0", "--log-level", "WARNING", *extra]
-    return subprocess.Popen(cmd, env=env, cwd=root)
+    return subprocess.Popen(cmd, env=env, cwd=root, start_new_session=True)
+
+
+def bare(port: int, processes: int) -> subprocess.Popen[bytes]:
+    app = ROOT / "bench" / "baseline_app.py"
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    cmd = [sys.executable, str(app), str(port), str(processes)]
+    return subprocess.Popen(cmd, env=env, start_new_session=True)
+
+
+def stop(proc: subprocess.Popen[bytes]) -> None:
+    """SIGTERM to the process group: a server's workers, the bare app's forks."""
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(proc.pid, signal.SIGTERM)
 
 
 def scripts(rows: int, token: str) -> dict[str, str]:
@@ -103,7 +125,11 @@ def scripts(rows: int, token: str) -> dict[str, str]:
         "row by id": lua(f"'/bobgen/status/' .. math.random(1, {rows})"),
         "POST status": lua("'/bobgen/status'", post=auth),
         "PATCH idea": patch,
+        ONE_CONNECTION: lua(f"'/bobgen/status/' .. math.random(1, {rows})"),
     }
+
+
+ONE_CONNECTION = "row by id, 1 connection"
 
 
 def drive(ports: list[int], script: str, duration: int, connections: int) -> tuple[float, ...]:
@@ -134,8 +160,12 @@ def main() -> None:
     parser.add_argument(
         "--sqlite-only", action="store_true", help="only SQLite (and --old-root): an A/B run"
     )
+    parser.add_argument(
+        "--workers", default="1", help="worker counts to compare, e.g. 1,2 (make bench WORKERS=)"
+    )
     parser.add_argument("--output", type=Path, default=ROOT / "bench" / "results" / "backends.json")
     args = parser.parse_args()
+    worker_counts = sorted({int(w) for w in str(args.workers).split(",") if w.strip()} | {1})
     if shutil.which("wrk") is None:
         raise SystemExit("wrk is needed (Debian: apt install wrk)")
 
@@ -165,10 +195,21 @@ def main() -> None:
                 for p in pair:
                     procs.append(serve(pg_url.dsn, p, ROOT, []))
                 setups["PostgreSQL, 2 instances"] = (pair, pg_token)
+            for n in worker_counts[1:]:
+                port = free_port()
+                procs.append(serve(str(sqlite_url.sqlite_path), port, ROOT, ["--workers", str(n)]))
+                setups[f"SQLite, {n} workers"] = ([port], token)
+                if not args.sqlite_only:
+                    port = free_port()
+                    procs.append(serve(pg_url.dsn, port, ROOT, ["--workers", str(n)]))
+                    setups[f"PostgreSQL, {n} workers"] = ([port], pg_token)
+                port = free_port()
+                procs.append(bare(port, n))
+                setups[f"bare aiohttp, {n} processes"] = ([port], token)
             for proc, port in zip(
                 procs, [p for ports, _ in setups.values() for p in ports], strict=True
             ):
-                wait_up(f"http://127.0.0.1:{port}/health", proc, timeout=60)
+                wait_up(f"http://127.0.0.1:{port}/readyz", proc, timeout=60)
 
             scenario_names = list(scripts(args.rows, token))
             if args.only:
@@ -184,11 +225,12 @@ def main() -> None:
                     for setup in order:
                         ports, tok = setups[setup]
                         script = scripts(args.rows, tok)[scenario]
-                        result = drive(ports, script, args.duration, args.connections)
+                        connections = 1 if scenario == ONE_CONNECTION else args.connections
+                        result = drive(ports, script, args.duration, connections)
                         runs.setdefault((scenario, setup), []).append(result)
         finally:
             for proc in procs:
-                proc.terminate()
+                stop(proc)
             for proc in procs:
                 proc.wait(timeout=30)
             shutil.rmtree(workdir, ignore_errors=True)
@@ -203,9 +245,16 @@ def main() -> None:
             rps, p50, p99 = (statistics.median(r[i] for r in rs) for i in range(3))
             errors = sum(r[3] for r in rs)
             ratio = rps / sqlite_rps
+            ceiling = ""
+            if setup.endswith(" workers"):  # beside the bare app on as many processes
+                n = setup.rsplit(" ", 2)[1]
+                bare_rps = statistics.median(
+                    r[0] for r in runs[(scenario, f"bare aiohttp, {n} processes")]
+                )
+                ceiling = f"  {rps / bare_rps:5.2f}x bare {n}"
             print(
                 f"    {setup:<28} {rps:>8.0f} req/s {ratio:5.2f}x SQLite"
-                f"  p50 {p50:6.2f} ms  p99 {p99:6.2f} ms  errors {errors}"
+                f"  p50 {p50:6.2f} ms  p99 {p99:6.2f} ms  errors {errors}{ceiling}"
             )
             table.append(
                 {

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import gc
 import time
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
@@ -87,7 +87,7 @@ class Metrics:
 
             publish(self.worker, self.registry)
 
-    def collect(self) -> Iterator[Metric]:
+    def collect(self) -> Iterable[Metric]:
         """Every family: this process's, or with workers the whole server's."""
         return (self._server or self.registry).collect()
 

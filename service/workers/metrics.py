@@ -93,8 +93,9 @@ class ServerCollector(Collector):
 
     def collect(self) -> Iterator[Metric]:
         scratch = CollectorRegistry()
-        multiprocess = MultiProcessCollector(scratch, path=str(self._context.metrics_dir))
-        yield from multiprocess.collect()
+        files = str(self._context.metrics_dir)
+        multiprocess = MultiProcessCollector(scratch, path=files)  # type: ignore[no-untyped-call]
+        yield from multiprocess.collect()  # type: ignore[no-untyped-call]
         live: list[list[dict[str, Any]]] = [snapshot(self._local)]
         dead: list[list[dict[str, Any]]] = []
         own = f"{os.getpid()}.json"

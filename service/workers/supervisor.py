@@ -268,7 +268,8 @@ class Supervisor:
         """A dead worker's gauges leave the server's metrics; its counts stay in the sums."""
         from prometheus_client import multiprocess
 
-        multiprocess.mark_process_dead(pid, str(self.context.metrics_dir))
+        metrics_dir = str(self.context.metrics_dir)
+        multiprocess.mark_process_dead(pid, metrics_dir)  # type: ignore[no-untyped-call]
         snapshot = self.context.snapshots_dir / f"{pid}.json"
         with contextlib.suppress(OSError):
             snapshot.rename(snapshot.with_name(f"dead-{pid}.json"))
@@ -322,7 +323,8 @@ class Supervisor:
         os.environ["PROMETHEUS_MULTIPROC_DIR"] = str(self.context.metrics_dir)
         from prometheus_client import Counter, Gauge, values
 
-        values.ValueClass = values.MultiProcessValue()  # even if something imported it first
+        # Even if something imported prometheus-client before this.
+        values.ValueClass = values.MultiProcessValue()  # type: ignore[no-untyped-call]
         self._restarts = Counter(
             "bobgen_worker_restarts",
             "Workers the supervisor started again after one died (--workers).",
