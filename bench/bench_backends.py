@@ -209,7 +209,9 @@ def main() -> None:
             for proc, port in zip(
                 procs, [p for ports, _ in setups.values() for p in ports], strict=True
             ):
-                wait_up(f"http://127.0.0.1:{port}/readyz", proc, timeout=60)
+                # /readyz waits for every worker (an old checkout may not have it).
+                probe = "/readyz" if "--workers" in proc.args else "/health"
+                wait_up(f"http://127.0.0.1:{port}{probe}", proc, timeout=60)
 
             scenario_names = list(scripts(args.rows, token))
             if args.only:

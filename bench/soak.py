@@ -72,12 +72,29 @@ def wal_bytes(db: Path | None) -> int:
     return wal.stat().st_size if wal.exists() else 0
 
 
+def server_tree(pid: int) -> list[int]:
+    """The server and, with ``--workers``, its workers (the children of its supervisor)."""
+    members = [pid]
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        with contextlib.suppress(OSError, IndexError, ValueError):
+            if int(stat.read_text().rsplit(")", 1)[1].split()[1]) == pid:
+                members.append(int(stat.parent.name))
+    return members
+
+
+def tree_rss_mib(pid: int, field: str = "VmRSS") -> float:
+    return sum(rss_mib(member, field) for member in server_tree(pid))
+
+
 def cpu_times(pid: int) -> tuple[float, float, float]:
     """(the server's CPU seconds, the machine's busy and stolen CPU seconds) so far: a bad
     minute with the machine busier, or CPU stolen by the host, is not the server's doing."""
     tick = os.sysconf("SC_CLK_TCK")
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    server = (int(fields[11]) + int(fields[12])) / tick  # utime + stime
+    server = 0.0
+    for member in server_tree(pid):
+        with contextlib.suppress(OSError):
+            fields = Path(f"/proc/{member}/stat").read_text().rsplit(")", 1)[1].split()
+            server += (int(fields[11]) + int(fields[12])) / tick  # utime + stime
     cpu = [int(v) for v in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
     idle = cpu[3] + cpu[4]  # idle + iowait
     steal = cpu[7] if len(cpu) > 7 else 0
@@ -291,8 +308,8 @@ async def soak(
                 "errors": errors,
                 "p50_ms": round(q[49], 2),
                 "p99_ms": round(q[98], 2),
-                "rss_mib": round(rss_mib(server_pid), 1),
-                "rss_anon_mib": round(rss_mib(server_pid, "RssAnon"), 1),
+                "rss_mib": round(tree_rss_mib(server_pid), 1),
+                "rss_anon_mib": round(tree_rss_mib(server_pid, "RssAnon"), 1),
                 "wal_mib": round(wal / 2**20, 1),
                 "server_cpu_pct": round(100 * server_cpu / 60),
                 "machine_cpu_pct": round(100 * machine_cpu / 60 / (os.cpu_count() or 1)),
@@ -335,6 +352,7 @@ def main() -> int:
     parser.add_argument("--load", type=float, default=0.7, help="fraction of the maximum rate")
     parser.add_argument("--rate", type=float, help="offered requests/s (instead of --load)")
     parser.add_argument("--readers", type=int, help="the server's --read-connections")
+    parser.add_argument("--workers", type=int, default=1, help="the server's --workers")
     parser.add_argument("--backend", choices=("sqlite", "postgresql"), default="sqlite")
     parser.add_argument("--pg-admin", default="postgresql://postgres@127.0.0.1:5432/postgres")
     parser.add_argument("--output", type=Path, default=ROOT / "bench" / "results" / "soak.json")
@@ -352,14 +370,15 @@ def main() -> int:
             target = str(db)
             _, token = asyncio.run(seed(db, args.rows, 5000))
         port = free_port()
-        readers = ["--read-connections", str(args.readers)] if args.readers else []
+        extra = ["--read-connections", str(args.readers)] if args.readers else []
+        extra += ["--workers", str(args.workers)]
         server = subprocess.Popen(
-            [sys.executable, *serve_command(target, port, *readers)],
+            [sys.executable, *serve_command(target, port, *extra)],
             env={**os.environ, "PYTHONPATH": str(ROOT)},
         )
         base = f"http://127.0.0.1:{port}"
         try:
-            wait_up(base + "/health", server)
+            wait_up(base + "/readyz", server)
             with contextlib.ExitStack() as sampling:
                 activity = None
                 if db is None:
