@@ -21,7 +21,7 @@ import pytest
 import yaml
 from aiohttp.test_utils import TestClient
 
-from tests.support import REPO_ROOT, eventually
+from tests.support import REPO_ROOT, WORKERS_ONLY_METRICS, eventually
 from tests.support.server import Server
 
 DEPLOY = REPO_ROOT / "deploy"
@@ -49,7 +49,7 @@ def test_prometheus_config_and_rules_are_valid() -> None:
     assert config.returncode == 0, config.stdout + config.stderr
     rules = run(tool, "check", "rules", str(PROMETHEUS / "alerts.yml"))
     assert rules.returncode == 0, rules.stdout + rules.stderr
-    assert "SUCCESS: 11 rules found" in rules.stdout
+    assert "SUCCESS: 12 rules found" in rules.stdout
 
 
 def test_alerts_fire_when_they_should() -> None:
@@ -74,6 +74,7 @@ def test_alerts_fire_when_they_should() -> None:
         "BobGenWriteQueueSlow",
         "BobGenPoolExhausted",
         "BobGenWalOverLimit",
+        "BobGenWorkerRestarting",
     }
 
 
@@ -113,6 +114,7 @@ async def test_dashboard_and_alerts_name_only_exposed_metrics(
     full_metrics: str, backend: str
 ) -> None:
     exposed = exposed_names(full_metrics) | PROMETHEUS_OWN
+    exposed |= WORKERS_ONLY_METRICS  # the supervisor's: tests/reliability/test_workers.py
     if backend == "postgresql":  # no files of ours on a server database
         exposed |= {
             "bobgen_db_size_bytes",

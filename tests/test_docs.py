@@ -17,7 +17,7 @@ from aiohttp.test_utils import TestClient
 
 from service.cli import build_parser
 from service.config import Config
-from tests.support import REPO_ROOT
+from tests.support import REPO_ROOT, WORKERS_ONLY_METRICS
 
 DOCS = [REPO_ROOT / "README.md", *sorted((REPO_ROOT / "docs").glob("*.md"))]
 # Flags of other tools that the docs show beside ours, recognised by the tool named on the line.
@@ -109,8 +109,6 @@ SQLITE_ONLY_METRICS = {
     "bobgen_db_checkpoint_seconds",
     "bobgen_db_checkpoints_total",
 }
-# The supervisor's, with --workers only: tests/reliability/test_workers.py reads them there.
-WORKERS_ONLY_METRICS = {"bobgen_workers", "bobgen_worker_restarts_total"}
 
 
 async def test_every_metric_named_is_exposed(

@@ -48,3 +48,8 @@ def eventually_sync(check: Callable[[], T], timeout: float = 10.0, what: str = "
 async def wait_for_seed(app: Any, timeout: float = 30.0) -> None:
     async with asyncio.timeout(timeout):
         await app[SEEDER_KEY].wait()
+
+
+# The supervisor's metrics, with --workers only (an in-process app has none):
+# tests/reliability/test_workers.py reads them from a real server.
+WORKERS_ONLY_METRICS = {"bobgen_workers", "bobgen_worker_restarts_total"}
