@@ -364,6 +364,36 @@ async def test_one_worker_watches_the_documents_and_another_takes_over(
         await eventually(reloaded, what="a second full sync in the watching worker")
 
 
+async def test_one_worker_checkpoints_and_another_takes_over(tmp_path: Path) -> None:
+    """The maintenance role (SQLite's WAL checkpoints) is held by one worker, named in its
+    lock file in the run directory, and passes to the other within seconds of its death."""
+    db_path = tmp_path / "data" / "bobgen.db"
+    db_path.parent.mkdir(parents=True)
+    plant_test_tokens(db_path)
+    runs = tmp_path / "runs"  # the supervisor makes its run directory under $TMPDIR
+    runs.mkdir()
+    server = Server(db_path, WORKERS, env={**os.environ, "TMPDIR": str(runs)})
+    await server.start()
+    try:
+        [run_dir] = list(runs.glob("bobgen-workers-*"))
+        lock = Leadership(run_dir / "maintenance.lock")
+        workers = server.workers()
+        holder = await eventually(lock.holder, what="a worker taking the maintenance role")
+        assert holder in workers
+        assert not lock.try_take(), "held, so nobody else may take it"
+        os.kill(holder, signal.SIGKILL)
+
+        def taken_over() -> bool:
+            now = lock.holder()
+            return now is not None and now != holder and now in server.workers()
+
+        await eventually(taken_over, timeout=15, what="another worker taking the role over")
+        assert not lock.try_take()
+    finally:
+        assert await server.terminate() == 0
+    assert not run_dir.exists(), "a normal stop removes the run directory"
+
+
 async def _has(names: Any, name: str) -> bool:
     return name in await names
 
