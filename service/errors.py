@@ -188,8 +188,9 @@ class _Deadlines:
         return task
 
     def leave(self, task: asyncio.Task[Any] | None) -> None:
-        self._running.pop(task, None)  # type: ignore[arg-type]
-        self._expired.discard(task)  # type: ignore[arg-type]
+        if task is not None:
+            self._running.pop(task, None)
+            self._expired.discard(task)
 
     def expired(self, task: asyncio.Task[Any] | None) -> bool:
         """Whether ``task`` was cancelled for its deadline (and not by its client leaving):
