@@ -175,8 +175,7 @@ class Supervisor:
             sock = listen_reuseport(self.config.host, self.port)
         except OSError as exc:  # the port was taken meanwhile: as if the worker died at start
             log.error("worker %d cannot listen: %s", slot.index, exc)
-            slot.pid = -1
-            self._died(slot, 1)
+            self._died(slot, REPORTED)
             return
         sys.stdout.flush()
         sys.stderr.flush()
@@ -224,20 +223,22 @@ class Supervisor:
                 return
             slot = next((s for s in self.slots if s.pid == pid), None)
             if slot is not None:
+                self._forget(pid)
                 self._died(slot, os.waitstatus_to_exitcode(status))
 
     def _died(self, slot: _Slot, code: int) -> None:
+        """``slot``'s worker is gone (or could not be started): restart it after a back-off,
+        or stop the server when it cannot start at all."""
         pid, was_ready = slot.pid, slot.ready
-        assert pid is not None
         slot.pid, slot.ready = None, False
-        self._forget(pid)
         if self.stopping:
             return
         how = f"signal {-code}" if code < 0 else f"exit code {code}"
+        who = f"worker {slot.index}" + (f" (pid {pid})" if pid is not None else "")
         if not self.announced:
             # Exit code 1: the worker printed its one line (serve_worker); say nothing more.
             if code != REPORTED:
-                log.error("worker %d (pid %d) died during start-up (%s)", slot.index, pid, how)
+                log.error("%s died during start-up (%s)", who, how)
             self._stop(signal.SIGTERM, exit_code=1)
             return
         slot.start_failures = 0 if was_ready else slot.start_failures + 1
@@ -255,14 +256,7 @@ class Supervisor:
         delay = min(RESTART_MAX_S, RESTART_BASE_S * 2 ** (slot.quick_deaths - 1))
         slot.restart_at = time.monotonic() + delay
         self._restarts.inc()
-        log.warning(
-            "worker %d (pid %d) died (%s) after %.1f s: restarting it in %.1f s",
-            slot.index,
-            pid,
-            how,
-            lived,
-            delay,
-        )
+        log.warning("%s died (%s) after %.1f s: restarting it in %.1f s", who, how, lived, delay)
 
     def _forget(self, pid: int) -> None:
         """A dead worker's gauges leave the server's metrics; its counts stay in the sums."""
