@@ -8,6 +8,7 @@ every connection.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 import signal
@@ -127,7 +128,10 @@ async def _worker_ctx(app: web.Application) -> AsyncIterator[None]:
 
     async def tend() -> None:
         while True:
-            metrics.publish()
+            try:
+                metrics.publish()
+            except OSError as exc:  # the run directory went (a stop under way): go on watching
+                log.debug("metrics snapshot not written: %s", exc)
             if os.getppid() != worker.parent_pid:
                 log.warning("the supervisor (pid %d) is gone: stopping", worker.parent_pid)
                 os.kill(os.getpid(), signal.SIGTERM)
@@ -140,7 +144,8 @@ async def _worker_ctx(app: web.Application) -> AsyncIterator[None]:
     finally:
         task.cancel()
         await asyncio.gather(task, return_exceptions=True)
-        metrics.publish()  # the last counts, before the supervisor files them as a dead worker's
+        with contextlib.suppress(OSError):  # the last counts, before the supervisor files them
+            metrics.publish()  # as a dead worker's
 
 
 async def _stopping(app: web.Application) -> None:
