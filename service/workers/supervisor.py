@@ -72,6 +72,8 @@ class _Slot:
 
 class Supervisor:
     def __init__(self, config: Config, serve_worker: ServeWorker) -> None:
+        if not hasattr(socket, "SO_REUSEPORT") or not hasattr(os, "fork"):
+            raise OSError("--workers above 1 needs fork and SO_REUSEPORT (Linux); use 1 here")
         self.config = config
         self.count = config.worker_count
         self.serve_worker = serve_worker
