@@ -25,12 +25,18 @@ from service.app import create_app
 from service.config import DEFAULT_MIGRATIONS_DIR, Config
 from service.db import Database, DatabaseOptions, DatabaseURL, connect
 from service.db.migrations import apply_migrations
+from service.db.postgres import PostgresDatabase  # noqa: F401  # see below
 from service.timeutil import Clock
 from tests.backends import BACKENDS, PgCluster
 from tests.support import wait_for_seed
 from tests.support.auth import ADMIN_TOKEN, bearer, plant_test_tokens
 from tests.support.deployed import Deployed, install
 from tests.support.leaks import leaks, record_logs
+
+# service.db.postgres is imported here, at the top of the stack, rather than first by connect()
+# deep inside a fixture's event loop: pytest rewrites the modules of the service.testing
+# plugin's package as it imports them, and CPython 3.11.7's ast.parse fails there now and then
+# with "AST constructor recursion depth mismatch" (CPython's, not ours: seen once in CI).
 
 # Servers the tests start stop at once on SIGTERM: the drain (--shutdown-grace-s, default 5 s)
 # is tested where it is the subject (tests/test_shutdown.py), not paid by every other test.

@@ -77,10 +77,12 @@ async def _scenario(url: DatabaseURL, servers: list[Server]) -> None:
     stop_writing = asyncio.Event()
     async with aiohttp.ClientSession(headers=HEADERS) as session:
         # The instance that seeds is the one to kill; the other reports the table's progress.
+        # Exactly one: with --workers a worker's gauges may be a second old, and a seeder says
+        # "running" from its start until it finds the lock held elsewhere.
         async with asyncio.timeout(30):
             while True:
                 seeding = [s for s in servers if await s.metric(RUNNING) == 1]
-                if seeding:
+                if len(seeding) == 1:
                     break
                 await asyncio.sleep(0.05)
         victim = seeding[0]
