@@ -38,7 +38,7 @@ def serve(config: Config, args: argparse.Namespace) -> int:
 
         return Supervisor(config, serve_worker).run()
     # Bind first: a busy port fails here, before anything migrates or makes a token.
-    sock = _listen(config.host, config.port)
+    sock = bind(config.host, config.port)
 
     def serving() -> None:
         host, port = sock.getsockname()[:2]
@@ -167,12 +167,20 @@ def notify_systemd(state: str) -> None:
         log.warning("could not notify systemd (%s): %s", state, exc)
 
 
-def _listen(host: str, port: int) -> socket.socket:
-    """A bound socket for ``host:port`` (IPv4 or IPv6), or OSError naming the address."""
+def bind(host: str, port: int, *, reuseport: bool = False) -> socket.socket:
+    """A socket bound to ``host:port`` (IPv4 or IPv6), or OSError naming the address.
+
+    ``reuseport``: beside the other workers' sockets on the port (``--workers``; the kernel
+    spreads connections over them). Without it a port some other process listens on fails,
+    as a busy port must: ``SO_REUSEPORT`` alone would let a second server of the same user
+    share it instead.
+    """
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     sock = socket.socket(family, socket.SOCK_STREAM)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # not past a live listener
     try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # not past a live listener
+        if reuseport:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
         sock.bind((host, port))
     except OSError as exc:
         sock.close()

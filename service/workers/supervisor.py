@@ -42,6 +42,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from service.cli.serve import bind, notify_systemd
 from service.config import Config
 from service.workers.shared import WorkerContext
 
@@ -97,7 +98,8 @@ class Supervisor:
         try:
             self._metrics_setup()
             # A busy port fails here, before anything migrates; port 0 becomes a free one.
-            self.port = free_port(self.config.host, self.config.port)
+            with bind(self.config.host, self.config.port) as probe:
+                self.port = probe.getsockname()[1]
             self.slots = [_Slot(i) for i in range(self.count)]
             self._install_signals()
             self._start(self.slots[0])
@@ -150,14 +152,14 @@ class Supervisor:
                 self.count,
             )
             self.context.serving_file.touch()
-            _notify_systemd("READY=1")
+            notify_systemd("READY=1")
 
     def _stop(self, sig: int, exit_code: int | None = None) -> None:
         if exit_code is not None:
             self.exit_code = exit_code
         if not self.stopping:
             self.stopping = True
-            _notify_systemd("STOPPING=1")
+            notify_systemd("STOPPING=1")
             config = self.config
             wait = config.shutdown_grace_s + config.shutdown_timeout_s + KILL_MARGIN_S
             if sig == signal.SIGINT:
@@ -174,7 +176,8 @@ class Supervisor:
         slot.restart_at, slot.ready = None, False
         slot.started_at = time.monotonic()
         try:
-            sock = listen_reuseport(self.config.host, self.port)
+            sock = bind(self.config.host, self.port, reuseport=True)
+            sock.listen(1024)
         except OSError as exc:  # the port was taken meanwhile: as if the worker died at start
             log.error("worker %d cannot listen: %s", slot.index, exc)
             self._died(slot, REPORTED)
@@ -334,47 +337,6 @@ class Supervisor:
         )
 
 
-def free_port(host: str, port: int) -> int:
-    """``port`` if nobody listens on it (0: a free one), else OSError naming the address.
-
-    Bound without ``SO_REUSEPORT``, which alone would let this server share a port with
-    another server of the same user instead of failing, as a busy port must.
-    """
-    probe = socket.socket(_family(host), socket.SOCK_STREAM)
-    probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    try:
-        probe.bind((host, port))
-        return int(probe.getsockname()[1])
-    except OSError as exc:
-        raise OSError(exc.errno, f"cannot listen on {host}:{port}: {exc.strerror}") from None
-    finally:
-        probe.close()
-
-
-def listen_reuseport(host: str, port: int) -> socket.socket:
-    """A listening socket on ``host:port`` beside the other workers' (``SO_REUSEPORT``)."""
-    sock = socket.socket(_family(host), socket.SOCK_STREAM)
-    try:
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
-        sock.bind((host, port))
-        sock.listen(1024)
-    except OSError as exc:
-        sock.close()
-        raise OSError(exc.errno, f"cannot listen on {host}:{port}: {exc.strerror}") from None
-    return sock
-
-
-def _family(host: str) -> socket.AddressFamily:
-    return socket.AF_INET6 if ":" in host else socket.AF_INET
-
-
 def _signal(pid: int, sig: int) -> None:
     with contextlib.suppress(ProcessLookupError):
         os.kill(pid, sig)
-
-
-def _notify_systemd(state: str) -> None:
-    from service.cli.serve import notify_systemd
-
-    notify_systemd(state)
