@@ -64,17 +64,13 @@ class Server:
         self.log_path = folder / f"server-{self.port}.log"
         log = self.log_path.open("ab")
         kwargs = {} if self.user is None else {"user": self.user, "group": self.user}
-        env = dict(os.environ if self.env is None else self.env)
-        # The supervisor's run directory (--workers) goes into the test's folder: a test that
-        # kills the supervisor leaves it behind, and it must not pile up in /tmp.
-        env.setdefault("TMPDIR", str(folder))
         self.proc = await asyncio.create_subprocess_exec(
             *self.command(),
             stdout=log,
             stderr=log,
             stdin=asyncio.subprocess.DEVNULL,
             cwd=self.cwd,
-            env=env,
+            env=self.env,
             start_new_session=True,  # a group of its own: kill9 takes its workers too
             **kwargs,  # type: ignore[arg-type]
         )
