@@ -525,17 +525,21 @@ class DocumentWatcher:
     async def _publish_loop(self) -> None:
         """Publish the status for the other workers, and take the reloads they pass on."""
         assert self.shared is not None
+        published = None
         while True:
-            self._publish()
+            status = self._own_status()
+            if status != published:  # a file written only when the status changed
+                self._publish(status)
+                published = status
             with contextlib.suppress(FileNotFoundError):
                 self.shared.reload_file.unlink()
                 with contextlib.suppress(ReloadRunning):
                     self.reload()
             await asyncio.sleep(PUBLISH_S)
 
-    def _publish(self) -> None:
+    def _publish(self, status: dict[str, Any] | None = None) -> None:
         assert self.shared is not None
         try:
-            write_json_atomically(self.shared.status_file, self._own_status())
+            write_json_atomically(self.shared.status_file, status or self._own_status())
         except OSError as exc:  # the run directory is the supervisor's: gone while stopping
             log.debug("documents: status not published: %s", exc)
