@@ -22,6 +22,7 @@ from service.db import (
     UniqueViolation,
     Work,
     execute,
+    execute_later,
     execute_many,
     query_one,
     returning,
@@ -177,6 +178,62 @@ async def test_unit_commits_or_rolls_back_whole(db: Database) -> None:
     assert await count(db) == 1
     assert db.transactions_committed == 1
     assert db.transactions_rolled_back == 1
+
+
+HOSTILE_TEXTS = [
+    "it's",
+    "''",
+    "\\'; DROP TABLE status; --",
+    "$1 $$ $2::text",
+    "back\\slash\\",
+    "tab\tnew\nline\rcr",
+    "ünïcødé ✓ 🐍",
+    "E'\\x41'",
+]
+
+
+AUDIT_INSERT = (
+    "INSERT INTO audit_log (ts, level, actor, run_id, scope, event, message, data_json) "
+    "VALUES (?, ?, ?, ?, ?, ?, ?, ?)"
+)
+
+
+async def test_statements_sent_later_store_exactly_what_was_given(db: Database) -> None:
+    """On PostgreSQL these travel as SQL text with the COMMIT (service.db.pg_literals):
+    quotes, backslashes and dollar signs must arrive as they were, never as SQL."""
+
+    def unit() -> Work[int]:
+        for text in HOSTILE_TEXTS:
+            yield from execute_later(AUDIT_INSERT, ("t", "info", text, None, "s", "e", text, "{}"))
+        return 0
+
+    await db.write(unit())
+    rows = await db.fetchall("SELECT actor, run_id, message FROM audit_log ORDER BY id")
+    assert rows == [(t, None, t) for t in HOSTILE_TEXTS]
+
+
+async def test_statements_sent_later_run_in_order_before_what_follows(db: Database) -> None:
+    def unit() -> Work[int]:
+        yield from execute_later(INSERT_WITH_ID, status_row(1))
+        yield from execute_later("UPDATE status SET version = ? WHERE id = ?", ("w", 1000001))
+        row = yield from query_one("SELECT count(*), max(version) FROM status")
+        assert row is not None
+        return int(row[0])
+
+    assert await db.write(unit()) == 1
+    assert await db.fetchone("SELECT version FROM status") == ("w",)
+
+
+async def test_a_failing_statement_sent_later_rolls_back_the_whole_unit(db: Database) -> None:
+    await db.write(execute(INSERT_WITH_ID, status_row(5)))
+
+    def unit() -> Work[None]:
+        yield from execute(INSERT_WITH_ID, status_row(6))
+        yield from execute_later(INSERT_WITH_ID, status_row(5))  # the key is taken
+
+    with pytest.raises(UniqueViolation):
+        await db.write(unit())
+    assert await count(db) == 1
 
 
 async def test_a_unit_runs_in_one_hop_and_sees_its_own_writes(db: Database) -> None:

@@ -9,7 +9,15 @@ from typing import Any
 
 from service.app import create_app
 from service.config import DEFAULT_MIGRATIONS_DIR, Config
-from service.db import DatabaseOptions, DatabaseURL, Work, connect, execute, query_one
+from service.db import (
+    DatabaseOptions,
+    DatabaseURL,
+    Work,
+    connect,
+    execute,
+    execute_later,
+    query_one,
+)
 from service.db.migrations import apply_migrations
 from service.repositories.status import count_since_query
 from tests.backends import sql
@@ -147,3 +155,36 @@ async def test_connections_go_back_to_the_pool_without_a_reset_round_trip(
             await other.close()
     finally:
         await db.close()
+
+
+async def test_a_statement_the_unit_does_not_wait_for_travels_with_the_commit(
+    pg_url: DatabaseURL,
+) -> None:
+    """One round trip fewer per write: the held-back statement is seen by PostgreSQL in one
+    message with the COMMIT, its value written in (service.db.pg_literals)."""
+    apply_migrations(pg_url, DEFAULT_MIGRATIONS_DIR)
+    db, watcher = connect(pg_url), connect(pg_url)
+    await db.open()
+    await watcher.open()
+    try:
+
+        def unit() -> Work[None]:
+            yield from execute(
+                "INSERT INTO projects (id, name, description, version, "
+                "created_at, updated_at) VALUES (?, 'p', '', 1, 't', 't')",
+                ("p1",),
+            )
+            yield from execute_later("SELECT pg_sleep(? / 4.0)", (3,))
+
+        writing = asyncio.create_task(db.write(unit()))
+        seen = "SELECT query FROM pg_stat_activity WHERE query LIKE ? AND pid <> pg_backend_pid()"
+
+        async def in_flight() -> list[Any]:
+            return await watcher.fetchall(seen, ("%pg_sleep(3 / 4.0);%COMMIT%",))
+
+        assert await eventually(in_flight, timeout=5)
+        await writing
+        assert await db.fetchone("SELECT count(*) FROM projects") == (1,)
+    finally:
+        await db.close()
+        await watcher.close()

@@ -21,6 +21,7 @@ from service.db.url import DatabaseURL, InvalidDatabaseURL
 from service.db.work import (
     Work,
     execute,
+    execute_later,
     execute_many,
     lock_for_inserts,
     notify,
@@ -71,6 +72,7 @@ __all__ = [
     "Work",
     "connect",
     "execute",
+    "execute_later",
     "execute_many",
     "lock_for_inserts",
     "notify",

@@ -16,6 +16,11 @@ What differs from SQLite, and why:
   transaction, which PostgreSQL delivers only on COMMIT, to every process that LISTENs. One
   listener connection per process bumps :meth:`change_marker`. While that connection is down
   the marker moves on every call, so nothing keyed on it is cached until it is back.
+* **Round trips.** asyncpg sends one statement per round trip (no pipelining), so a write
+  is BEGIN, its statements, COMMIT. Statements the unit does not wait for (audit rows,
+  ``pg_notify``: :func:`service.db.work.execute_later`) travel as SQL text in one message
+  with what follows them (:mod:`service.db.pg_literals`): a POST is BEGIN, INSERT ...
+  RETURNING, then "audit INSERT; COMMIT", three round trips instead of four.
 * **Other processes' commits** are invisible to :attr:`derived` (the ``count(*)`` cache),
   so its values live at most :attr:`cross_process_staleness_s` (1 s).
 
@@ -31,7 +36,7 @@ import logging
 import random
 import re
 import time
-from collections.abc import AsyncIterator, Iterable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Iterable, Sequence
 from contextlib import asynccontextmanager, suppress
 from functools import lru_cache
 from typing import Any, TypeVar, cast
@@ -55,6 +60,7 @@ from service.db.database import (
 from service.db.errors import DatabaseClosed, DatabaseUnavailable, SerializationConflict
 from service.db.outage import POOL_FILTER
 from service.db.pg_errors import is_connection_lost, translate
+from service.db.pg_literals import HeldBack, inline
 from service.db.url import POSTGRESQL, DatabaseURL
 from service.db.work import Notify, Result, Statement, Step, Work, drive_async, read_only
 
@@ -147,11 +153,14 @@ async def _execute_many(conn: asyncpg.Connection, sql: str, rows: Iterable[Seque
         columns = [list(c) for c in zip(*batch, strict=True)]
         if " DO UPDATE " not in sql.upper():
             return _rowcount(await conn.execute(one_statement, *columns))
+        await conn.execute("SAVEPOINT bobgen_many")
         try:
-            async with conn.transaction():
-                return _rowcount(await conn.execute(one_statement, *columns))
+            count = _rowcount(await conn.execute(one_statement, *columns))
         except asyncpg.CardinalityViolationError:
-            pass
+            await conn.execute("ROLLBACK TO SAVEPOINT bobgen_many")
+        else:
+            await conn.execute("RELEASE SAVEPOINT bobgen_many")
+            return count
     await conn.executemany(sql, batch)
     return len(batch)
 
@@ -166,9 +175,9 @@ class _StaleConnection(DatabaseUnavailable):
     """BEGIN failed on a pooled connection that died while idle: nothing ran, try another."""
 
 
-async def _begin(tx: Any) -> None:
+async def _begin(start: Awaitable[Any]) -> None:
     try:
-        await tx.start()
+        await start
     except Exception as exc:
         if is_connection_lost(exc):
             raise _StaleConnection(f"a pooled connection was dead: {exc}") from exc
@@ -341,12 +350,14 @@ class PostgresDatabase(Database):
         async with self._connection() as conn:
             began = time.perf_counter()
             self._stats.queue_wait.observe(began - queued)  # waiting for a pooled connection
-            tx = conn.transaction()
-            await _begin(tx)
+            # BEGIN and COMMIT by hand, not through asyncpg's Transaction: the COMMIT travels
+            # in one message with the statements the unit held back (pg_literals).
+            await _begin(conn.execute("BEGIN"))
             self._stats.units += 1
+            held = HeldBack()
             try:
-                value = await _drive(conn, unit, channels)
-                await tx.commit()
+                value = await _drive(conn, unit, channels, held)
+                await conn.execute(held.take(then="COMMIT"))
                 seconds = time.perf_counter() - began
                 self._stats.observe_unit(operation, seconds)
                 self._stats.transaction.observe(seconds)
@@ -355,7 +366,7 @@ class PostgresDatabase(Database):
                 # Already failed, or the connection broke: release() resets or closes the
                 # connection in every case, so a failed ROLLBACK changes nothing.
                 with suppress(OSError, asyncpg.PostgresError, asyncpg.InterfaceError):
-                    await tx.rollback()
+                    await conn.execute("ROLLBACK")
                 if isinstance(exc, Exception):
                     raise translate(exc) from exc
                 raise
@@ -428,7 +439,7 @@ class PostgresDatabase(Database):
         async with self._connection() as conn:
             sent = time.perf_counter()
             tx = conn.transaction(readonly=True, isolation="read_committed")
-            await _begin(tx)
+            await _begin(tx.start())
             try:
                 value = await _drive(conn, work, None)
                 await tx.commit()
@@ -553,9 +564,16 @@ async def _keep_session(conn: asyncpg.Connection) -> None:
     """
 
 
-async def _drive(conn: asyncpg.Connection, work: Work[T], channels: list[str] | None) -> T:
+async def _drive(
+    conn: asyncpg.Connection,
+    work: Work[T],
+    channels: list[str] | None,
+    held: HeldBack | None = None,
+) -> T:
     """Run a unit of work to its end on ``conn``, awaiting each statement. ``channels`` is
-    None for a read (which may not notify or executemany)."""
+    None for a read (which may not notify or executemany). With ``held``, statements the unit
+    does not wait for are kept there, to go with the next one or with the COMMIT."""
+    literals_ok = held is not None and conn.get_settings().standard_conforming_strings == "on"
 
     async def run(step: Step) -> Result:
         if channels is None:
@@ -563,10 +581,21 @@ async def _drive(conn: asyncpg.Connection, work: Work[T], channels: list[str] | 
         if isinstance(step, Notify):
             assert channels is not None
             channels.append(step.channel)
-            step = Statement("SELECT pg_notify(?, ?)", (NOTIFY_CHANNEL, step.channel))
+            step = Statement("SELECT pg_notify(?, ?)", (NOTIFY_CHANNEL, step.channel), later=True)
         if step.only not in (None, POSTGRESQL):
             return Result()
         sql, returns_rows = _prepared(step.sql)
+        if held is not None:
+            if step.later and literals_ok and not step.many:
+                text = inline(sql, cast(Sequence[Any], step.params))
+                if text is not None:
+                    held.hold(text)
+                    return Result()
+            if held:  # statements run in the order the unit yielded them
+                try:
+                    await conn.execute(held.take())
+                except Exception as exc:
+                    raise translate(exc) from exc
         try:
             if step.many:
                 rows = cast(Iterable[Sequence[Any]], step.params)

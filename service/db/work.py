@@ -40,6 +40,9 @@ class Statement:
     params: Sequence[Any] | Iterable[Sequence[Any]] = ()
     many: bool = False
     only: str | None = None  # run only on this backend ("postgresql"); others skip it
+    # The unit does not read this statement's result: a backend may hold it back and send it
+    # with the next statement or the COMMIT, in order (see :func:`execute_later`).
+    later: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -79,6 +82,18 @@ def execute(sql: str, params: Sequence[Any] = ()) -> Work[int]:
     """Run DML; returns the number of rows it changed."""
     result = yield Statement(sql, params)
     return result.rowcount
+
+
+def execute_later(sql: str, params: Sequence[Any] = ()) -> Work[None]:
+    """Run DML whose outcome the unit does not look at (an audit row, say).
+
+    Why: on PostgreSQL every statement is a round trip, and asyncpg cannot pipeline. A
+    statement nobody waits for can travel with the next one the unit sends, or with its
+    COMMIT: a POST is then three round trips instead of four. Statements still run in the
+    order the unit yields them, in the same transaction; an error in a held-back statement
+    fails the unit at that later point (the unit cannot catch it at this ``yield``).
+    """
+    yield Statement(sql, params, later=True)
 
 
 def execute_many(sql: str, params: Iterable[Sequence[Any]]) -> Work[int]:
