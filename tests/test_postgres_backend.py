@@ -7,7 +7,7 @@ import asyncio
 import time
 from typing import Any
 
-from service.app import create_app
+from service.app import DB_KEY, create_app
 from service.config import DEFAULT_MIGRATIONS_DIR, Config
 from service.db import (
     DatabaseOptions,
@@ -188,3 +188,43 @@ async def test_a_statement_the_unit_does_not_wait_for_travels_with_the_commit(
     finally:
         await db.close()
         await watcher.close()
+
+
+async def test_a_row_committed_after_a_later_id_is_counted_without_a_full_count_each_second(
+    aiohttp_client: Any, pg_url: DatabaseURL
+) -> None:
+    """Ids commit out of order on PostgreSQL: a slow transaction's row, with an id below one
+    already counted, still reaches the cached total (the counted part is checked once more
+    ``ids_settle_s`` after a full count), while the full ``count(*)``, a walk of the whole
+    table, runs once in this test instead of once a second."""
+    plant_test_tokens(pg_url)
+    config = Config(db=pg_url, seed_rows=0, port=0, log_level="WARNING")
+    client = await aiohttp_client(create_app(config), headers=bearer(ADMIN_TOKEN))
+    db = client.app[DB_KEY]
+
+    def slow() -> Work[None]:  # takes its id first, commits 1.5 s later
+        yield from execute(
+            "INSERT INTO status (uptime, version, latency, error_rate, created_at, updated_at) "
+            "VALUES (1, 'slow', 1, 0, 't', 't')"
+        )
+        yield from query_one("SELECT pg_sleep(1.5)")
+
+    slow_write = asyncio.create_task(db.write(slow()))
+    sleeping = "SELECT 1 FROM pg_stat_activity WHERE query = 'SELECT pg_sleep(1.5)'"
+    await eventually(lambda: db.fetchall(sleeping), timeout=5)
+    assert (await client.post("/bobgen/status", json=VALID)).status == 201  # the later id
+
+    async def total() -> int:
+        return int((await (await client.get("/bobgen/status")).json())["total"])
+
+    assert await total() == 1  # the full count: the slow row is not committed yet
+
+    async def total_is(expected: int) -> bool:
+        return await total() == expected
+
+    await slow_write
+    await eventually(lambda: total_is(2), timeout=db.ids_settle_s + 3)
+
+    reads = db.reads_by_operation()
+    assert sum(reads["status.count"].counts) == 1
+    assert sum(reads["status.count_settled"].counts) >= 1

@@ -174,6 +174,11 @@ class Database(ABC):
     #: largest id counted) before it is computed afresh; ``None``: only this process's commits
     #: are refreshed, other processes' are caught by a full recompute within the staleness.
     derived_full_recompute_s: float | None = None
+    #: Seconds after which every transaction that took an id up to the largest one seen then
+    #: has ended (0: ids become visible in the order they were taken). A count carried
+    #: forward past the largest id it saw (``status.count``) trusts what lies below an id
+    #: only once it is this old; the full recount bounds the rare longer transaction.
+    ids_settle_s: float = 0.0
 
     def __init__(self, url: DatabaseURL, concurrency: int) -> None:
         self.url = url

@@ -21,8 +21,8 @@ What differs from SQLite, and why:
   ``pg_notify``: :func:`service.db.work.execute_later`) travel as SQL text in one message
   with what follows them (:mod:`service.db.pg_literals`): a POST is BEGIN, INSERT ...
   RETURNING, then "audit INSERT; COMMIT", three round trips instead of four.
-* **Other processes' commits** are invisible to :attr:`derived` (the ``count(*)`` cache),
-  so its values live at most :attr:`cross_process_staleness_s` (1 s).
+* **Other processes' commits** are invisible to :attr:`derived` (the ``count(*)`` cache)
+  until it is refreshed: its values live at most :attr:`cross_process_staleness_s` (1 s).
 
 Lifecycle (after asyncpg's own ``Pool``): ``open`` creates the pool (connecting once, so a
 wrong URL fails at start) and the listener; ``close`` refuses new work, lets in-flight work
@@ -188,6 +188,12 @@ class PostgresDatabase(Database):
     """Owns an asyncpg pool and one listener connection."""
 
     cross_process_staleness_s = 1.0
+    # Sequence values are taken at INSERT and seen at COMMIT, so ids commit out of order; but
+    # a unit holds its transaction for milliseconds. Counts trust an id range 2 s after seeing
+    # its top (see ``status.count``), and recount in full once a minute, not every second:
+    # the full count walks the whole table (visibility map unset without autovacuum).
+    ids_settle_s = 2.0
+    derived_full_recompute_s = 60.0
 
     def __init__(
         self,

@@ -6,6 +6,7 @@ by the schema), never from raw input; values always go through parameters.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from functools import partial
@@ -92,38 +93,93 @@ async def _fetch_page(
 
 
 async def count(db: Database, *, version: str | None = None) -> int:
-    """Row count, kept up to date cheaply (see ``CommitCache``).
+    """Row count, kept up to date cheaply (see ``CommitCache`` and :class:`Tally`).
 
     ``count(*)`` walks a whole index: 5.5 ms at 100k rows, growing with the table, far more
     than the page it accompanies; and under a steady stream of writes every commit made it
-    stale (the soak's latency grew with the table). So a stale count is brought forward with
-    the rows whose id is past the largest one counted (ids only grow, and the API never
-    deletes status rows), and the full count runs only as often as the backend's
-    ``derived_full_recompute_s`` says (what a refresh cannot see: operators' deletes, and on
-    PostgreSQL ids that commit out of order).
+    stale (the soak's latency grew with the table). So a stale count is brought forward by
+    counting only the rows past an id below which nothing more can appear (ids only grow,
+    and the API never deletes status rows), and the full count runs only as often as the
+    backend's ``derived_full_recompute_s`` says (what a refresh cannot see: operators'
+    deletes, and on PostgreSQL a transaction that held an id longer than ``ids_settle_s``).
     """
-    counted: int
-    counted, _ = await db.derived.get(
+    tally: Tally = await db.derived.get(
         ("status.count", version),
         partial(_count, db, version),
         partial(_count_since, db, version),
     )
-    return counted
+    return tally.total
 
 
-async def _count(db: Database, version: str | None) -> tuple[int, int]:
+@dataclass(frozen=True, slots=True)
+class Tally:
+    """A count of status rows in two parts: ``settled`` rows with ids up to ``settled_id``,
+    counted once and trusted, and ``tail`` rows past it, recounted on every refresh (a short
+    index range).
+
+    Why two parts: on PostgreSQL ids are taken at INSERT and become visible at COMMIT, so a row
+    with an id below the largest one seen may still appear (its transaction was slower).
+    Counting only past the largest id seen would miss it until the next full count. So the
+    settled part moves up only to an id seen ``ids_settle_s`` ago (``mark``, seen at
+    ``marked_at``): every transaction that took an id up to it has ended by then. A full
+    count is trusted the same way: ``recheck_at`` is when its part is counted once more. On
+    SQLite ids become visible in the order they are taken: ``ids_settle_s`` is 0 and the
+    settled part follows every refresh.
+    """
+
+    settled: int
+    settled_id: int
+    tail: int = 0
+    mark: int = 0
+    marked_at: float = 0.0
+    recheck_at: float | None = None
+
+    @property
+    def total(self) -> int:
+        return self.settled + self.tail
+
+
+async def _count(db: Database, version: str | None) -> Tally:
     where = Where().equal("version", version)
     sql = f"SELECT count(*), coalesce(max(id), 0) FROM status{where.sql()}"
     row = await db.fetchone(sql, where.params)
+    counted, newest = (int(row[0]), int(row[1])) if row else (0, 0)
+    now = time.monotonic()
+    recheck = now + db.ids_settle_s if db.ids_settle_s > 0 else None
+    return Tally(counted, newest, mark=newest, marked_at=now, recheck_at=recheck)
+
+
+async def _count_since(db: Database, version: str | None, old: Tally) -> Tally:
+    settle_s, now = db.ids_settle_s, time.monotonic()
+    settled, settled_id = old.settled, old.settled_id
+    if settle_s <= 0:  # ids visible in the order taken: everything counted is settled
+        added, newest = await _count_past(db, version, settled_id)
+        return Tally(settled + added, max(settled_id, newest))
+    recheck_at = old.recheck_at
+    if recheck_at is not None and now >= recheck_at:
+        settled, recheck_at = await _count_range(db, version, 0, settled_id), None
+    mark, marked_at = old.mark, old.marked_at
+    if mark > settled_id and now - marked_at >= settle_s:
+        settled += await _count_range(db, version, settled_id, mark)
+        settled_id = mark
+    # Counted after the settled part moved, so that a row is in exactly one of the two.
+    tail, newest = await _count_past(db, version, settled_id)
+    if mark <= settled_id:
+        mark, marked_at = max(newest, settled_id), now
+    return Tally(settled, settled_id, tail, mark, marked_at, recheck_at)
+
+
+async def _count_past(db: Database, version: str | None, after_id: int) -> tuple[int, int]:
+    sql, params = count_since_query(version, after_id)
+    row = await db.fetchone(sql, params, operation="status.count_since")
     return (int(row[0]), int(row[1])) if row else (0, 0)
 
 
-async def _count_since(db: Database, version: str | None, old: tuple[int, int]) -> tuple[int, int]:
-    counted, max_id = old
-    sql, params = count_since_query(version, max_id)
-    row = await db.fetchone(sql, params)
-    added, newest = (int(row[0]), int(row[1])) if row else (0, 0)
-    return counted + added, max(max_id, newest)
+async def _count_range(db: Database, version: str | None, after_id: int, up_to: int) -> int:
+    where = Where().equal("version", version).add("id > ?", after_id).add("id <= ?", up_to)
+    sql = f"SELECT count(*) FROM status{where.sql()}"
+    row = await db.fetchone(sql, where.params, operation="status.count_settled")
+    return int(row[0]) if row else 0
 
 
 def count_since_query(version: str | None, max_id: int) -> tuple[str, list[Any]]:
