@@ -29,7 +29,8 @@ run: $(VENV)/.installed
 	mkdir -p $(dir $(DB))
 	$(BIN)/bobgen serve --host $(HOST) --port $(PORT) --db $(DB) --documents-dir seeds/documents
 
-# mypy: strict for service/db and service/repositories, its defaults elsewhere (pyproject.toml).
+# mypy: strict for service/db, service/repositories and service/client, its defaults elsewhere
+# (pyproject.toml).
 lint: $(VENV)/.installed-test
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
