@@ -60,7 +60,8 @@ def principal(request: web.Request) -> Principal:
     return found
 
 
-OPEN_PATHS = frozenset({"/livez", "/readyz"})  # probes: orchestrators carry no tokens
+OPEN_PATHS = frozenset({"/livez", "/readyz", "/ui", "/docs", "/openapi.json"})
+PAGE_FILES = ("/ui/static/", "/docs/static/")
 ADMIN_ROOTS = frozenset({"/admin", "/tokens"})  # these and everything below them: admin only
 ADMIN_PREFIXES = tuple(f"{root}/" for root in sorted(ADMIN_ROOTS))
 
@@ -69,8 +70,11 @@ def required_scope(request: web.Request, *, auth_reads: bool) -> Scope | None:
     path = request.path
     if request.method == "OPTIONS":
         return None  # CORS preflights carry no credentials by design
-    if path in OPEN_PATHS or path == "/ui" or path.startswith("/ui/static/"):
-        return None  # probes, and the ops page's files (they hold no data)
+    if path in OPEN_PATHS or path.startswith(PAGE_FILES):
+        # Probes, and the pages and files that hold no data: the ops page's, and the API's
+        # description with Swagger UI, so that under --auth-reads a person can still read
+        # the docs and enter a token with Authorize (the calls it makes need the token).
+        return None
     if path == "/ui/data":
         return Scope.ADMIN if auth_reads else None
     if path in ADMIN_ROOTS or path.startswith(ADMIN_PREFIXES):
