@@ -32,10 +32,23 @@ async def test_the_data_behind_the_page(client: TestClient) -> None:
     assert [r["event"] for r in data["audit"]][:1] == ["run.created"]
     assert len(data["runs"]) == 1
     livez = next(row for row in data["traffic"] if row["route"] == "/livez")
-    assert livez["requests"] == 3
-    assert livez["p99_ms"] is not None
+    assert livez["requests"] == livez["2xx"] == 3 and livez["5xx"] == 0
+    assert (livez["method"], livez["kind"]) == ("GET", "api")
+    assert 0 < livez["p50_ms"] <= livez["p99_ms"]  # interpolated, not a bucket's bound
     assert livez["rate_per_s"] > 0
     assert data["documents"] is None  # no --documents-dir
+    # The page's own requests and paths that are no route are told apart from the API's.
+    await client.get("/no/such/route")
+    data = await (await client.get("/ui/data")).json()
+    kinds = {(r["route"], r["method"]): r["kind"] for r in data["traffic"]}
+    assert kinds[("/ui/data", "GET")] == "page" and kinds[("__unmatched__", "GET")] == "unmatched"
+    unmatched = next(r for r in data["traffic"] if r["kind"] == "unmatched")
+    assert unmatched["4xx"] == 1
+    # The history: one point per interval since start, the same for every tab that asks.
+    history = data["history"]
+    assert history["interval_s"] == 10 and len(history["overall"]) >= 1
+    assert history["overall"][-1]["rate_per_s"] > 0 and "/livez" in history["routes"]
+    assert "/ui/data" not in history["routes"]  # the page's polling is not the API's traffic
 
 
 async def test_the_page_needs_an_admin_token_under_auth_reads(make_client: Any) -> None:
@@ -95,7 +108,8 @@ async def test_the_page_in_a_real_browser_shows_the_live_seed_count(tmp_path: Pa
         assert counts[-1] > counts[0]  # live: the page follows the seed as it runs
         assert driver.find_element(By.ID, "state").text == "ready"
         routes = driver.find_element(By.ID, "traffic").text
-        assert "/ui/data" in routes
+        assert "/readyz" in routes and "/ui/data" not in routes  # the page's polling apart
+        assert "own requests" in driver.find_element(By.ID, "traffic-apart").text
         errors = [e for e in driver.get_log("browser") if e["level"] == "SEVERE"]
         assert errors == []
         screenshot = tmp_path / "ops-page.png"

@@ -3,11 +3,16 @@ separate pytest process that finds it through its ``pytest11`` entry point."""
 
 from __future__ import annotations
 
+import os
 import re
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 
 from tests.support import REPO_ROOT
+from tests.support.deployed import Deployed
 
 GUIDE = REPO_ROOT / "docs" / "testing-with-bobgen.md"
 
@@ -110,3 +115,33 @@ def test_uses_bobgen(bobgen):
     lines = [line for line in result.outlines if "pytest-asyncio" in line]
     assert any("need pytest-asyncio: pip install pytest-asyncio" in line for line in lines)
     assert "async def functions are not natively supported" not in result.stdout.str()
+
+
+def test_a_consumer_project_installs_bobgen_and_the_guide_example_passes(
+    deployed: Deployed, tmp_path: Path
+) -> None:
+    """As a consumer starts: a project folder of its own, BobGen installed from its wheel with
+    the ``testing`` extra into the project's venv, the guide's files as written (the plugin
+    and service.client together), and ``pytest`` run there passes them."""
+    project = tmp_path / "consumer"
+    project.mkdir()
+    for name, content in guide_files().items():
+        (project / name).write_text(content)
+    venv = project / ".venv"
+    env = {k: v for k, v in os.environ.items() if k.startswith("PIP_")}  # the index to use
+    env |= {"PATH": f"{venv / 'bin'}:/usr/bin:/bin", "HOME": str(tmp_path), "LANG": "C.UTF-8"}
+    for command in (
+        [sys.executable, "-m", "venv", str(venv)],
+        [str(venv / "bin" / "pip"), "install", "-q", f"{deployed.wheel}[testing]"],
+    ):
+        done = subprocess.run(command, env=env, capture_output=True, text=True)
+        assert done.returncode == 0, done.stdout + done.stderr
+    run = subprocess.run(
+        [str(venv / "bin" / "pytest"), "-q", "-p", "no:cacheprovider"],
+        cwd=project,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert run.returncode == 0 and "3 passed" in run.stdout, run.stdout + run.stderr

@@ -46,12 +46,43 @@ VERSIONS = record(
         "git_sha": {**TEXT_OR_NULL, "description": "of the checkout it runs from, if any"},
     }
 )
+_MS_OR_NULL = {"type": ["number", "null"], "description": "interpolated in its histogram bucket"}
 _TRAFFIC = record(
     {
         "route": {**TEXT, "description": "the route template"},
-        "requests": COUNT,
-        "rate_per_s": {**NUMBER, "description": "since this snapshot was last asked for"},
-        "p99_ms": {"type": ["number", "null"], "description": "a histogram bucket's bound"},
+        "method": TEXT,
+        "kind": {
+            **one_of(["api", "page", "unmatched"]),
+            "description": "page: the ops page's own requests; unmatched: no such route",
+        },
+        "requests": {**COUNT, "description": "since the server started"},
+        "2xx": COUNT,
+        "3xx": COUNT,
+        "4xx": COUNT,
+        "5xx": COUNT,
+        "rate_per_s": {**NUMBER, "description": "over the last minute"},
+        "p50_ms": _MS_OR_NULL,
+        "p99_ms": _MS_OR_NULL,
+    }
+)
+_POINT = record(
+    {
+        "at": {**TEXT, "description": "the end of the interval (ISO-8601 UTC)"},
+        "rate_per_s": NUMBER,
+        "error_ratio": {**NUMBER, "description": "5xx answers over all answers"},
+        "p50_ms": _MS_OR_NULL,
+        "p99_ms": _MS_OR_NULL,
+    }
+)
+_HISTORY = record(
+    {
+        "interval_s": NUMBER,
+        "overall": {**array(_POINT), "description": "the API's requests (not the page's)"},
+        "routes": {
+            "type": "object",
+            "additionalProperties": array(_POINT),
+            "description": "per route template with requests in the window",
+        },
     }
 )
 OPS_SNAPSHOT = record(
@@ -59,7 +90,8 @@ OPS_SNAPSHOT = record(
         "uptime_s": NUMBER,
         "ready": BOOLEAN,
         "seed": SEED_PROGRESS,
-        "traffic": array(_TRAFFIC),
+        "traffic": {**array(_TRAFFIC), "description": "per route and method, API first"},
+        "history": {**_HISTORY, "description": "the last 15 minutes, every 10 s"},
         "db": record(
             {"up": BOOLEAN, "status_rows": COUNT, "reason": TEXT},
             optional=("status_rows", "reason"),

@@ -37,7 +37,14 @@ function render(data) {
     " of " + data.seed.target.toLocaleString("en") + ")";
   $("seed-progress").max = Math.max(data.seed.target, 1);
   $("seed-progress").value = data.seed.rows;
-  fillTable("traffic", data.traffic, [["route"], ["requests", true], ["rate_per_s", true], ["p99_ms", true]]);
+  // The API's routes in the table; the page's own polling and unmatched paths apart.
+  const api = data.traffic.filter((r) => r.kind === "api");
+  fillTable("traffic", api, [["route"], ["method"], ["requests", true], ["2xx", true],
+    ["4xx", true], ["5xx", true], ["rate_per_s", true], ["p50_ms", true], ["p99_ms", true]]);
+  const apart = (kind) => data.traffic.filter((r) => r.kind === kind)
+    .reduce((sum, r) => sum + r.requests, 0);
+  $("traffic-apart").textContent = "This page's own requests: " + apart("page") +
+    "; to no route: " + apart("unmatched") + ". Rates and latencies: the last minute.";
   fillTable("runs", data.runs || [], [["created_at"], ["run_id"], ["git_sha"]]);
   fillTable("audit", data.audit || [], [["ts"], ["actor"], ["event"], ["message"]]);
   if (data.documents) {

@@ -41,6 +41,11 @@ class Deployed:
         return cls(Path(data["root"]), Path(data["venv"]))
 
     @property
+    def wheel(self) -> Path:
+        """The wheel that was installed (kept for installs of its own: a consumer's venv)."""
+        return next((self.root / "wheels").glob("bobgen-*.whl"))
+
+    @property
     def bobgen(self) -> Path:
         return self.venv / "bin" / "bobgen"
 
@@ -81,7 +86,6 @@ def install() -> Deployed:
     _run([python, "-m", "venv", str(venv)])
     wheel = next(wheels.glob("bobgen-*.whl"))
     _run([str(venv / "bin" / "python"), "-m", "pip", "install", "-q", str(wheel)])
-    shutil.rmtree(wheels)
     shutil.rmtree(source)
     return Deployed(root, venv)
 
