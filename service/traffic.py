@@ -115,19 +115,28 @@ class TrafficHistory:
     def chart(self, now: Sample) -> dict[str, Any]:
         """Per interval, the API's requests per second, error ratio (5xx), p50 and p99: the
         whole API, and each route that had requests in the window."""
-        points = [*self.samples, now]
-        overall: list[dict[str, Any]] = []
-        routes: dict[str, list[dict[str, Any]]] = {}
-        for before, after in itertools.pairwise(points):
-            seconds = max(after.at - before.at, 1e-3)
+        intervals = []
+        for before, after in itertools.pairwise([*self.samples, now]):
             requests = _minus(after.requests, before.requests)
-            buckets = {k: _minus(v, before.buckets.get(k, {})) for k, v in after.buckets.items()}
             api = {k: v for k, v in requests.items() if kind(k[0]) == "api"}
-            overall.append(_point(after.at, seconds, api, _merge(buckets, lambda r: True)))
-            for route in sorted({k[0] for k, v in api.items() if v > 0} | set(routes)):
-                mine = {k: v for k, v in api.items() if k[0] == route}
-                point = _point(after.at, seconds, mine, _merge(buckets, route.__eq__))
-                routes.setdefault(route, []).append(point)
+            buckets = {k: _minus(v, before.buckets.get(k, {})) for k, v in after.buckets.items()}
+            intervals.append((after.at, max(after.at - before.at, 1e-3), api, buckets))
+        overall = [_point(at, sec, api, _merge(b, lambda r: True)) for at, sec, api, b in intervals]
+        # Every route with requests anywhere in the window gets a point in every interval, so
+        # that its chart lines up with the others.
+        active = sorted({k[0] for _, _, api, _ in intervals for k, v in api.items() if v > 0})
+        routes = {
+            route: [
+                _point(
+                    at,
+                    sec,
+                    {k: v for k, v in api.items() if k[0] == route},
+                    _merge(b, route.__eq__),
+                )
+                for at, sec, api, b in intervals
+            ]
+            for route in active
+        }
         return {"interval_s": self.interval_s, "overall": overall, "routes": routes}
 
     def table(self, now: Sample) -> list[dict[str, Any]]:

@@ -71,3 +71,12 @@ def test_quantiles_are_interpolated_in_their_bucket(
     q: float, buckets: dict[float, float], expected: float | None
 ) -> None:
     assert quantile(q, buckets) == (pytest.approx(expected) if expected is not None else None)
+
+
+def test_every_active_route_has_a_point_in_every_interval() -> None:
+    history = TrafficHistory(interval_s=10, window_s=60)
+    history.record(sample(0, 0, 0, 0, 0))
+    history.record(sample(10, 0, 0, 0, 0))  # /things idle in the first interval
+    chart = history.chart(sample(20, 50, 0, 50, 0))
+    assert [p["rate_per_s"] for p in chart["routes"]["/things"]] == [0.0, 5.0]
+    assert len(chart["routes"]["/things"]) == len(chart["overall"]) == 2
