@@ -233,9 +233,11 @@ async def test_session_lists_filter_and_page(client: TestClient) -> None:
         data = await call(client, "GET", url)
         seen += [s["id"] for s in data["items"]]
         url = f"/sessions?repository_id={a}&limit=2&cursor={data['next']}" if data["next"] else ""
-    assert seen == ids[:3]
+    # Ordered by (started_at, id): sessions started in the same millisecond by their ids.
+    started = {i: (await call(client, "GET", f"/sessions/{i}"))["started_at"] for i in ids}
+    assert seen == sorted(ids[:3], key=lambda i: (started[i], i))
     active = await call(client, "GET", f"/sessions?repository_id={a}&state=active")
-    assert [s["id"] for s in active["items"]] == ids[1:3]
+    assert [s["id"] for s in active["items"]] == sorted(ids[1:3], key=lambda i: (started[i], i))
     mine = await call(client, "GET", "/sessions?user=ops&since=2000-01-01T00:00:00Z")
     assert len(mine["items"]) == 4
     future = await call(client, "GET", "/sessions?since=2999-01-01T00:00:00Z")

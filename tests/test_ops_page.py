@@ -27,6 +27,7 @@ async def test_the_data_behind_the_page(client: TestClient) -> None:
         await client.get("/livez")
     data = await (await client.get("/ui/data")).json()
     assert data["ready"] is True
+    assert data["build"]["version"]
     assert data["db"] == {"up": True, "status_rows": 0}
     assert data["seed"]["state"] in ("idle", "complete", "disabled", "stopped")
     assert [r["event"] for r in data["audit"]][:1] == ["run.created"]
@@ -110,11 +111,24 @@ async def test_the_page_in_a_real_browser_shows_the_live_seed_count(tmp_path: Pa
         routes = driver.find_element(By.ID, "traffic").text
         assert "/readyz" in routes and "/ui/data" not in routes  # the page's polling apart
         assert "own requests" in driver.find_element(By.ID, "traffic-apart").text
+        # The history's charts: a line each, drawn from the server's samples.
+        for chart in ("chart-rate", "chart-errors", "chart-p50", "chart-p99"):
+            line = driver.find_element(By.CSS_SELECTOR, f"#{chart} polyline")
+            assert line.get_attribute("points"), chart
+        assert driver.find_element(By.ID, "build").text.startswith("v")
+        assert driver.find_element(By.ID, "updated").text.startswith("updated")
         errors = [e for e in driver.get_log("browser") if e["level"] == "SEVERE"]
         assert errors == []
         screenshot = tmp_path / "ops-page.png"
         assert driver.save_screenshot(str(screenshot))
         assert screenshot.stat().st_size > 10_000
+        # On a phone: one column, nothing wider than the screen (wide tables scroll inside).
+        await asyncio.to_thread(driver.set_window_size, 390, 844)
+        overflow = "return document.documentElement.scrollWidth - window.innerWidth"
+        assert await asyncio.to_thread(driver.execute_script, overflow) <= 0
+        phone = tmp_path / "ops-page-phone.png"
+        assert driver.save_screenshot(str(phone))
+        assert phone.stat().st_size > 10_000
         # Both pages work under their Content-Security-Policy: a violation is a SEVERE entry.
         await asyncio.to_thread(driver.get, server.url + "/docs")
         title = await asyncio.to_thread(_rendered_title, driver, By)

@@ -15,12 +15,21 @@ from typing import Any
 from aiohttp import web
 from marshmallow import Schema, fields, validate
 
+from service import __version__
 from service.api.auth import principal
 from service.api.openapi import operation
 from service.db import DatabaseUnavailable
 from service.domain.auth import Scope
 from service.jsonutil import json_response
-from service.keys import DB_KEY, DOCUMENTS_KEY, LIFECYCLE_KEY, METRICS_KEY, SEEDER_KEY, STARTED_KEY
+from service.keys import (
+    DB_KEY,
+    DOCUMENTS_KEY,
+    LIFECYCLE_KEY,
+    METRICS_KEY,
+    RUN_CONTEXT_KEY,
+    SEEDER_KEY,
+    STARTED_KEY,
+)
 from service.repositories import audit as audit_repo
 from service.repositories import runs as runs_repo
 from service.schemas.probes import OPS_SNAPSHOT
@@ -43,6 +52,7 @@ async def ui_data(request: web.Request) -> web.Response:
     db = app[DB_KEY]
     body: dict[str, Any] = {
         "uptime_s": round(time.monotonic() - app[STARTED_KEY], 1),
+        "build": {"version": __version__, "git_sha": app[RUN_CONTEXT_KEY].git_sha},
         "ready": not app[LIFECYCLE_KEY].stopping,
         "seed": app[SEEDER_KEY].progress.public(),
     }

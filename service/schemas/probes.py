@@ -88,6 +88,7 @@ _HISTORY = record(
 OPS_SNAPSHOT = record(
     {
         "uptime_s": NUMBER,
+        "build": record({"version": TEXT, "git_sha": TEXT_OR_NULL}),
         "ready": BOOLEAN,
         "seed": SEED_PROGRESS,
         "traffic": {**array(_TRAFFIC), "description": "per route and method, API first"},

@@ -21,6 +21,22 @@ function fillTable(id, items, columns) {
   }
 }
 
+const SVG = "http://www.w3.org/2000/svg";
+
+// A line over the history's points, scaled to its own maximum; the newest value beside it.
+function chart(id, points, key, digits) {
+  const svg = $(id);
+  const values = points.map((p) => (p[key] === null ? 0 : p[key]));
+  const top = Math.max(...values, 1e-9);
+  const step = values.length > 1 ? 240 / (values.length - 1) : 0;
+  const line = document.createElementNS(SVG, "polyline");
+  line.setAttribute("points", values.map((v, i) =>
+    (i * step).toFixed(1) + "," + (58 - (v / top) * 54).toFixed(1)).join(" "));
+  svg.replaceChildren(line);
+  const last = points.length ? points[points.length - 1][key] : null;
+  $(id + "-now").textContent = last === null ? "–" : Number(last).toFixed(digits);
+}
+
 function showProblem(text) {
   $("problem").hidden = !text;
   $("problem").textContent = text || "";
@@ -31,6 +47,14 @@ function render(data) {
   $("state").textContent = ready ? "ready" : "not ready";
   $("state").className = "badge " + (ready ? "ok" : "bad");
   $("uptime").textContent = "up " + Math.round(data.uptime_s) + " s";
+  $("build").textContent = "v" + data.build.version +
+    (data.build.git_sha ? " (" + data.build.git_sha.slice(0, 10) + ")" : "");
+  $("updated").textContent = "updated " + new Date().toLocaleTimeString();
+  const overall = data.history.overall;
+  chart("chart-rate", overall, "rate_per_s", 1);
+  chart("chart-errors", overall, "error_ratio", 3);
+  chart("chart-p50", overall, "p50_ms", 2);
+  chart("chart-p99", overall, "p99_ms", 2);
   $("db").textContent = data.db.up ? "answers" : "unavailable: " + data.db.reason;
   $("seed-rows").textContent = data.db.up ? data.db.status_rows.toLocaleString("en") : "–";
   $("seed-state").textContent = data.seed.state + " (" + data.seed.rows.toLocaleString("en") +
