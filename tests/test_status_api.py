@@ -322,4 +322,6 @@ async def test_another_processs_inserts_show_in_sqlite_totals_without_a_full_rec
     assert (
         sum(reads["status.count"].counts) == 1
     )  # the one full count; the rest were brought forward
-    assert sum(reads["status.count_since"].counts) >= 2
+    # At least one refresh brought the count forward; one may carry both inserts (it ran in
+    # ~40 % of runs, before as after the two-part count: a refresh can see both rows).
+    assert sum(reads["status.count_since"].counts) >= 1
