@@ -16,7 +16,7 @@ import contextlib
 import itertools
 import time
 from collections import deque
-from collections.abc import Iterable
+from collections.abc import AsyncIterator, Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -106,7 +106,7 @@ class TrafficHistory:
     def record(self, sample: Sample) -> None:
         self.samples.append(sample)
 
-    async def run(self, collect: Any) -> None:
+    async def run(self, collect: Callable[[], Iterable[Metric]]) -> None:
         """Sample ``collect()`` every ``interval_s`` until cancelled."""
         while True:
             self.record(read(collect()))
@@ -201,7 +201,9 @@ def _point(
 
 
 @contextlib.asynccontextmanager
-async def sampling(history: TrafficHistory, collect: Any) -> Any:
+async def sampling(
+    history: TrafficHistory, collect: Callable[[], Iterable[Metric]]
+) -> AsyncIterator[TrafficHistory]:
     """Run :meth:`TrafficHistory.run` while the block runs."""
     task = asyncio.create_task(history.run(collect), name="traffic-history")
     try:

@@ -1,8 +1,9 @@
 """The ops page: ``/ui`` is a static page (plain JS, served from ``service/ui/``, no build
 step, no CDN) that polls ``/ui/data``, one JSON snapshot gathered here: health and readiness,
-seed progress, request rate and p99 per route (from this app's own metrics), recent audit
-entries and runs, and the document sync. ``/ui/data`` needs an ``admin`` token when
-``--auth-reads`` is on (the page asks for one); the page's files carry no data and are open.
+seed progress, traffic per route and method and its 15-minute history (service/traffic.py,
+sampled from this app's own metrics), recent audit entries and runs, and the document sync.
+``/ui/data`` needs an ``admin`` token when ``--auth-reads`` is on (the page asks for one); the
+page's files carry no data and are open.
 """
 
 from __future__ import annotations
