@@ -46,6 +46,7 @@ TABLES_BY_MIGRATION = {
         "artifacts",
         "debugger_state",
     },
+    "0008_ops_indexes": set(),  # partial indexes for the ops page
 }
 
 

@@ -6,16 +6,21 @@ from __future__ import annotations
 import asyncio
 import os
 import shutil
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import pytest
 from aiohttp.test_utils import TestClient
 
-from tests.helpers import assert_error
-from tests.support import eventually_sync
+from service.db import DatabaseURL
+from tests.helpers import ALL_MIGRATIONS, ManualClock, assert_error
+from tests.support import eventually, eventually_sync
 from tests.support.auth import ADMIN_TOKEN, READER_TOKEN, bearer, plant_test_tokens
 from tests.support.server import Server
+from tests.support.walk import first_sync_done, write_documents
+
+ANY = {"If-Match": "*"}
 
 CHROMIUM = "/usr/bin/chromium"
 CHROMEDRIVER = "/usr/bin/chromedriver"
@@ -28,10 +33,10 @@ async def test_the_data_behind_the_page(client: TestClient) -> None:
     data = await (await client.get("/ui/data")).json()
     assert data["ready"] is True
     assert data["build"]["version"]
-    assert data["db"] == {"up": True, "status_rows": 0}
+    assert data["db"]["up"] is True and data["db"]["status_rows"] == 0
     assert data["seed"]["state"] in ("idle", "complete", "disabled", "stopped")
     assert [r["event"] for r in data["audit"]][:1] == ["run.created"]
-    assert len(data["runs"]) == 1
+    assert len(data["runs"]) == 1 and data["runs"][0]["status"] == "empty"
     livez = next(row for row in data["traffic"] if row["route"] == "/livez")
     assert livez["requests"] == livez["2xx"] == 3 and livez["5xx"] == 0
     assert (livez["method"], livez["kind"]) == ("GET", "api")
@@ -50,6 +55,101 @@ async def test_the_data_behind_the_page(client: TestClient) -> None:
     assert history["interval_s"] == 10 and len(history["overall"]) >= 1
     assert history["overall"][-1]["rate_per_s"] > 0 and "/livez" in history["routes"]
     assert "/ui/data" not in history["routes"]  # the page's polling is not the API's traffic
+
+
+async def test_the_panels_runs_debug_metadata_documents_and_database(
+    make_client: Any, tmp_path: Path, db_url: DatabaseURL
+) -> None:
+    clock = ManualClock(datetime.now(UTC))
+    client = await make_client(clock=clock, documents_dirs=str(write_documents(tmp_path / "d")))
+    await eventually(first_sync_done(client), what="the first documents sync")
+    # A run with two steps, one of them running.
+    run = await (await client.post("/runs", json={})).json()
+    steps = f"/runs/{run['run_id']}/steps"
+    await client.post(steps, json={"name": "build", "status": "running"})
+    await client.post(steps, json={"name": "test"})
+    # Two sessions holding worktrees (one lease about to end), a running command, an ended one.
+    repo = await (await client.post("/repositories", json={"name": "app", "url": "git@x"})).json()
+    for i in range(3):
+        body = {"path": f"/w/{i}", "branch": "main"}
+        await client.post(f"/repositories/{repo['id']}/worktrees", json=body)
+    sessions = []
+    for lease_s in (60, 3600):
+        session = await (await client.post("/sessions", json={"repository_id": repo["id"]})).json()
+        reserve = {"session_id": session["id"], "lease_s": lease_s}
+        answer = await client.post(f"/repositories/{repo['id']}/worktrees/reserve", json=reserve)
+        assert answer.status == 201
+        sessions.append(session["id"])
+    argv = ["pytest", "-k", "x" * 300]
+    command = await client.post(f"/sessions/{sessions[0]}/commands", json={"argv": argv})
+    assert command.status == 201
+    ended = await (
+        await client.post(f"/sessions/{sessions[1]}/commands", json={"argv": ["ls"]})
+    ).json()
+    finish = await client.patch(
+        f"/commands/{ended['id']}", json={"state": "succeeded", "exit_code": 0}, headers=ANY
+    )
+    assert finish.status == 200, await finish.json()
+
+    data = await (await client.get("/ui/data")).json()
+    shown = data["runs"][0]
+    assert (shown["run_id"], shown["status"]) == (run["run_id"], "running")
+    assert shown["steps"] == {"pending": 1, "running": 1}
+    debug = data["debug"]
+    assert (debug["active_sessions"], debug["reserved_worktrees"]) == (2, 2)
+    assert (debug["expiring_worktrees"], debug["expired_worktrees"]) == (1, 0)
+    assert debug["running_commands"] == 1
+    assert [s["id"] for s in debug["sessions"]] == sessions[::-1]  # newest first
+    assert debug["sessions"][0]["repository"] == "app"
+    assert [w["lease"] for w in debug["worktrees"]] == ["expiring", "held"]  # soonest first
+    [running] = debug["commands"]
+    assert running["command"].startswith("pytest -k xxx") and len(running["command"]) == 200
+    # Time moves on: the short lease has ended, the long one is now the one expiring.
+    clock.advance(3600 - 120)
+    debug = (await (await client.get("/ui/data")).json())["debug"]
+    assert (debug["expiring_worktrees"], debug["expired_worktrees"]) == (1, 1)
+    assert [w["lease"] for w in debug["worktrees"]] == ["expired", "expiring"]
+
+    db = data["db"]
+    assert db["backend"] == db_url.backend and db["size_bytes"] > 0
+    assert db["engine"].startswith("SQLite" if db_url.path else "PostgreSQL")
+    if db_url.path:  # SQLite: a WAL, and the size a checkpoint truncates it back to
+        assert db["wal_bytes"] >= 0 and db["wal_limit_bytes"] > 0
+    else:
+        assert db["wal_bytes"] is None and db["wal_limit_bytes"] is None
+    assert db["migrations"] == {
+        "applied": len(ALL_MIGRATIONS),
+        "known": len(ALL_MIGRATIONS),
+        "head": ALL_MIGRATIONS[-1],
+        "pending": [],
+    }
+    assert db["schema_version"] == int(ALL_MIGRATIONS[-1][:4])
+    assert db["backups"] is None  # no --backup-dir
+    documents = data["documents"]  # the admin token sees the roots and the failing files
+    assert documents["roots"] == [str((tmp_path / "d").resolve())]
+    assert documents["documents"] == {"persona": 1, "prompt_template": 1}
+    assert documents["last_full_sync"]["finished_at"]
+
+
+async def test_the_page_without_a_token_sees_what_health_shows(
+    make_client: Any, tmp_path: Path
+) -> None:
+    client = await make_client(token=None, documents_dirs=str(write_documents(tmp_path / "d")))
+
+    async def synced() -> dict[str, Any] | None:
+        documents = (await (await client.get("/ui/data")).json())["documents"]
+        return documents if documents["last_full_sync"] else None
+
+    documents = await eventually(synced, what="the first documents sync")
+    assert "roots" not in documents and documents["errors"] == 0  # a count, not the files
+    assert documents["documents"] == {"persona": 1, "prompt_template": 1}
+    # A token sent is checked even where none is needed: a wrong one is refused, an admin's
+    # shows the roots and the failing files.
+    assert (await client.get("/ui/data", headers=bearer("bg_wrong"))).status == 401
+    admin = await (await client.get("/ui/data", headers=bearer(ADMIN_TOKEN))).json()
+    assert admin["documents"]["roots"] == [str((tmp_path / "d").resolve())]
+    reader = await (await client.get("/ui/data", headers=bearer(READER_TOKEN))).json()
+    assert "roots" not in reader["documents"]
 
 
 async def test_the_page_needs_an_admin_token_under_auth_reads(make_client: Any) -> None:

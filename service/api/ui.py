@@ -1,7 +1,9 @@
 """The ops page: ``/ui`` is a static page (plain JS, served from ``service/ui/``, no build
 step, no CDN) that polls ``/ui/data``, one JSON snapshot gathered here: health and readiness,
 seed progress, traffic per route and method and its 15-minute history (service/traffic.py,
-sampled from this app's own metrics), recent audit entries and runs, and the document sync.
+sampled from this app's own metrics), the database (size, WAL, migrations, backups), recent
+runs with their status, debug metadata (active sessions, reserved worktrees, running
+commands), recent audit entries, and the document sync.
 ``/ui/data`` needs an ``admin`` token when ``--auth-reads`` is on (the page asks for one); the
 page's files carry no data and are open.
 """
@@ -10,6 +12,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import AsyncIterator
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -19,10 +22,14 @@ from marshmallow import Schema, fields, validate
 from service import __version__
 from service.api.auth import principal
 from service.api.openapi import operation
-from service.db import DatabaseUnavailable
+from service.db import DatabaseUnavailable, maintenance
 from service.domain.auth import Scope
+from service.jobs.backups import newest_backup_time
 from service.jsonutil import json_response
 from service.keys import (
+    BACKUPS_KEY,
+    CLOCK_KEY,
+    CONFIG_KEY,
     DB_KEY,
     DOCUMENTS_KEY,
     LIFECYCLE_KEY,
@@ -32,13 +39,16 @@ from service.keys import (
     STARTED_KEY,
 )
 from service.repositories import audit as audit_repo
-from service.repositories import runs as runs_repo
+from service.repositories import documents as documents_repo
+from service.repositories import ops as ops_repo
 from service.schemas.probes import OPS_SNAPSHOT
+from service.timeutil import utc_iso
 from service.traffic import TrafficHistory, read, sampling
 
 UI_DIR = Path(__file__).resolve().parent.parent / "ui"
 UI_FILES = {"ops.js": "application/javascript", "ops.css": "text/css"}
-RECENT = 10
+RECENT = 10  # rows per list on the page
+LEASE_EXPIRING_S = 300  # a worktree lease ending sooner than this shows as expiring
 
 
 TRAFFIC_KEY = web.AppKey("ui_traffic", TrafficHistory)
@@ -50,7 +60,6 @@ TRAFFIC_KEY = web.AppKey("ui_traffic", TrafficHistory)
 )
 async def ui_data(request: web.Request) -> web.Response:
     app = request.app
-    db = app[DB_KEY]
     body: dict[str, Any] = {
         "uptime_s": round(time.monotonic() - app[STARTED_KEY], 1),
         "build": {"version": __version__, "git_sha": app[RUN_CONTEXT_KEY].git_sha},
@@ -61,10 +70,7 @@ async def ui_data(request: web.Request) -> web.Response:
     body["traffic"] = app[TRAFFIC_KEY].table(now)
     body["history"] = app[TRAFFIC_KEY].chart(now)
     try:
-        row = await db.check("SELECT count(*) FROM status")
-        body["db"] = {"up": True, "status_rows": row[0] if row else 0}
-        body["audit"] = (await audit_repo.list_page(db, limit=RECENT))[0]
-        body["runs"] = (await runs_repo.list_runs(db, limit=RECENT))[0]
+        body.update(await _from_the_database(app))
     except DatabaseUnavailable as exc:
         body["db"] = {"up": False, "reason": str(exc)}
         body["ready"] = False
@@ -72,15 +78,54 @@ async def ui_data(request: web.Request) -> web.Response:
     return json_response(body)
 
 
+async def _from_the_database(app: web.Application) -> dict[str, Any]:
+    """The panels read from the database; any of them failing makes the database down."""
+    db, clock = app[DB_KEY], app[CLOCK_KEY]
+    row = await db.check("SELECT count(*) FROM status")
+    now = clock.now()
+    return {
+        "db": {
+            "up": True,
+            "status_rows": row[0] if row else 0,
+            **await maintenance.describe(db, app[CONFIG_KEY].migrations_dir),
+            "backups": await _backups(app),
+        },
+        "audit": (await audit_repo.list_page(db, limit=RECENT))[0],
+        "runs": await ops_repo.recent_runs(db, limit=RECENT),
+        "debug": await ops_repo.debug_summary(
+            db,
+            now=utc_iso(now),
+            soon=utc_iso(now + timedelta(seconds=LEASE_EXPIRING_S)),
+            limit=RECENT,
+        ),
+    }
+
+
+async def _backups(app: web.Application) -> dict[str, Any] | None:
+    """The backup schedule (None without --backup-dir); the newest backup is read from its
+    audit row, so any worker answers for the one that took it."""
+    schedule = app[BACKUPS_KEY]
+    if schedule is None:
+        return None
+    newest = await newest_backup_time(app[DB_KEY])
+    return {
+        "every_s": schedule.status.every_s,
+        "last_success_at": utc_iso(datetime.fromtimestamp(newest, UTC)) if newest else None,
+        "failures": schedule.status.failures,
+        "last_error": schedule.status.last_error,
+    }
+
+
 async def _documents(request: web.Request) -> dict[str, Any] | None:
-    """The sync as ``/admin/sync`` shows it (roots, failing files) to an admin, as ``/health``
-    shows it (state and counts) to anyone else: the page is open unless --auth-reads."""
+    """The sync as ``/admin/sync`` shows it (roots, failing files) to an admin; to anyone
+    else as ``/health`` shows it (state and counts) with the documents stored, by type, which
+    ``GET /documents`` shows anyone: the page is open unless --auth-reads."""
     watcher = request.app[DOCUMENTS_KEY]
     if watcher is None:
         return None
     if Scope.ADMIN in principal(request).scopes:
         return await watcher.describe()
-    return watcher.summary()
+    return {**watcher.summary(), "documents": await documents_repo.count_by_type(watcher.db)}
 
 
 @operation("The ops page (HTML; its data comes from /ui/data)", returns="html")

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from service.db import DatabaseError, DatabaseOptions, DatabaseURL, connect
-from service.db.maintenance import schema_version
+from service.db.maintenance import migration_ids, schema_version
 
 MIN_FREE_BYTES = 100 * 1024 * 1024
 
@@ -40,14 +40,6 @@ class Report:
 
     def to_dict(self) -> dict[str, Any]:
         return {"ok": self.ok, "checks": [asdict(c) for c in self.checks]}
-
-
-def migration_ids(migrations_dir: Path) -> list[str]:
-    return sorted(
-        p.stem
-        for p in migrations_dir.glob("*.*")
-        if p.suffix in (".sql", ".py") and not p.name.endswith(".rollback.sql")
-    )
 
 
 def diagnose(url: DatabaseURL, migrations_dir: Path, token_file: Path) -> Report:

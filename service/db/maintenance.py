@@ -15,10 +15,12 @@ import shutil
 import sqlite3
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 from urllib.parse import SplitResult, unquote, urlsplit
 
 from service.db.database import Database
 from service.db.errors import DatabaseNotWritable, DatabaseUnavailable
+from service.db.sqlite import JOURNAL_SIZE_LIMIT_BYTES
 from service.db.sqlite_locks import not_in_use
 from service.db.url import DatabaseURL
 
@@ -113,6 +115,43 @@ async def schema_version(db: Database) -> int | None:
         return None
     row = await db.fetchone("SELECT schema_version FROM meta")
     return int(row[0]) if row and row[0] is not None else None
+
+
+async def describe(db: Database, migrations_dir: Path) -> dict[str, Any]:
+    """What the ops page shows of the database: backend, engine, size (and the WAL's on
+    SQLite, beside the size it is truncated back to), schema version, and the migrations
+    applied out of those this build ships (``pending`` names what a start would apply)."""
+    sizes = await asyncio.to_thread(db.file_sizes)
+    if sizes is None:
+        row = await db.fetchone("SELECT pg_database_size(current_database())")
+        sizes = {"db": int(row[0]) if row else 0}
+    known = migration_ids(migrations_dir)
+    applied: set[str] = set()
+    if await db.table_exists("_yoyo_migration"):
+        applied = {r[0] for r in await db.fetchall("SELECT migration_id FROM _yoyo_migration")}
+    return {
+        "backend": db.backend,
+        "engine": await db.engine_version(),
+        "size_bytes": sizes["db"],
+        "wal_bytes": sizes.get("wal"),
+        "wal_limit_bytes": JOURNAL_SIZE_LIMIT_BYTES if "wal" in sizes else None,
+        "schema_version": await schema_version(db),
+        "migrations": {
+            "applied": len(applied),
+            "known": len(known),
+            "head": max(applied) if applied else None,
+            "pending": [m for m in known if m not in applied],
+        },
+    }
+
+
+def migration_ids(migrations_dir: Path) -> list[str]:
+    """The migrations in ``migrations_dir``, in the order they apply."""
+    return sorted(
+        p.stem
+        for p in migrations_dir.glob("*.*")
+        if p.suffix in (".sql", ".py") and not p.name.endswith(".rollback.sql")
+    )
 
 
 async def _pg_dump(url: DatabaseURL, target: Path) -> BackupResult:

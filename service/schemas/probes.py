@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from service.domain.runs import RUN_STATUSES, StepStatus
 from service.schemas.admin import SEED_PROGRESS, SYNC_STATUS, SYNC_SUMMARY
 from service.schemas.records import (
     BOOLEAN,
@@ -9,7 +10,10 @@ from service.schemas.records import (
     NUMBER,
     TEXT,
     TEXT_OR_NULL,
+    WHEN,
+    WHEN_OR_NULL,
     array,
+    extend,
     one_of,
     record,
 )
@@ -85,6 +89,125 @@ _HISTORY = record(
         },
     }
 )
+_COUNT_OR_NULL = {"type": ["integer", "null"], "minimum": 0}
+_DATABASE = record(
+    {
+        "up": BOOLEAN,
+        "reason": TEXT,
+        "status_rows": COUNT,
+        "backend": one_of(["sqlite", "postgresql"]),
+        "engine": {**TEXT, "description": "the engine and its version"},
+        "size_bytes": COUNT,
+        "wal_bytes": {**_COUNT_OR_NULL, "description": "SQLite's WAL file; null on PostgreSQL"},
+        "wal_limit_bytes": {
+            **_COUNT_OR_NULL,
+            "description": "the size a checkpoint truncates the WAL back to (SQLite)",
+        },
+        "schema_version": _COUNT_OR_NULL,
+        "migrations": record(
+            {
+                "applied": COUNT,
+                "known": {**COUNT, "description": "the migrations this build ships"},
+                "head": TEXT_OR_NULL,
+                "pending": {**array(TEXT), "description": "what the next start would apply"},
+            }
+        ),
+        "backups": {
+            "oneOf": [
+                record(
+                    {
+                        "every_s": NUMBER,
+                        "last_success_at": WHEN_OR_NULL,
+                        "failures": {**COUNT, "description": "in this process, since start"},
+                        "last_error": TEXT_OR_NULL,
+                    }
+                ),
+                {"type": "null"},
+            ],
+            "description": "the schedule (--backup-dir), null without one",
+        },
+    },
+    optional=(
+        "reason",
+        "status_rows",
+        "backend",
+        "engine",
+        "size_bytes",
+        "wal_bytes",
+        "wal_limit_bytes",
+        "schema_version",
+        "migrations",
+        "backups",
+    ),
+    description="up with its facts, or down with the reason",
+)
+_RUN = extend(
+    RUN_RECORD,
+    status={**one_of(RUN_STATUSES), "description": "derived from the steps"},
+    steps={
+        "type": "object",
+        "propertyNames": one_of(StepStatus),
+        "additionalProperties": COUNT,
+        "description": "the run's steps, counted by status",
+    },
+)
+_DEBUG = record(
+    {
+        "active_sessions": COUNT,
+        "reserved_worktrees": COUNT,
+        "expiring_worktrees": {**COUNT, "description": "reserved, the lease ends within 5 min"},
+        "expired_worktrees": {**COUNT, "description": "reserved, the lease has ended"},
+        "running_commands": COUNT,
+        "sessions": {
+            **array(
+                record(
+                    {
+                        "id": TEXT,
+                        "repository": TEXT,
+                        "user": TEXT,
+                        "worktree_id": TEXT_OR_NULL,
+                        "started_at": WHEN,
+                    }
+                )
+            ),
+            "description": "active, newest first (at most 10)",
+        },
+        "worktrees": {
+            **array(
+                record(
+                    {
+                        "id": TEXT,
+                        "repository": TEXT,
+                        "path": TEXT,
+                        "branch": TEXT_OR_NULL,
+                        "reserved_by": TEXT,
+                        "lease_expires_at": WHEN,
+                        "lease": one_of(["held", "expiring", "expired"]),
+                    }
+                )
+            ),
+            "description": "reserved, soonest to expire first (at most 10)",
+        },
+        "commands": {
+            **array(
+                record(
+                    {
+                        "id": TEXT,
+                        "session_id": TEXT,
+                        "command": {**TEXT, "description": "the argv as one line, shortened"},
+                        "started_at": WHEN,
+                    }
+                )
+            ),
+            "description": "running, newest first (at most 10)",
+        },
+    }
+)
+_STORED_BY_TYPE = {
+    "type": "object",
+    "additionalProperties": COUNT,
+    "description": "documents stored, by type",
+}
 OPS_SNAPSHOT = record(
     {
         "uptime_s": NUMBER,
@@ -93,17 +216,20 @@ OPS_SNAPSHOT = record(
         "seed": SEED_PROGRESS,
         "traffic": {**array(_TRAFFIC), "description": "per route and method, API first"},
         "history": {**_HISTORY, "description": "the last 15 minutes, every 10 s"},
-        "db": record(
-            {"up": BOOLEAN, "status_rows": COUNT, "reason": TEXT},
-            optional=("status_rows", "reason"),
-        ),
+        "db": _DATABASE,
         "audit": {**array(AUDIT_RECORD), "description": "the newest entries"},
-        "runs": {**array(RUN_RECORD), "description": "the newest runs"},
+        "runs": {**array(_RUN), "description": "the newest runs"},
+        "debug": {**_DEBUG, "description": "debug-server metadata in use now"},
         "documents": {
-            "oneOf": [SYNC_STATUS, SYNC_SUMMARY, {"type": "null"}],
-            "description": "the sync as /admin/sync shows it to an admin token, as /health "
-            "shows it to anyone else (the page is open unless --auth-reads)",
+            "oneOf": [
+                SYNC_STATUS,
+                extend(SYNC_SUMMARY, documents=_STORED_BY_TYPE),
+                {"type": "null"},
+            ],
+            "description": "the sync as /admin/sync shows it to an admin token; to anyone "
+            "else (the page is open unless --auth-reads) as /health shows it, with the "
+            "documents stored by type; null without --documents-dir",
         },
     },
-    optional=("audit", "runs"),
+    optional=("audit", "runs", "debug"),
 )
