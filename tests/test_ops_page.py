@@ -4,12 +4,16 @@ headless Chromium (Debian packages chromium and chromium-driver) against a real 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
+import random
 import shutil
+from collections.abc import AsyncIterator, Callable
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import aiohttp
 import pytest
 from aiohttp.test_utils import TestClient
 
@@ -21,6 +25,7 @@ from tests.support.server import Server
 from tests.support.walk import first_sync_done, write_documents
 
 ANY = {"If-Match": "*"}
+NONE = "\u2013"  # what the page shows for a value it does not have
 
 CHROMIUM = "/usr/bin/chromium"
 CHROMEDRIVER = "/usr/bin/chromedriver"
@@ -174,17 +179,13 @@ def chromium_or_skip() -> None:
     pytest.skip("no headless Chromium here (Debian packages chromium and chromium-driver)")
 
 
-@pytest.mark.slow
-async def test_the_page_in_a_real_browser_shows_the_live_seed_count(tmp_path: Path) -> None:
+@contextlib.asynccontextmanager
+async def chromium(tmp_path: Path) -> AsyncIterator[Any]:
+    """A headless Chromium at 1280 px, its console kept for the test to read."""
     chromium_or_skip()
     from selenium import webdriver
     from selenium.webdriver.chrome.service import Service
-    from selenium.webdriver.common.by import By
 
-    db_path = tmp_path / "bobgen.db"
-    plant_test_tokens(db_path)
-    args = ["--seed-rows", "200000", "--seed-batch-size", "500"]
-    server = Server(db_path, args)
     options = webdriver.ChromeOptions()
     options.binary_location = CHROMIUM
     for arg in (
@@ -196,48 +197,237 @@ async def test_the_page_in_a_real_browser_shows_the_live_seed_count(tmp_path: Pa
         options.add_argument(arg)
     options.add_argument(f"--user-data-dir={tmp_path / 'chromium-profile'}")
     options.set_capability("goog:loggingPrefs", {"browser": "ALL"})
-    driver = None
+    driver = await asyncio.to_thread(
+        webdriver.Chrome, options=options, service=Service(executable_path=CHROMEDRIVER)
+    )
+    try:
+        yield driver
+    finally:
+        await asyncio.to_thread(driver.quit)
+
+
+async def shown(
+    driver: Any, element_id: str, check: Callable[[str], bool], what: str, timeout: float = 30
+) -> str:
+    """The element's text once ``check`` accepts it (the page polls every 2 s)."""
+    from selenium.webdriver.common.by import By
+
+    async def probe() -> str | None:
+        text = await asyncio.to_thread(lambda: str(driver.find_element(By.ID, element_id).text))
+        return text if check(text) else None
+
+    return await eventually(probe, timeout=timeout, what=what)
+
+
+async def attribute(driver: Any, selector: str, name: str) -> str:
+    """Read in one script: the page replaces its charts every poll, so an element found in
+    one call can be gone by the next."""
+    script = (
+        "const e = document.querySelector(arguments[0]); return e && e.getAttribute(arguments[1])"
+    )
+    return str(await asyncio.to_thread(driver.execute_script, script, selector, name) or "")
+
+
+def console_errors(driver: Any) -> list[str]:
+    return [e["message"] for e in driver.get_log("browser") if e["level"] == "SEVERE"]
+
+
+def served_on(db_url: DatabaseURL, tmp_path: Path, args: list[str]) -> Server:
+    """A server on the test's backend, with the test tokens planted."""
+    url = plant_test_tokens(db_url)
+    db = str(url.path) if url.path is not None else url.dsn
+    return Server(tmp_path / "logs" / "unused.db", args, db=db, log_dir=tmp_path / "logs")
+
+
+async def screenshots_at_both_widths(driver: Any, tmp_path: Path) -> None:
+    """A screenshot at 1280 px and at a phone's 390 px, with nothing wider than the screen
+    on the phone (wide tables scroll inside their card)."""
+    desk = tmp_path / "ops-page.png"
+    assert await asyncio.to_thread(driver.save_screenshot, str(desk))
+    assert desk.stat().st_size > 10_000
+    await asyncio.to_thread(driver.set_window_size, 390, 844)
+    overflow = "return document.documentElement.scrollWidth - window.innerWidth"
+    assert await asyncio.to_thread(driver.execute_script, overflow) <= 0
+    phone = tmp_path / "ops-page-phone.png"
+    assert await asyncio.to_thread(driver.save_screenshot, str(phone))
+    assert phone.stat().st_size > 10_000
+    await asyncio.to_thread(driver.set_window_size, 1280, 1000)
+
+
+async def some_of_everything(http: aiohttp.ClientSession) -> None:
+    """A run with a running step, two sessions holding worktrees, a running command."""
+
+    async def post(path: str, body: dict[str, Any]) -> dict[str, Any]:
+        async with http.post(path, json=body) as resp:
+            assert resp.status in (200, 201), (path, resp.status, await resp.text())
+            return dict(await resp.json())
+
+    run = await post("/runs", {})
+    await post(f"/runs/{run['run_id']}/steps", {"name": "build", "status": "running"})
+    await post(f"/runs/{run['run_id']}/steps", {"name": "test"})
+    repo = await post("/repositories", {"name": "app", "url": "git@example:app"})
+    for i in range(2):
+        await post(f"/repositories/{repo['id']}/worktrees", {"path": f"/w/{i}", "branch": "main"})
+    sessions = [await post("/sessions", {"repository_id": repo["id"]}) for _ in range(2)]
+    for session in sessions:
+        body = {"session_id": session["id"], "lease_s": 3600}
+        await post(f"/repositories/{repo['id']}/worktrees/reserve", body)
+    await post(f"/sessions/{sessions[0]['id']}/commands", {"argv": ["pytest", "-x"]})
+
+
+async def load(http: aiohttp.ClientSession) -> None:
+    """Reads with varied pages, and a few requests that fail, until cancelled."""
+    rng = random.Random(7)
+    while True:
+        path = rng.choice([f"/bobgen/status?limit={rng.randint(1, 50)}", "/runs", "/no/such"])
+        async with http.get(path) as resp:
+            await resp.read()
+
+
+@pytest.mark.slow
+async def test_the_page_follows_a_load_and_shows_every_panel(
+    tmp_path: Path, db_url: DatabaseURL
+) -> None:
+    docs = write_documents(tmp_path / "documents")
+    server = served_on(db_url, tmp_path, ["--documents-dir", str(docs)])
+    await server.start()
+    async with aiohttp.ClientSession(server.url, headers=bearer(ADMIN_TOKEN)) as http:
+        await some_of_everything(http)
+        loading = asyncio.create_task(load(http))
+        try:
+            async with chromium(tmp_path) as driver:
+                await asyncio.to_thread(driver.get, server.url + "/ui")
+                await shown(driver, "state", lambda t: t == "ready", "the page's first data")
+                # The charts move while the load runs: the newest interval grows poll by poll.
+                first = await attribute(driver, "#chart-rate polyline", "points")
+
+                async def moved() -> bool:
+                    now = await attribute(driver, "#chart-rate polyline", "points")
+                    return now != first
+
+                await eventually(moved, timeout=30, what="the rate chart moving under load")
+                rate = await shown(driver, "chart-rate-now", lambda t: t not in ("", NONE), "rate")
+                assert float(rate) > 0
+                routes = await shown(
+                    driver, "route-charts", lambda t: "/bobgen/status" in t, "route charts"
+                )
+                assert "/ui/data" not in routes  # the page's own polling is not charted
+                assert await attribute(driver, "#route-charts td.spark polyline", "points")
+                await shown(driver, "traffic", lambda t: "/bobgen/status" in t, "traffic table")
+                apart = await shown(driver, "traffic-apart", lambda t: "to no route" in t, "apart")
+                assert "to no route: 0" not in apart  # the load's 404s are counted apart
+                # The panels.
+                runs = await shown(driver, "runs", lambda t: "running" in t, "runs panel")
+                assert "1 pending, 1 running" in runs
+                counts = await shown(driver, "debug-counts", lambda t: "2 active" in t, "debug")
+                assert "2 reserved worktree(s)" in counts and "1 running command(s)" in counts
+                await shown(driver, "debug-commands", lambda t: "pytest -x" in t, "commands")
+                await shown(driver, "audit", lambda t: "worktree.reserved" in t, "audit panel")
+                worktrees = await shown(driver, "debug-worktrees", lambda t: "/w/" in t, "wt")
+                assert "held" in worktrees
+                stored = await shown(driver, "documents-stored", lambda t: "persona" in t, "docs")
+                assert stored == "1 persona, 1 prompt_template"
+                # Without a token the roots are an admin's to see (as /admin/sync).
+                roots = await shown(driver, "documents-roots", bool, "roots")
+                assert roots == "shown to an admin token"
+                engine = await shown(driver, "db-engine", lambda t: t != NONE, "database")
+                assert f"({db_url.backend})" in engine
+                migrations = await shown(driver, "db-migrations", lambda t: t != NONE, "migrations")
+                assert migrations.startswith(f"{len(ALL_MIGRATIONS)} of {len(ALL_MIGRATIONS)}")
+                wal = await shown(driver, "db-wal", lambda t: t != NONE, "WAL")
+                assert ("truncated back to" in wal) == (db_url.path is not None)
+                assert console_errors(driver) == []
+                await screenshots_at_both_widths(driver, tmp_path)
+        finally:
+            loading.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await loading
+            await server.stop()
+
+
+@pytest.mark.slow
+async def test_the_token_flow_and_the_reload_button(tmp_path: Path, db_url: DatabaseURL) -> None:
+    from selenium.webdriver.common.by import By
+
+    docs = write_documents(tmp_path / "documents")
+    server = served_on(db_url, tmp_path, ["--documents-dir", str(docs), "--auth-reads"])
+    await server.start()
+
+    async def enter(driver: Any, token: str) -> None:
+        field = await asyncio.to_thread(driver.find_element, By.ID, "token")
+        await asyncio.to_thread(field.send_keys, token)
+        button = await asyncio.to_thread(
+            driver.find_element, By.CSS_SELECTOR, "#token-form button[type=submit]"
+        )
+        await asyncio.to_thread(button.click)
+
+    try:
+        async with chromium(tmp_path) as driver:
+            await asyncio.to_thread(driver.get, server.url + "/ui")
+            # Not a stuck "loading...": it says what it needs and asks for it.
+            await shown(driver, "problem", lambda t: "needs an admin token" in t, "the ask")
+            assert await asyncio.to_thread(driver.find_element(By.ID, "token").is_displayed)
+            await enter(driver, "bg_not-a-real-token")
+            await shown(driver, "problem", lambda t: "refused this token" in t, "a refusal")
+            await enter(driver, READER_TOKEN)
+            await shown(driver, "problem", lambda t: "not an admin token" in t, "a reader")
+            await enter(driver, ADMIN_TOKEN)
+            await shown(driver, "state", lambda t: t == "ready", "the data with the token")
+            roots = await shown(driver, "documents-roots", lambda t: "/" in t, "the roots")
+            assert roots == str(docs.resolve())
+            assert not await asyncio.to_thread(driver.find_element(By.ID, "problem").is_displayed)
+            # The reload button starts a rescan, and the page shows the new full sync.
+            before = await shown(driver, "documents-last-sync", lambda t: "added" in t, "sync")
+            assert before.split(" (")[1].startswith("2 added")
+            await asyncio.to_thread(driver.find_element(By.ID, "sync-reload").click)
+            await shown(driver, "sync-reload-result", lambda t: "rescan started" in t, "202")
+            after = await shown(
+                driver, "documents-last-sync", lambda t: "(0 added" in t, "the rescan's sync"
+            )
+            assert "0 updated, 0 deleted, 0 failed" in after
+            # The token lives in this tab's session storage: a reload keeps it.
+            await asyncio.to_thread(driver.refresh)
+            await shown(driver, "state", lambda t: t == "ready", "the data after a reload")
+            stored = "return sessionStorage.getItem('bobgen-admin-token')"
+            assert await asyncio.to_thread(driver.execute_script, stored) == ADMIN_TOKEN
+            # Forgetting it asks again.
+            await asyncio.to_thread(driver.find_element(By.ID, "token-forget").click)
+            await shown(driver, "problem", lambda t: "needs an admin token" in t, "asked again")
+            # The only console errors are the refusals the test asked for.
+            refusals = [m for m in console_errors(driver) if "/ui/data" not in m]
+            assert refusals == []
+            await screenshots_at_both_widths(driver, tmp_path)
+    finally:
+        await server.stop()
+
+
+@pytest.mark.slow
+async def test_the_page_in_a_real_browser_shows_the_live_seed_count(tmp_path: Path) -> None:
+    from selenium.webdriver.common.by import By
+
+    db_path = tmp_path / "bobgen.db"
+    plant_test_tokens(db_path)
+    server = Server(db_path, ["--seed-rows", "200000", "--seed-batch-size", "500"])
     try:
         await server.start(wait=False)
         await server.wait_healthy(timeout=60, path="/readyz")
-        driver = await asyncio.to_thread(
-            webdriver.Chrome, options=options, service=Service(executable_path=CHROMEDRIVER)
-        )
-        await asyncio.to_thread(driver.get, server.url + "/ui")
-        counts = await asyncio.to_thread(_seed_counts, driver, By)
-        assert counts[0] > 0
-        assert counts[-1] > counts[0]  # live: the page follows the seed as it runs
-        assert driver.find_element(By.ID, "state").text == "ready"
-        routes = driver.find_element(By.ID, "traffic").text
-        assert "/readyz" in routes and "/ui/data" not in routes  # the page's polling apart
-        assert "own requests" in driver.find_element(By.ID, "traffic-apart").text
-        # The history's charts: a line each, drawn from the server's samples.
-        for chart in ("chart-rate", "chart-errors", "chart-p50", "chart-p99"):
-            line = driver.find_element(By.CSS_SELECTOR, f"#{chart} polyline")
-            assert line.get_attribute("points"), chart
-        assert driver.find_element(By.ID, "build").text.startswith("v")
-        assert driver.find_element(By.ID, "updated").text.startswith("updated")
-        errors = [e for e in driver.get_log("browser") if e["level"] == "SEVERE"]
-        assert errors == []
-        screenshot = tmp_path / "ops-page.png"
-        assert driver.save_screenshot(str(screenshot))
-        assert screenshot.stat().st_size > 10_000
-        # On a phone: one column, nothing wider than the screen (wide tables scroll inside).
-        await asyncio.to_thread(driver.set_window_size, 390, 844)
-        overflow = "return document.documentElement.scrollWidth - window.innerWidth"
-        assert await asyncio.to_thread(driver.execute_script, overflow) <= 0
-        phone = tmp_path / "ops-page-phone.png"
-        assert driver.save_screenshot(str(phone))
-        assert phone.stat().st_size > 10_000
-        # Both pages work under their Content-Security-Policy: a violation is a SEVERE entry.
-        await asyncio.to_thread(driver.get, server.url + "/docs")
-        title = await asyncio.to_thread(_rendered_title, driver, By)
-        assert "BobGen" in title
-        errors = [e for e in driver.get_log("browser") if e["level"] == "SEVERE"]
-        assert errors == []
+        async with chromium(tmp_path) as driver:
+            await asyncio.to_thread(driver.get, server.url + "/ui")
+            counts = await asyncio.to_thread(_seed_counts, driver, By)
+            assert counts[0] > 0
+            assert counts[-1] > counts[0]  # live: the page follows the seed as it runs
+            assert driver.find_element(By.ID, "state").text == "ready"
+            for chart in ("chart-rate", "chart-errors", "chart-p50", "chart-p99"):
+                assert await attribute(driver, f"#{chart} polyline", "points"), chart
+            assert driver.find_element(By.ID, "build").text.startswith("v")
+            assert driver.find_element(By.ID, "updated").text.startswith("updated")
+            assert console_errors(driver) == []
+            # Both pages work under their Content-Security-Policy: a violation is SEVERE.
+            await asyncio.to_thread(driver.get, server.url + "/docs")
+            title = await asyncio.to_thread(_rendered_title, driver, By)
+            assert "BobGen" in title
+            assert console_errors(driver) == []
     finally:
-        if driver is not None:
-            await asyncio.to_thread(driver.quit)
         await server.stop()
 
 

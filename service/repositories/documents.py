@@ -161,5 +161,5 @@ async def get_by_name(db: Database, kind: str, name: str) -> dict[str, Any] | No
 
 
 async def count_by_type(db: Database) -> dict[str, int]:
-    rows = await db.fetchall("SELECT type, count(*) FROM documents GROUP BY type")
+    rows = await db.fetchall("SELECT type, count(*) FROM documents GROUP BY type ORDER BY type")
     return {str(r[0]): int(r[1]) for r in rows}
