@@ -8,7 +8,7 @@ import contextlib
 import os
 import random
 import shutil
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -18,6 +18,7 @@ import pytest
 from aiohttp.test_utils import TestClient
 
 from service.db import DatabaseURL
+from service.keys import DB_KEY
 from tests.helpers import ALL_MIGRATIONS, VALID, ManualClock, assert_error
 from tests.support import eventually, eventually_sync
 from tests.support.auth import ADMIN_TOKEN, READER_TOKEN, bearer, plant_test_tokens
@@ -136,16 +137,21 @@ async def test_the_panels_runs_debug_metadata_documents_and_database(
     assert documents["last_full_sync"]["finished_at"]
 
 
+def synced(client: TestClient) -> Callable[[], Awaitable[dict[str, Any] | None]]:
+    """The documents as /ui/data shows them, once the first full sync is done (no token)."""
+
+    async def check() -> dict[str, Any] | None:
+        documents = (await (await client.get("/ui/data")).json())["documents"]
+        return dict(documents) if documents["last_full_sync"] else None
+
+    return check
+
+
 async def test_the_page_without_a_token_sees_what_health_shows(
     make_client: Any, tmp_path: Path
 ) -> None:
     client = await make_client(token=None, documents_dirs=str(write_documents(tmp_path / "d")))
-
-    async def synced() -> dict[str, Any] | None:
-        documents = (await (await client.get("/ui/data")).json())["documents"]
-        return documents if documents["last_full_sync"] else None
-
-    documents = await eventually(synced, what="the first documents sync")
+    documents = await eventually(synced(client), what="the first documents sync")
     assert "roots" not in documents and documents["errors"] == 0  # a count, not the files
     assert documents["documents"] == {"persona": 1, "prompt_template": 1}
     # A token sent is checked even where none is needed: a wrong one is refused, an admin's
@@ -155,6 +161,23 @@ async def test_the_page_without_a_token_sees_what_health_shows(
     assert admin["documents"]["roots"] == [str((tmp_path / "d").resolve())]
     reader = await (await client.get("/ui/data", headers=bearer(READER_TOKEN))).json()
     assert "roots" not in reader["documents"]
+
+
+async def test_with_the_database_gone_the_page_still_shows_what_the_process_knows(
+    make_client: Any, tmp_path: Path
+) -> None:
+    # No token: one sent would need the database to be checked (a 503 while it is gone).
+    client = await make_client(token=None, documents_dirs=str(write_documents(tmp_path / "d")))
+    await eventually(synced(client), what="the first documents sync")
+    await client.get("/livez")
+    await client.app[DB_KEY].close()  # the database is gone for this app
+    resp = await client.get("/ui/data")
+    assert resp.status == 200
+    data = await resp.json()
+    assert data["ready"] is False and data["db"]["up"] is False and data["db"]["reason"]
+    assert "runs" not in data and "debug" not in data
+    assert any(row["route"] == "/livez" for row in data["traffic"])  # kept in the process
+    assert data["documents"]["last_full_sync"] and "documents" not in data["documents"]
 
 
 async def test_the_page_needs_an_admin_token_under_auth_reads(make_client: Any) -> None:

@@ -69,12 +69,15 @@ async def ui_data(request: web.Request) -> web.Response:
     now = read(app[METRICS_KEY].collect())
     body["traffic"] = app[TRAFFIC_KEY].table(now)
     body["history"] = app[TRAFFIC_KEY].chart(now)
+    watcher = app[DOCUMENTS_KEY]
     try:
         body.update(await _from_the_database(app))
+        body["documents"] = await _documents(request)
     except DatabaseUnavailable as exc:
+        # The page still shows what this process knows: traffic, seed, the sync's state.
         body["db"] = {"up": False, "reason": str(exc)}
         body["ready"] = False
-    body["documents"] = await _documents(request)
+        body["documents"] = watcher.summary() if watcher is not None else None
     return json_response(body)
 
 

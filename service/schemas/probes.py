@@ -224,11 +224,13 @@ OPS_SNAPSHOT = record(
             "oneOf": [
                 SYNC_STATUS,
                 extend(SYNC_SUMMARY, documents=_STORED_BY_TYPE),
+                SYNC_SUMMARY,
                 {"type": "null"},
             ],
             "description": "the sync as /admin/sync shows it to an admin token; to anyone "
             "else (the page is open unless --auth-reads) as /health shows it, with the "
-            "documents stored by type; null without --documents-dir",
+            "documents stored by type; as /health shows it while the database is "
+            "unavailable; null without --documents-dir",
         },
     },
     optional=("audit", "runs", "debug"),

@@ -257,14 +257,19 @@ function refusal(status) {
 // ---- polling ---------------------------------------------------------------------------------
 
 let timer = null;
+let latestPoll = 0;
 
 // Polls until the server refuses the token (or its absence): then it waits for one, rather
-// than asking again every two seconds with a token it knows to be wrong.
+// than asking again every two seconds with a token it knows to be wrong. A poll started while
+// another is on its way (a token entered, a rescan) takes over: only the newest schedules
+// the next, so two chains never run side by side.
 async function poll() {
   clearTimeout(timer);
+  const mine = ++latestPoll;
   let again = true;
   try {
     const resp = await fetch("/ui/data", { headers: authHeaders() });
+    if (mine !== latestPoll) return;  // a newer poll, perhaps with another token, decides
     if (resp.status === 401 || resp.status === 403) {
       const why = refusal(resp.status);
       sessionStorage.removeItem(TOKEN_KEY);
@@ -282,7 +287,7 @@ async function poll() {
   } catch (err) {
     showProblem("BobGen does not answer: " + err.message);
   } finally {
-    if (again) timer = setTimeout(poll, POLL_MS);
+    if (again && mine === latestPoll) timer = setTimeout(poll, POLL_MS);
   }
 }
 
