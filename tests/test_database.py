@@ -16,11 +16,13 @@ from service.config import DEFAULT_MIGRATIONS_DIR
 from service.db import (
     Database,
     DatabaseClosed,
+    DatabaseOptions,
     DatabaseUnavailable,
     DatabaseURL,
     ForeignKeyViolation,
     UniqueViolation,
     Work,
+    connect,
     execute,
     execute_later,
     execute_many,
@@ -32,6 +34,7 @@ from service.db.coalescing import CommitCache
 from service.db.migrations import apply_migrations
 from service.db.sqlite import SqliteDatabase
 from service.db.sqlite_locks import job_lock_path
+from service.db.sqlite_writer import SLOW_TRANSACTION_S
 from service.domain.auth import Scope
 from service.tokens import issue_token
 from tests.backends import sqlite_only
@@ -178,6 +181,34 @@ async def test_unit_commits_or_rolls_back_whole(db: Database) -> None:
     assert await count(db) == 1
     assert db.transactions_committed == 1
     assert db.transactions_rolled_back == 1
+
+
+@sqlite_only  # the SQLite writer's own account of a slow transaction
+async def test_a_slow_write_transaction_is_logged_with_where_its_time_went(
+    db_url: DatabaseURL, caplog: pytest.LogCaptureFixture
+) -> None:
+    apply_migrations(db_url, DEFAULT_MIGRATIONS_DIR)
+    database = connect(db_url, DatabaseOptions(read_connections=1, busy_timeout_ms=10_000))
+    await database.open()
+    try:
+        await database.write(execute(INSERT_ONE))  # a quick one: not logged
+        assert "slow write transaction" not in caplog.text
+        other = sqlite3.connect(str(db_url.path), isolation_level=None)
+        other.execute("BEGIN IMMEDIATE")  # an operator's shell holds the file's write lock
+        try:
+            write = asyncio.create_task(database.write(execute(INSERT_ONE)))
+            # Hold the lock past the threshold (a duration, not a wait for an effect).
+            await asyncio.sleep(SLOW_TRANSACTION_S + 0.2)
+            assert not write.done()
+        finally:
+            other.rollback()
+            other.close()
+        await write
+    finally:
+        await database.close()
+    [line] = [r.getMessage() for r in caplog.records if "slow write" in r.getMessage()]
+    begin = float(line.split("BEGIN ")[1].split(" s")[0])
+    assert begin >= SLOW_TRANSACTION_S and "for 1 unit(s)" in line  # the time was BEGIN's
 
 
 HOSTILE_TEXTS = [

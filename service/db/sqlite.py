@@ -53,6 +53,7 @@ JOURNAL_SIZE_LIMIT_BYTES = 64 * 1024 * 1024
 # automatic checkpoint only remains as a safety net, at ~40 MiB of WAL instead of ~4 MiB.
 WRITER_AUTOCHECKPOINT_PAGES = 10_000
 MMAP_SIZE_BYTES = 256 * 1024 * 1024
+SLOW_CHECKPOINT_S = 1.0  # a background checkpoint slower than this is logged
 SIGNAL_POLL_S = 0.1  # how soon another process's notify (a CLI token revoke) is seen
 
 
@@ -341,7 +342,16 @@ class SqliteDatabase(Database):
                 self._checkpoints.failed += 1
                 log.warning("background checkpoint failed: %s", exc)
                 continue
-            self._checkpoints.seconds.observe(time.perf_counter() - started)
+            took = time.perf_counter() - started
+            self._checkpoints.seconds.observe(took)
+            if took > SLOW_CHECKPOINT_S:
+                log.warning(
+                    "slow checkpoint: %.2f s to copy %d of %d WAL frames into the database "
+                    "(a disk slow to write or fsync; the WAL grows meanwhile)",
+                    took,
+                    done,
+                    frames,
+                )
             if done >= frames:
                 self._checkpoints.complete += 1
             else:
