@@ -262,23 +262,26 @@ class GroupCommitWriter:
         committed = time.perf_counter()
         self.stats.committed += 1
         self.stats.transaction.observe(committed - began)
-        if committed - asked > SLOW_TRANSACTION_S:
-            log.warning(
-                "slow write transaction: %.2f s for %d unit(s): write lock %.2f s, BEGIN "
-                "%.2f s, units %.2f s, COMMIT %.2f s (every write queued behind it waited)",
-                committed - asked,
-                len(jobs),
-                began - asked,
-                begun - began,
-                committing - begun,
-                committed - committing,
-            )
         channels = {c for o in done if o.error is None for c in o.channels}
         if channels:
             try:
                 self._after_commit(channels)
             except Exception:  # pragma: no cover - a listener must not fail the writes
                 log.exception("after-commit listener failed")
+        signalled = time.perf_counter()
+        if signalled - asked > SLOW_TRANSACTION_S:
+            log.warning(
+                "slow write transaction: %.2f s for %d unit(s): write lock %.2f s, BEGIN "
+                "%.2f s, units %.2f s, COMMIT %.2f s, change signals %.2f s (every write "
+                "queued behind it waited)",
+                signalled - asked,
+                len(jobs),
+                began - asked,
+                begun - began,
+                committing - begun,
+                committed - committing,
+                signalled - committed,
+            )
         self._settle(done)
         return []
 
