@@ -273,7 +273,28 @@ def trace(before: dict[str, float], after: dict[str, float]) -> dict[str, float]
         (after.get(full.format("sum"), 0.0) - before.get(full.format("sum"), 0.0)) * 1000, 1
     )
     row["gc_pause_max_ms"] = quantile_ms(before, after, "bobgen_gc_pause_seconds", 1.0)
+    # The server's event loop held up (anything, not only the database): its worst this minute.
+    row["loop_lag_max_ms"] = quantile_ms(before, after, "bobgen_event_loop_lag_seconds", 1.0)
     return row
+
+
+class ClientLag:
+    """How late the soak's own event loop ran a 10 ms timer: a late client delays sending and
+    reading, which would otherwise count as the server's latency. Reported per minute."""
+
+    def __init__(self) -> None:
+        self.worst = 0.0
+
+    async def watch(self) -> None:
+        loop = asyncio.get_running_loop()
+        while True:
+            due = loop.time() + 0.01
+            await asyncio.sleep(0.01)
+            self.worst = max(self.worst, loop.time() - due)
+
+    def minute(self) -> float:
+        worst, self.worst = self.worst, 0.0
+        return round(worst * 1000, 1)
 
 
 async def soak(
@@ -302,6 +323,8 @@ async def soak(
             flush=True,
         )
         await open_loop(pool, args.rows, rate, 30)  # warm-up: not counted
+        client_lag = ClientLag()
+        watching = asyncio.create_task(client_lag.watch())
         minutes = []
         seen = await scrape(session, base)
         cpu_seen = cpu_times(server_pid)
@@ -329,6 +352,7 @@ async def soak(
                 "stolen_cpu_pct": round(100 * stolen / 60 / (os.cpu_count() or 1), 1),
                 **database,
             }
+            row["client_lag_max_ms"] = client_lag.minute()
             if activity is not None:
                 row["pg_busiest"] = activity.minute()
             minutes.append(row)
@@ -347,6 +371,7 @@ async def soak(
         "wal_under_limit": all(m["wal_mib"] * 2**20 <= WAL_LIMIT + WAL_SLACK for m in minutes),
         "no_errors": all(m["errors"] == 0 for m in minutes),
     }
+    watching.cancel()
     pool.close()
     return {
         "backend": args.backend,

@@ -59,6 +59,15 @@ from service.workers import Leadership, WorkerContext
 log = logging.getLogger(__name__)
 
 
+async def _loop_lag_ctx(app: web.Application) -> AsyncIterator[None]:
+    """Time the event loop's lateness (``bobgen_event_loop_lag_seconds``) while the app runs."""
+    task = asyncio.create_task(app[METRICS_KEY].loop_lag.watch(), name="loop-lag")
+    yield
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await task
+
+
 async def _database_ctx(app: web.Application) -> AsyncIterator[None]:
     config = app[CONFIG_KEY]
     if config.db.is_sqlite:
@@ -275,7 +284,9 @@ def create_app(
     app[WORKER_KEY] = worker
     metrics.register_process(__version__, app[RUN_CONTEXT_KEY].git_sha, lifecycle)
     app.on_shutdown.append(_stopping)
-    app.cleanup_ctx.extend([_database_ctx, _documents_ctx, _seeder_ctx, _backups_ctx, _worker_ctx])
+    app.cleanup_ctx.extend(
+        [_loop_lag_ctx, _database_ctx, _documents_ctx, _seeder_ctx, _backups_ctx, _worker_ctx]
+    )
     setup_routes(app)
     if config.cors_origin_list:
         _allow_cors(app, config.cors_origin_list)

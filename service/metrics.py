@@ -7,6 +7,7 @@ label value.
 
 from __future__ import annotations
 
+import asyncio
 import gc
 import time
 from collections.abc import Iterable, Iterator
@@ -71,6 +72,7 @@ class Metrics:
         )
         self.worker: WorkerContext | None = None
         self._server: CollectorRegistry | None = None
+        self.loop_lag = LoopLag()
 
     def share(self, worker: WorkerContext) -> None:
         """Answer for the whole server, as one of its ``--workers`` (service/workers/metrics.py)."""
@@ -97,6 +99,7 @@ class Metrics:
         PlatformCollector(registry=self.registry)
         GCCollector(registry=self.registry)
         self.registry.register(_GcPauseCollector(GC_PAUSES.install()))
+        self.registry.register(_LoopLagCollector(self.loop_lag))
         self.registry.register(_BuildCollector(version, git_sha, lifecycle))
 
     def register_documents(self, watcher: DocumentWatcher) -> None:
@@ -429,6 +432,41 @@ class GcPauses:
 
 
 GC_PAUSES = GcPauses()
+
+
+class LoopLag:
+    """How late this process's event loop ran a timer due every 50 ms.
+
+    Anything that holds the loop (a blocking call in a handler, a long computation, a
+    collection, the process not being scheduled) delays every request of the process by as
+    much, whatever the database does; the database's own waits do not show it, this does.
+    """
+
+    INTERVAL_S = 0.05
+
+    def __init__(self) -> None:
+        self.lateness = Distribution(SECONDS)
+
+    async def watch(self) -> None:
+        """Measure until cancelled (one task per app, started by the app factory)."""
+        loop = asyncio.get_running_loop()
+        while True:
+            due = loop.time() + self.INTERVAL_S
+            await asyncio.sleep(self.INTERVAL_S)
+            self.lateness.observe(max(loop.time() - due, 0.0))
+
+
+class _LoopLagCollector(Collector):
+    def __init__(self, lag: LoopLag):
+        self._lag = lag
+
+    def collect(self) -> Iterator[HistogramMetricFamily]:
+        yield _histogram(
+            "bobgen_event_loop_lag_seconds",
+            "How late the event loop ran a timer due every 50 ms: every request of the "
+            "process waited as long.",
+            self._lag.lateness,
+        )
 
 
 class _GcPauseCollector(Collector):

@@ -2,6 +2,7 @@ import asyncio
 import gc
 import shutil
 import subprocess
+import time
 
 import pytest
 from aiohttp.test_utils import TestClient
@@ -12,6 +13,7 @@ from service.db import DatabaseURL
 from service.keys import DB_KEY
 from service.metrics import UNMATCHED_ROUTE
 from tests.backends import sql
+from tests.support import eventually
 
 
 async def test_health_ok(seeded_client: TestClient) -> None:
@@ -124,3 +126,26 @@ async def test_metrics_time_garbage_collections(client: TestClient) -> None:
     before = full_collections(await scrape(client))
     gc.collect()
     assert full_collections(await scrape(client)) >= before + 1
+
+
+async def test_metrics_time_how_late_the_event_loop_runs(client: TestClient) -> None:
+    async def lateness() -> tuple[float, float]:
+        """(timers measured, of them later than 100 ms)."""
+        samples = {
+            (s.name, s.labels.get("le")): s.value
+            for family in text_string_to_metric_families(await scrape(client))
+            if family.name == "bobgen_event_loop_lag_seconds"
+            for s in family.samples
+        }
+        count = samples[("bobgen_event_loop_lag_seconds_count", None)]
+        return count, count - samples[("bobgen_event_loop_lag_seconds_bucket", "0.1")]
+
+    async def measured_after(late: float) -> tuple[float, float] | None:
+        seen = await lateness()
+        return seen if seen[0] >= 2 and seen[1] > late else None
+
+    await eventually(lambda: measured_after(-1), what="the loop's timer measured")
+    _, late = await lateness()
+    time.sleep(0.3)  # noqa: ASYNC251  # blocking the loop, as a buggy handler would
+    _, late_now = await eventually(lambda: measured_after(late), what="the blocked loop")
+    assert late_now >= late + 1

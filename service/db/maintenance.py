@@ -10,6 +10,7 @@ server, and SQLite serializes them with the server's writer. On PostgreSQL, back
 from __future__ import annotations
 
 import asyncio
+import functools
 import os
 import shutil
 import sqlite3
@@ -125,7 +126,7 @@ async def describe(db: Database, migrations_dir: Path) -> dict[str, Any]:
     if sizes is None:
         row = await db.fetchone("SELECT pg_database_size(current_database())")
         sizes = {"db": int(row[0]) if row else 0}
-    known = migration_ids(migrations_dir)
+    known = _shipped_migrations(migrations_dir)
     applied: set[str] = set()
     if await db.table_exists("_yoyo_migration"):
         applied = {r[0] for r in await db.fetchall("SELECT migration_id FROM _yoyo_migration")}
@@ -152,6 +153,13 @@ def migration_ids(migrations_dir: Path) -> list[str]:
         for p in migrations_dir.glob("*.*")
         if p.suffix in (".sql", ".py") and not p.name.endswith(".rollback.sql")
     )
+
+
+@functools.cache
+def _shipped_migrations(migrations_dir: Path) -> tuple[str, ...]:
+    """:func:`migration_ids`, listed once per process: what a build ships does not change
+    while it runs, and the ops page asks every two seconds from the event loop."""
+    return tuple(migration_ids(migrations_dir))
 
 
 async def _pg_dump(url: DatabaseURL, target: Path) -> BackupResult:
