@@ -12,6 +12,7 @@ import pytest
 
 from service.client import (
     BobGen,
+    BobGenSync,
     Conflict,
     ConnectionFailed,
     Forbidden,
@@ -257,6 +258,29 @@ async def test_an_idempotent_write_is_retried_through_a_busy_database_and_a_plai
     assert busy.value.code == "database_busy" and busy.value.retry_after is not None
     assert bobgen.http.retried == tried  # not sent again
     assert (await bobgen.status.page())["total"] == 0
+
+
+async def test_the_blocking_wrapper_for_scripts(connect: Any) -> None:
+    url = (await connect()).http.base_url
+
+    def script() -> tuple[list[int], Any, str]:
+        """What a script without asyncio writes: the same calls, no await."""
+        with BobGenSync(url, ADMIN_TOKEN, retries=QUICK) as bobgen:
+            made = [bobgen.status.create(**VALID)["id"] for _ in range(3)]
+            listed = [row["id"] for row in bobgen.status.list(limit=2)]  # two pages
+            assert listed == made
+            bobgen.projects.create("scripted", id="scripted")
+            ideas = bobgen.projects("scripted").ideas
+            idea = ideas.create(title="first")
+            ideas.update(idea, {"title": "second"})
+            with pytest.raises(Conflict):
+                ideas.update(idea, {"title": "stale"})  # the same errors as the async client
+            return listed, bobgen.health()["status"], ideas.get(idea["id"])["title"]
+
+    listed, health, title = await asyncio.to_thread(script)
+    assert len(listed) == 3 and health == "ok" and title == "second"
+    with pytest.raises(RuntimeError, match="running event loop"):
+        BobGenSync(url, ADMIN_TOKEN)  # in async code, use the async client
 
 
 async def test_an_unreachable_server_is_tried_again_then_reported() -> None:

@@ -22,11 +22,13 @@ from service.client.errors import (
     Unauthorized,
     Unavailable,
 )
+from service.client.sync import BobGenSync
 from service.client.transport import Retries, Row
 
 __all__ = [
     "BobGen",
     "BobGenError",
+    "BobGenSync",
     "Conflict",
     "ConnectionFailed",
     "Forbidden",
