@@ -178,6 +178,12 @@ TRACED = (
     "bobgen_db_pool_wait_seconds",
     "bobgen_db_read_seconds",
 )
+COUNTED_READS = (
+    "status.count",
+    "status.count_up_to",
+    "status.count_settled",
+    "status.count_since",
+)
 
 
 class ActivitySampler:
@@ -264,6 +270,17 @@ def trace(before: dict[str, float], after: dict[str, float]) -> dict[str, float]
         key = f'bobgen_db_checkpoints_total{{result="{result}"}}'
         row[f"checkpoints_{result}"] = after.get(key, 0.0) - before.get(key, 0.0)
     row["batch_largest"] = after.get("bobgen_db_write_batch_largest", 0.0)
+    # The status total's statements (full count, settled range, tail): how many ran this minute
+    # and their time, so overlapping recounts show up as a count far above one per refresh.
+    for operation in COUNTED_READS:
+        series = f'bobgen_db_read_seconds_{{}}{{{{operation="{operation}"}}}}'
+        name = operation.removeprefix("status.")
+        row[f"{name}_n"] = after.get(series.format("count"), 0.0) - before.get(
+            series.format("count"), 0.0
+        )
+        row[f"{name}_s"] = round(
+            after.get(series.format("sum"), 0.0) - before.get(series.format("sum"), 0.0), 2
+        )
     # The garbage collector's stops: how many full walks this minute, their time, the longest.
     full = 'bobgen_gc_pause_seconds_{}{{generation="2"}}'
     row["gc_full_collections"] = after.get(full.format("count"), 0.0) - before.get(

@@ -577,7 +577,7 @@ async def test_commits_during_a_full_count_refresh_it_instead_of_starting_more()
     generation, full_counts = 0, 0
     release = asyncio.Event()
 
-    async def full_count() -> int:
+    async def full_count(previous: int | None) -> int:
         nonlocal full_counts
         full_counts += 1
         if full_counts > 1:
@@ -597,6 +597,47 @@ async def test_commits_during_a_full_count_refresh_it_instead_of_starting_more()
     assert full_counts == 2
     release.set()
     assert await slow == 100
+
+
+async def test_a_first_value_is_confirmed_by_one_full_computation_not_per_commit() -> None:
+    """PostgreSQL's first count cannot know which lower ids were in flight, so it is computed
+    afresh ``confirm_first_s`` later, given the first as its previous value. That runs once,
+    while commits meanwhile refresh the value; a check run from inside the refresh ran once
+    per commit, a walk of the whole table each (the soak of 2026-11-30)."""
+    generation, computed = 0, []
+    release = asyncio.Event()
+
+    async def compute(previous: int | None) -> int:
+        computed.append(previous)
+        if previous is not None:
+            await release.wait()
+        return 100 if previous is None else 1000
+
+    async def refresh(old: int) -> int:
+        return old + 1
+
+    cache: CommitCache[int] = CommitCache(
+        lambda: generation, max_age_s=0.0, full_every_s=60.0, confirm_first_s=1e-9
+    )
+    assert await cache.get("count", compute, refresh) == 100
+    assert computed == [None]
+    generation += 1
+
+    async def confirming() -> bool:
+        return len(computed) == 2
+
+    confirm = asyncio.ensure_future(cache.get("count", compute, refresh))
+    await eventually(confirming, timeout=5)
+    assert computed == [None, 100]  # the confirmation starts from the value it replaces
+    for _ in range(5):
+        generation += 1  # commits while it runs: refreshed, no second confirmation
+        assert await cache.get("count", compute, refresh) == 100 + generation - 1
+    assert len(computed) == 2
+    release.set()
+    assert await confirm == 1000
+    generation += 1
+    assert await cache.get("count", compute, refresh) == 1001  # the next full one is a minute off
+    assert len(computed) == 2
 
 
 @pytest.mark.parametrize("backend", ["sqlite", "postgresql"])

@@ -150,6 +150,14 @@ class CommitCache(Generic[T]):
     the one write lock, in commit order) sets it longer, so that the full ``count(*)`` (a walk
     of the whole index, 15 ms at 250,000 rows, holding one of two readers) runs once a minute
     instead of every two seconds; it then bounds only what a refresh cannot see (deletions).
+
+    ``confirm_first_s``: a key's first value is computed afresh once more this many seconds
+    later, with the first as its ``previous``. PostgreSQL sets it to ``ids_settle_s``: a first
+    count cannot know which lower ids were still in flight, a second one ``ids_settle_s``
+    later can (see ``status.Tally``). It is a full computation, so it runs once, as every full
+    one does; checking the first value from inside ``refresh`` instead made every commit during
+    that check start its own (a walk of the whole table per commit: the PostgreSQL soak of
+    2026-11-30 slowed from minute 8 on, as the table grew).
     """
 
     def __init__(
@@ -158,59 +166,73 @@ class CommitCache(Generic[T]):
         *,
         max_age_s: float = 2.0,
         full_every_s: float | None = None,
+        confirm_first_s: float = 0.0,
         max_entries: int = 256,
     ):
         self._generation = generation
         self._max_age_s = max_age_s
         self._full_every_s = max(max_age_s, full_every_s or 0.0)
+        self._confirm_first_s = confirm_first_s
         self._max_entries = max_entries
-        # key -> (generation, time of the last full compute, time of the last refresh, value)
+        # key -> (generation, when a full compute is next due, time of the last fill, value)
         self._entries: dict[Hashable, tuple[int, float, float, T]] = {}
         self._flights: SingleFlight[T] = SingleFlight()
 
     async def get(
         self,
         key: Hashable,
-        compute: Callable[[], Awaitable[T]],
+        compute: Callable[[T | None], Awaitable[T]],
         refresh: Callable[[T], Awaitable[T]] | None = None,
     ) -> T:
         """The value for ``key``: cached, brought up to date, or computed afresh.
 
-        ``refresh(old)``, when given, updates a value this process's commits made stale more
-        cheaply than ``compute`` (a count plus the rows added since); the entry keeps the
-        time of its last full ``compute``, so ``full_every_s`` still bounds what a refresh cannot
-        see (deletions; other processes' commits unless the backend's refresh sees them).
+        ``compute(previous)`` computes the value afresh; ``previous`` is the value it replaces
+        (``None`` for the first), for what stays true of it (``status.Tally``: the id below
+        which rows have settled). ``refresh(old)``, when given, updates a value this process's
+        commits made stale more cheaply (a count plus the rows added since); the entry keeps
+        when its next full ``compute`` is due, so ``full_every_s`` still bounds what a refresh
+        cannot see (deletions; other processes' commits unless the backend's refresh sees them).
         """
         generation, now = self._generation(), time.monotonic()
         entry = self._entries.get(key)
         if entry is None or refresh is None:
-            if entry is not None and entry[0] == generation and now - entry[1] < self._max_age_s:
+            if entry is not None and entry[0] == generation and now - entry[2] < self._max_age_s:
                 return entry[3]
+            previous = entry[3] if entry is not None else None
             # Joiners of a computation that started at this generation get its value; one that
             # started before a newer commit is not joined (it may miss that commit).
-            return await self._flights.run((key, generation), partial(self._fill, key, compute))
+            fill = partial(self._fill, key, partial(compute, previous), previous is None)
+            return await self._flights.run((key, generation), fill)
         # Once the full computation is due, one request runs it; the others go on refreshing
         # meanwhile. Joining it by generation, as above, let every commit during a 20 ms
         # count(*) start another (the PostgreSQL soak of 2026-11-30: up to a quarter of one
         # backend's time went to overlapping full counts of one key).
         full_key = (key, "full")
-        if now - entry[1] >= self._full_every_s and not self._flights.running(full_key):
-            return await self._flights.run(full_key, partial(self._fill, key, compute))
+        if now >= entry[1] and not self._flights.running(full_key):
+            full = partial(self._fill, key, partial(compute, entry[3]), False)
+            return await self._flights.run(full_key, full)
         if entry[0] == generation and now - entry[2] < self._max_age_s:
             return entry[3]
-        update = partial(self._fill, key, partial(refresh, entry[3]), entry[1])
+        update = partial(self._fill, key, partial(refresh, entry[3]), False, entry[1])
         return await self._flights.run((key, generation), update)
 
     async def _fill(
-        self, key: Hashable, compute: Callable[[], Awaitable[T]], computed_at: float | None = None
+        self,
+        key: Hashable,
+        compute: Callable[[], Awaitable[T]],
+        first: bool,
+        full_due: float | None = None,
     ) -> T:
         generation, now = self._generation(), time.monotonic()
         value = await compute()
         if len(self._entries) >= self._max_entries:
             self._entries.clear()
-        if computed_at is not None and (current := self._entries.get(key)) is not None:
+        if full_due is None:  # a full computation
+            wait = self._confirm_first_s if first and self._confirm_first_s > 0 else None
+            full_due = now + (self._full_every_s if wait is None else wait)
+        elif (current := self._entries.get(key)) is not None:
             # A full computation that landed while this refresh ran makes the entry fresh; a
             # refresh based on the older one must not make it due again at once.
-            computed_at = max(computed_at, current[1])
-        self._entries[key] = (generation, now if computed_at is None else computed_at, now, value)
+            full_due = max(full_due, current[1])
+        self._entries[key] = (generation, full_due, now, value)
         return value

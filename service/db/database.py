@@ -191,6 +191,7 @@ class Database(ABC):
             self._cache_generation,
             max_age_s=self.cross_process_staleness_s,
             full_every_s=self.derived_full_recompute_s,
+            confirm_first_s=self.ids_settle_s,
         )
 
     # ---- lifecycle ---------------------------------------------------------------------------

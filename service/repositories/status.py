@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import partial
 from typing import Any
 
@@ -121,10 +121,15 @@ class Tally:
     with an id below the largest one seen may still appear (its transaction was slower).
     Counting only past the largest id seen would miss it until the next full count. So the
     settled part moves up only to an id seen ``ids_settle_s`` ago (``mark``, seen at
-    ``marked_at``): every transaction that took an id up to it has ended by then. A full
-    count is trusted the same way: ``recheck_at`` is when its part is counted once more. On
-    SQLite ids become visible in the order they are taken: ``ids_settle_s`` is 0 and the
-    settled part follows every refresh.
+    ``marked_at``): every transaction that took an id up to it has ended by then.
+
+    A first count cannot tell which ids below its largest were still in flight, so the cache
+    computes it afresh ``ids_settle_s`` later (``CommitCache``'s ``confirm_first_s``), when
+    that largest id has settled. Every later full count recounts the settled part up to the
+    settled id of the value it replaces (catching deletes and the rare transaction that
+    outlived ``ids_settle_s``) and the tail past it, so it needs no second look. On SQLite ids
+    become visible in the order they are taken: ``ids_settle_s`` is 0, the settled part
+    follows every refresh, and a full count is one plain ``count(*)``.
     """
 
     settled: int
@@ -132,21 +137,21 @@ class Tally:
     tail: int = 0
     mark: int = 0
     marked_at: float = 0.0
-    recheck_at: float | None = None
 
     @property
     def total(self) -> int:
         return self.settled + self.tail
 
 
-async def _count(db: Database, version: str | None) -> Tally:
+async def _count(db: Database, version: str | None, previous: Tally | None) -> Tally:
+    if previous is not None and db.ids_settle_s > 0:
+        settled = await _count_up_to(db, version, previous.settled_id)
+        return await _count_since(db, version, replace(previous, settled=settled))
     where = Where().equal("version", version)
     sql = f"SELECT count(*), coalesce(max(id), 0) FROM status{where.sql()}"
-    row = await db.fetchone(sql, where.params)
+    row = await db.fetchone(sql, where.params, operation="status.count")
     counted, newest = (int(row[0]), int(row[1])) if row else (0, 0)
-    now = time.monotonic()
-    recheck = now + db.ids_settle_s if db.ids_settle_s > 0 else None
-    return Tally(counted, newest, mark=newest, marked_at=now, recheck_at=recheck)
+    return Tally(counted, newest, mark=newest, marked_at=time.monotonic())
 
 
 async def _count_since(db: Database, version: str | None, old: Tally) -> Tally:
@@ -155,9 +160,6 @@ async def _count_since(db: Database, version: str | None, old: Tally) -> Tally:
     if settle_s <= 0:  # ids visible in the order taken: everything counted is settled
         added, newest = await _count_past(db, version, settled_id)
         return Tally(settled + added, max(settled_id, newest))
-    recheck_at = old.recheck_at
-    if recheck_at is not None and now >= recheck_at:
-        settled, recheck_at = await _count_range(db, version, 0, settled_id), None
     mark, marked_at = old.mark, old.marked_at
     if mark > settled_id and now - marked_at >= settle_s:
         settled += await _count_range(db, version, settled_id, mark)
@@ -166,7 +168,15 @@ async def _count_since(db: Database, version: str | None, old: Tally) -> Tally:
     tail, newest = await _count_past(db, version, settled_id)
     if mark <= settled_id:
         mark, marked_at = max(newest, settled_id), now
-    return Tally(settled, settled_id, tail, mark, marked_at, recheck_at)
+    return Tally(settled, settled_id, tail, mark, marked_at)
+
+
+async def _count_up_to(db: Database, version: str | None, up_to: int) -> int:
+    """The whole settled part counted afresh: a walk of the table, once per full count."""
+    where = Where().equal("version", version).add("id <= ?", up_to)
+    sql = f"SELECT count(*) FROM status{where.sql()}"
+    row = await db.fetchone(sql, where.params, operation="status.count_up_to")
+    return int(row[0]) if row else 0
 
 
 async def _count_past(db: Database, version: str | None, after_id: int) -> tuple[int, int]:
