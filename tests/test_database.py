@@ -599,46 +599,6 @@ async def test_commits_during_a_full_count_refresh_it_instead_of_starting_more()
     assert await slow == 100
 
 
-async def test_commits_during_a_slow_refresh_share_one_next_refresh_instead_of_one_each() -> None:
-    """A refresh per commit ran several at once whenever one slowed, each slowing the next
-    (the PostgreSQL soak's stalled minute: twice the usual time in tail counts). Now callers
-    whose commits came after the running refresh began wait for it and share one next refresh,
-    whose value includes every one of their commits."""
-    generation, started = 0, []
-    gate = asyncio.Event()
-
-    async def compute(previous: int | None) -> int:
-        return 0
-
-    async def refresh(old: int) -> int:
-        seen = generation  # what a count run now would see: every commit so far
-        started.append(seen)
-        if len(started) == 1:
-            await gate.wait()
-        return seen
-
-    cache: CommitCache[int] = CommitCache(lambda: generation, max_age_s=60.0)
-    assert await cache.get("count", compute, refresh) == 0
-    generation = 1
-    slow = asyncio.ensure_future(cache.get("count", compute, refresh))
-
-    async def slow_started() -> bool:
-        return started == [1]
-
-    await eventually(slow_started, timeout=5)
-    waiting = []
-    for _ in range(5):
-        generation += 1  # commits while the slow refresh runs
-        waiting.append(asyncio.ensure_future(cache.get("count", compute, refresh)))
-    joiner = asyncio.ensure_future(cache.get("count", compute, refresh))  # same generation
-    await asyncio.sleep(0)
-    assert started == [1]  # nobody started a refresh beside the slow one
-    gate.set()
-    assert await slow == 1
-    assert await asyncio.gather(*waiting, joiner) == [6] * 6  # every commit, one more refresh
-    assert started == [1, 6]
-
-
 async def test_a_first_value_is_confirmed_by_one_full_computation_not_per_commit() -> None:
     """PostgreSQL's first count cannot know which lower ids were in flight, so it is computed
     afresh ``confirm_first_s`` later, given the first as its previous value. That runs once,

@@ -104,13 +104,6 @@ class SingleFlight(Generic[T]):
         """Whether a call for ``key`` is under way (one may then choose not to join it)."""
         return key in self._in_flight
 
-    async def finished(self, key: Hashable) -> None:
-        """Wait until the call for ``key`` under way, if any, has ended, whatever its outcome;
-        being cancelled while waiting does not cancel it."""
-        shared = self._in_flight.get(key)
-        if shared is not None:
-            await asyncio.wait([shared])
-
     async def run(self, key: Hashable, compute: Callable[[], Awaitable[T]]) -> T:
         shared = self._in_flight.get(key)
         while shared is not None:
@@ -184,7 +177,6 @@ class CommitCache(Generic[T]):
         # key -> (generation, when a full compute is next due, time of the last fill, value)
         self._entries: dict[Hashable, tuple[int, float, float, T]] = {}
         self._flights: SingleFlight[T] = SingleFlight()
-        self._refresh_started: dict[Hashable, int] = {}  # key -> generation its refresh began at
 
     async def get(
         self,
@@ -221,41 +213,8 @@ class CommitCache(Generic[T]):
             return await self._flights.run(full_key, full)
         if entry[0] == generation and now - entry[2] < self._max_age_s:
             return entry[3]
-        return await self._refreshed(key, compute, refresh, generation)
-
-    async def _refreshed(
-        self,
-        key: Hashable,
-        compute: Callable[[T | None], Awaitable[T]],
-        refresh: Callable[[T], Awaitable[T]],
-        needed: int,
-    ) -> T:
-        """The value brought forward by a refresh that started at generation ``needed`` or
-        later (so it sees this caller's commit), one refresh of a key at a time.
-
-        A refresh per generation, as full computations once were, ran several at once whenever
-        one slowed, each slowing the next: the PostgreSQL soak at 2,424 req/s spent 23 s of
-        one minute in the total's tail counts, against 8-12 s in the others. Now a caller whose
-        commit came after the running refresh started waits for it to end, then joins or starts
-        the next one, which starts from the value just stored.
-        """
-        flight = (key, "refresh")
-        while self._flights.running(flight) and self._refresh_started[key] < needed:
-            await self._flights.finished(flight)
-        if self._flights.running(flight):  # it started after this caller's commit: join it
-            return await self._flights.run(flight, partial(self._never, key))
-        entry = self._entries.get(key)
-        if entry is None:  # dropped meanwhile (the cache was full): compute it afresh
-            return await self.get(key, compute, refresh)
-        if entry[0] >= needed and time.monotonic() - entry[2] < self._max_age_s:
-            return entry[3]  # a refresh that landed meanwhile already saw that commit
-        self._refresh_started[key] = self._generation()
         update = partial(self._fill, key, partial(refresh, entry[3]), False, entry[1])
-        return await self._flights.run(flight, update)
-
-    @staticmethod
-    async def _never(key: Hashable) -> T:
-        raise AssertionError(f"joined a refresh of {key!r} that was not running")
+        return await self._flights.run((key, generation), update)
 
     async def _fill(
         self,
@@ -268,11 +227,6 @@ class CommitCache(Generic[T]):
         value = await compute()
         if len(self._entries) >= self._max_entries:
             self._entries.clear()
-            self._refresh_started = {
-                k: v
-                for k, v in self._refresh_started.items()
-                if self._flights.running((k, "refresh"))
-            }
         if full_due is None:  # a full computation
             wait = self._confirm_first_s if first and self._confirm_first_s > 0 else None
             full_due = now + (self._full_every_s if wait is None else wait)
