@@ -1,7 +1,7 @@
 """Soak test (not a unit test): mixed reads and writes at ~70 % of the measured maximum.
 
     .venv/bin/python bench/soak.py [--minutes 10] [--rows 100000] [--load 0.7]
-        [--rate N] [--readers N] [--backend sqlite|postgresql] [--pg-admin URL]
+        [--rate N] [--readers N] [--backend sqlite|postgresql] [--pg-admin URL] [--pin]
     make soak [MODE=postgresql] [SOAK_ARGS=...]
 
 Seeds a fresh database (a SQLite file, or a new PostgreSQL database dropped afterwards),
@@ -21,6 +21,10 @@ Each minute also records what the server's /metrics say of its database (waits, 
 and read times, checkpoints, garbage collections) and the CPU the server, the machine and
 the host took; on PostgreSQL also the statements its backends were busiest with
 (``pg_busiest``, sampled from ``pg_stat_activity``).
+
+``--pin`` puts the server (with its threads and workers) on the last core and the load
+generator on the others, so that the load's CPU does not delay the server's, nor the
+server's the load's (PostgreSQL's own processes are not pinned).
 
 Mix: 45 % random-offset pages, 35 % rows by random id, 20 % authenticated writes.
 """
@@ -413,7 +417,21 @@ def main() -> int:
     parser.add_argument("--backend", choices=("sqlite", "postgresql"), default="sqlite")
     parser.add_argument("--pg-admin", default="postgresql://postgres@127.0.0.1:5432/postgres")
     parser.add_argument("--output", type=Path, default=ROOT / "bench" / "results" / "soak.json")
+    parser.add_argument(
+        "--pin",
+        action="store_true",
+        help="the server (and its workers) on the last core, this load generator on the others",
+    )
     args = parser.parse_args()
+    server_cores: set[int] | None = None
+    if args.pin:
+        # On a small host the load generator otherwise competes with the server for the same
+        # cores, and its own delays count as the server's latency (docs/performance.md).
+        cores = sorted(os.sched_getaffinity(0))
+        if len(cores) < 2:
+            parser.error("--pin needs at least two cores")
+        server_cores = {cores[-1]}
+        os.sched_setaffinity(0, set(cores[:-1]))
     workdir = Path(tempfile.mkdtemp(prefix="bobgen-soak-"))
     with contextlib.ExitStack() as cleanup:
         cleanup.callback(shutil.rmtree, workdir, ignore_errors=True)
@@ -432,6 +450,8 @@ def main() -> int:
         server = subprocess.Popen(
             [sys.executable, *serve_command(target, port, *extra)],
             env={**os.environ, "PYTHONPATH": str(ROOT)},
+            # Before the server starts any thread, so that every thread and worker inherits it.
+            preexec_fn=(lambda: os.sched_setaffinity(0, server_cores)) if server_cores else None,
         )
         base = f"http://127.0.0.1:{port}"
         try:

@@ -115,8 +115,15 @@ class TrafficHistory:
     def chart(self, now: Sample) -> dict[str, Any]:
         """Per interval, the API's requests per second, error ratio (5xx), p50 and p99: the
         whole API, and each route that had requests in the window."""
+        points = [*self.samples, now]
+        # The interval since the newest sample is partial: a poll just after a sample made it
+        # milliseconds long, and its rate read 0 under a steady load (a CI run of the page's
+        # test saw "0.0 requests/s"). It is shown once it spans half an interval, or when it
+        # is all there is (the first seconds after a start).
+        if len(points) > 2 and now.at - points[-2].at < self.interval_s / 2:
+            points.pop()
         intervals = []
-        for before, after in itertools.pairwise([*self.samples, now]):
+        for before, after in itertools.pairwise(points):
             requests = _minus(after.requests, before.requests)
             api = {k: v for k, v in requests.items() if kind(k[0]) == "api"}
             buckets = {k: _minus(v, before.buckets.get(k, {})) for k, v in after.buckets.items()}

@@ -80,3 +80,17 @@ def test_every_active_route_has_a_point_in_every_interval() -> None:
     chart = history.chart(sample(20, 50, 0, 50, 0))
     assert [p["rate_per_s"] for p in chart["routes"]["/things"]] == [0.0, 5.0]
     assert len(chart["routes"]["/things"]) == len(chart["overall"]) == 2
+
+
+def test_the_partial_interval_since_the_newest_sample_waits_for_half_an_interval() -> None:
+    """A poll just after a sample would chart milliseconds as an interval: under a steady
+    load its rate read 0. It is left out until it spans half an interval, unless it is the
+    only one (just after a start)."""
+    history = TrafficHistory(interval_s=10, window_s=60)
+    history.record(sample(0, 0, 0, 0, 0))
+    assert len(history.chart(sample(0.01, 0, 0, 0, 0))["overall"]) == 1  # all there is
+    history.record(sample(10, 100, 0, 100, 0))
+    just_after = history.chart(sample(10.01, 100, 0, 100, 0))["overall"]
+    assert [p["rate_per_s"] for p in just_after] == [10.0]
+    later = history.chart(sample(15, 150, 0, 150, 0))["overall"]
+    assert [p["rate_per_s"] for p in later] == [10.0, 10.0]
