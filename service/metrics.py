@@ -263,7 +263,9 @@ class _StateCollector(Collector):
                 "bobgen_db_pool_in_use", "Pool connections borrowed now.", pool.in_use
             )
             yield GaugeMetricFamily(
-                "bobgen_db_pool_waiting", "Callers waiting for a pool connection now.", pool.waiting
+                "bobgen_db_pool_waiting",
+                "Callers waiting for a pool connection now (none was free when they asked).",
+                pool.waiting,
             )
             yield _histogram(
                 "bobgen_db_pool_wait_seconds",

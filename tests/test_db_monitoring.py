@@ -9,8 +9,10 @@ import asyncio
 import re
 from typing import Any
 
+import pytest
 from aiohttp.test_utils import TestClient
 
+from service.keys import DB_KEY
 from tests.helpers import VALID
 from tests.support import eventually
 
@@ -78,3 +80,23 @@ async def test_pools_and_checkpoints_are_measured(make_client: Any, backend: str
         assert samples(await text(), "bobgen_db_checkpoint_seconds")["_count"] >= 1
     else:
         assert "bobgen_db_checkpoints_total" not in first
+
+
+@pytest.mark.parametrize("backend", ["postgresql"])  # SQLite's readers: test_database.py
+async def test_pool_waiting_counts_callers_that_found_no_connection_free(
+    make_client: Any, backend: str
+) -> None:
+    """The pool-exhausted alert reads ``bobgen_db_pool_waiting``: a caller that takes an idle
+    connection is not waiting (counting it made the gauge 1 whenever a background task was
+    borrowing at scrape time), one that finds none free is, until it gets one."""
+    client: TestClient = await make_client(pg_pool_size=1)
+    db = client.app[DB_KEY]
+    assert await db.fetchall("SELECT 1") == [(1,)]
+    assert db.pool_state().waiting == 0  # it found the idle connection
+    holding = asyncio.ensure_future(db.fetchall("SELECT pg_sleep(0.5)"))
+    await eventually(lambda: db.pool_state().in_use == 1, what="the only connection taken")
+    second = asyncio.ensure_future(db.fetchall("SELECT 2"))
+    await eventually(lambda: db.pool_state().waiting == 1, what="the second caller waiting")
+    assert await second == [(2,)]
+    await holding
+    assert db.pool_state().waiting == 0

@@ -214,7 +214,7 @@ class PostgresDatabase(Database):
         self._listening = False
         self._open = False
         self._stats = WriterStats()
-        self._waiting = 0  # callers waiting for a pooled connection now
+        self._waiting = 0  # callers that found no idle pooled connection, waiting for one now
         self._acquire_waits = Distribution()
         self._reads: dict[str, Distribution] = {}  # by operation, from the query sent
         self._connection_errors = 0
@@ -288,7 +288,11 @@ class PostgresDatabase(Database):
         pool = self._pool
         if not self._open or pool is None:
             raise DatabaseClosed("database is closed")
-        self._waiting += 1
+        # Waiting means none was free: one taken from the idle ones still passes through
+        # acquire's awaits, and counted so the gauge (and the pool-exhausted alert) read 1
+        # whenever any task was borrowing at the moment of a scrape.
+        queued = pool.get_idle_size() == 0
+        self._waiting += queued
         asked = time.perf_counter()
         try:
             conn = await pool.acquire(timeout=self.options.connect_timeout_s)
@@ -303,7 +307,7 @@ class PostgresDatabase(Database):
             self.outage.failed(neutral)
             raise neutral from exc
         finally:
-            self._waiting -= 1
+            self._waiting -= queued
         self._acquire_waits.observe(time.perf_counter() - asked)
         self.outage.succeeded()
         try:
