@@ -292,7 +292,7 @@ class PostgresDatabase(Database):
         # acquire's awaits, and counted so the gauge (and the pool-exhausted alert) read 1
         # whenever any task was borrowing at the moment of a scrape.
         queued = pool.get_idle_size() == 0
-        self._waiting += queued
+        self._waiting += int(queued)
         asked = time.perf_counter()
         try:
             conn = await pool.acquire(timeout=self.options.connect_timeout_s)
@@ -307,7 +307,7 @@ class PostgresDatabase(Database):
             self.outage.failed(neutral)
             raise neutral from exc
         finally:
-            self._waiting -= queued
+            self._waiting -= int(queued)
         self._acquire_waits.observe(time.perf_counter() - asked)
         self.outage.succeeded()
         try:
