@@ -2,6 +2,7 @@
 
     .venv/bin/python bench/soak.py [--minutes 10] [--rows 100000] [--load 0.7]
         [--rate N] [--readers N] [--backend sqlite|postgresql] [--pg-admin URL] [--pin]
+        [--against bobgen|baseline]
     make soak [MODE=postgresql] [SOAK_ARGS=...]
 
 Seeds a fresh database (a SQLite file, or a new PostgreSQL database dropped afterwards),
@@ -25,6 +26,10 @@ the host took; on PostgreSQL also the statements its backends were busiest with
 ``--pin`` puts the server (with its threads and workers) on the last core and the load
 generator on the others, so that the load's CPU does not delay the server's, nor the
 server's the load's (PostgreSQL's own processes are not pinned).
+
+``--against baseline`` soaks ``bench/baseline_mixed.py`` (the hand-tuned reader and the
+minimal writer in one process) instead of BobGen, on a SQLite file: the same load, the same
+checks, no /metrics to trace.
 
 Mix: 45 % random-offset pages, 35 % rows by random id, 20 % authenticated writes.
 """
@@ -347,13 +352,14 @@ async def soak(
         client_lag = ClientLag()
         watching = asyncio.create_task(client_lag.watch())
         minutes = []
-        seen = await scrape(session, base)
+        metrics = args.against == "bobgen"  # the baseline has no /metrics
+        seen = await scrape(session, base) if metrics else {}
         cpu_seen = cpu_times(server_pid)
         for minute in range(1, args.minutes + 1):
             latencies, errors = await open_loop(pool, args.rows, rate, 60)
             wal = wal_bytes(db)
-            now = await scrape(session, base)
-            database, seen = trace(seen, now), now
+            now = await scrape(session, base) if metrics else {}
+            database, seen = (trace(seen, now) if metrics else {}), now
             cpu_now = cpu_times(server_pid)
             used = [b - a for a, b in zip(cpu_seen, cpu_now, strict=True)]
             server_cpu, machine_cpu, stolen = used
@@ -396,6 +402,7 @@ async def soak(
     pool.close()
     return {
         "backend": args.backend,
+        "against": args.against,
         "max_rate": round(maximum, 1),
         "max_rates": [round(m, 1) for m in maxima],
         "rate": round(rate, 1),
@@ -422,7 +429,15 @@ def main() -> int:
         action="store_true",
         help="the server (and its workers) on the last core, this load generator on the others",
     )
+    parser.add_argument(
+        "--against",
+        choices=("bobgen", "baseline"),
+        default="bobgen",
+        help="the server soaked: BobGen, or bench/baseline_mixed.py (SQLite only)",
+    )
     args = parser.parse_args()
+    if args.against == "baseline" and args.backend != "sqlite":
+        parser.error("--against baseline soaks a SQLite file")
     server_cores: set[int] | None = None
     if args.pin:
         # On a small host the load generator otherwise competes with the server for the same
@@ -447,8 +462,11 @@ def main() -> int:
         port = free_port()
         extra = ["--read-connections", str(args.readers)] if args.readers else []
         extra += ["--workers", str(args.workers)]
+        command = serve_command(target, port, *extra)
+        if args.against == "baseline":
+            command = [str(ROOT / "bench" / "baseline_mixed.py"), str(port), target]
         server = subprocess.Popen(
-            [sys.executable, *serve_command(target, port, *extra)],
+            [sys.executable, *command],
             env={**os.environ, "PYTHONPATH": str(ROOT)},
             # Before the server starts any thread, so that every thread and worker inherits it.
             preexec_fn=(lambda: os.sched_setaffinity(0, server_cores)) if server_cores else None,
