@@ -24,20 +24,21 @@ import subprocess
 import sys
 import tempfile
 import time
-import urllib.request
 from pathlib import Path
+
+import aiohttp
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
 
 from loadgen import HttpPool  # noqa: E402
-from soak import max_rate, open_loop  # noqa: E402
+from soak import max_rate, open_loop, scrape  # noqa: E402
 
 from bench import free_port, seed, serve_command, wait_up  # noqa: E402
 
 ROWS = 100_000
-COUNTED = re.compile(r"^bobgen_db_(read|transaction)_seconds_count(\{[^}]*\})? ")
+COUNTED = re.compile(r"^bobgen_db_(read|transaction)_seconds_count(\{[^}]*\})?$")
 
 
 def threads(pid: int) -> dict[str, tuple[float, int]]:
@@ -57,16 +58,13 @@ def threads(pid: int) -> dict[str, tuple[float, int]]:
     return found
 
 
-def database_counts(base: str) -> dict[str, float]:
-    """Reads by operation and transactions so far (BobGen's /metrics)."""
-    with urllib.request.urlopen(base + "/metrics") as resp:
-        text = resp.read().decode()
-    counts = {}
-    for line in text.splitlines():
-        if COUNTED.match(line):
-            name, _, value = line.rpartition(" ")
-            counts[name.replace("bobgen_db_", "").replace("_seconds_count", "")] = float(value)
-    return counts
+def database_counts(samples: dict[str, float]) -> dict[str, float]:
+    """Reads by operation and transactions so far, from BobGen's /metrics samples."""
+    return {
+        name.replace("bobgen_db_", "").replace("_seconds_count", ""): value
+        for name, value in samples.items()
+        if COUNTED.match(name)
+    }
 
 
 async def measure(
@@ -75,9 +73,10 @@ async def measure(
     port = int(base.rsplit(":", 1)[1])
     headers = {"Authorization": f"Bearer {token}", "Content-Type": "application/json"}
     pool = HttpPool("127.0.0.1", port, {**headers, "Connection": "keep-alive"})
+    session = aiohttp.ClientSession()
     await open_loop(pool, ROWS, 500, 5)  # warm-up
     for rate in rates:
-        counts = database_counts(base) if bobgen else {}
+        counts = database_counts(await scrape(session, base)) if bobgen else {}
         before, started = threads(pid), time.perf_counter()
         if rate == "max":
             served = await max_rate(pool, ROWS, seconds) * seconds
@@ -95,10 +94,11 @@ async def measure(
         )
         print(line, flush=True)
         if bobgen:
-            now = database_counts(base)
+            now = database_counts(await scrape(session, base))
             per = {k: (now[k] - counts.get(k, 0.0)) / served for k in now}
             print("        per request: " + ", ".join(f"{k} {v:.3f}" for k, v in per.items() if v))
     pool.close()
+    await session.close()
 
 
 def main() -> None:
