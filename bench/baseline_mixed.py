@@ -17,7 +17,6 @@ from collections.abc import AsyncIterator
 import aiosqlite
 import baseline_reader
 import baseline_writer
-import uvloop
 from aiohttp import web
 
 
@@ -43,14 +42,7 @@ def main() -> None:
     app.router.add_get("/bobgen/status", baseline_reader.page)
     app.router.add_get("/bobgen/status/{id}", baseline_reader.row)
     app.router.add_post("/bobgen/status", baseline_writer.create)
-    web.run_app(
-        app,
-        host="127.0.0.1",
-        port=int(sys.argv[1]),
-        access_log=None,
-        print=None,
-        loop=uvloop.new_event_loop(),
-    )
+    baseline_reader.serve(app)
 
 
 if __name__ == "__main__":
