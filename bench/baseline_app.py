@@ -11,8 +11,8 @@ import sys
 import orjson
 from aiohttp import web
 
+from service.jobs.seeding import seed_row
 from service.repositories.status import STATUS_FIELDS
-from service.seeding import seed_row
 
 ROW = orjson.dumps(dict(zip(STATUS_FIELDS, seed_row(1), strict=True)))
 

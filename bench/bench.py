@@ -39,8 +39,8 @@ from service.db import DatabaseURL  # noqa: E402
 from service.db.migrations import apply_migrations  # noqa: E402
 from service.db.sqlite import SqliteDatabase  # noqa: E402
 from service.domain.auth import Scope  # noqa: E402
+from service.jobs.seeding import Seeder  # noqa: E402
 from service.schemas.common import encode_cursor  # noqa: E402
-from service.seeding import Seeder  # noqa: E402
 from service.tokens import create_token  # noqa: E402
 
 POST_BODY = '{"uptime": 99.9, "version": "9.9.9", "latency": 1.5, "error_rate": 0.001}'

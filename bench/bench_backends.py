@@ -49,7 +49,7 @@ from service.config import DEFAULT_MIGRATIONS_DIR  # noqa: E402
 from service.db import DatabaseURL, connect, execute_many  # noqa: E402
 from service.db.migrations import apply_migrations  # noqa: E402
 from service.domain.auth import Scope  # noqa: E402
-from service.seeding import Seeder  # noqa: E402
+from service.jobs.seeding import Seeder  # noqa: E402
 from service.timeutil import utc_now  # noqa: E402
 from service.tokens import create_token  # noqa: E402
 

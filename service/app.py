@@ -34,6 +34,7 @@ from service.db.maintenance import check_writable, quick_check
 from service.db.migrations import apply_migrations
 from service.domain.runs import RunContext, current_git_sha
 from service.errors import answer_protocol_errors_in_json, error_middleware
+from service.jobs.seeding import Seeder
 from service.keys import (
     BACKUPS_KEY,
     CLOCK_KEY,
@@ -51,7 +52,6 @@ from service.keys import (
 )
 from service.lifecycle import after_migrations
 from service.metrics import Metrics
-from service.seeding import Seeder
 from service.timeutil import Clock
 from service.tokens import ensure_initial_admin_token
 from service.workers import Leadership, WorkerContext

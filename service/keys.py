@@ -16,8 +16,8 @@ if TYPE_CHECKING:  # keys carry no weight: handlers need not import seeding or p
     from service.documents.files import FileView
     from service.documents.watcher import DocumentWatcher
     from service.jobs.backups import BackupSchedule
+    from service.jobs.seeding import Seeder
     from service.metrics import Metrics
-    from service.seeding import Seeder
     from service.workers import WorkerContext
 
 CONFIG_KEY = web.AppKey("config", Config)

@@ -36,7 +36,7 @@ from service.db import Database
 from service.db.database import SECONDS, Distribution
 from service.db.sqlite import JOURNAL_SIZE_LIMIT_BYTES
 from service.errors import Handler
-from service.seeding import Seeder, SeedState
+from service.jobs.seeding import Seeder, SeedState
 
 if TYPE_CHECKING:
     from prometheus_client.metrics_core import Metric
@@ -220,7 +220,7 @@ class _StateCollector(Collector):
         yield _histogram(
             "bobgen_db_write_queue_wait_seconds",
             "From a write submitted to its transaction beginning (SQLite: waiting for the "
-            "writer thread; PostgreSQL: for a pooled connection).",
+            "writer thread; PostgreSQL: for a write slot, then a pooled connection).",
             stats.queue_wait,
         )
         yield _histogram(

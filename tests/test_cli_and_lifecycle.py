@@ -14,8 +14,8 @@ import pytest
 
 from service import __version__
 from service.db import DatabaseURL
+from service.jobs.seeding import SeedState
 from service.keys import SEEDER_KEY
-from service.seeding import SeedState
 from tests.backends import sql
 from tests.helpers import BOBGEN, run_cli
 from tests.support.server import Server, free_port

@@ -7,7 +7,7 @@ import pytest
 
 from service.db import Database, DatabaseURL
 from service.domain.runs import RunContext
-from service.importer import DumpUnreadable, import_dump
+from service.jobs.importer import DumpUnreadable, import_dump
 from tests.backends import cli_db, sql
 from tests.helpers import run_cli
 from tests.support import REPO_ROOT
@@ -174,8 +174,8 @@ async def test_an_import_that_fails_while_writing_rolls_back_whole(
     """Fault injection: after its projects, ideas and first workflow run are written, the
     import's transaction meets a real database error (a statement on a missing table). Not a
     row of it stays: no project, no run, no audit entry."""
-    from service import importer
     from service.db import execute
+    from service.jobs import importer
 
     real = importer._insert_nodes
 

@@ -10,9 +10,9 @@ import pytest
 from aiohttp.test_utils import TestClient
 
 from service.db import Database, DatabaseURL
+from service.jobs.seeding import SeedAlreadyRunning, Seeder, SeedProgress, SeedState, seed_row
 from service.repositories import status as status_repo
 from service.repositories.status import WRITABLE_FIELDS
-from service.seeding import SeedAlreadyRunning, Seeder, SeedProgress, SeedState, seed_row
 from tests.backends import cli_db, sql
 from tests.support import eventually, eventually_sync, wait_for_seed
 

@@ -10,9 +10,9 @@ from aiohttp.test_utils import TestClient
 from service.app import create_app
 from service.config import Config
 from service.db import DatabaseURL
+from service.jobs.seeding import seed_row
 from service.keys import DB_KEY
 from service.repositories.status import STATUS_FIELDS
-from service.seeding import seed_row
 from tests.backends import write_lock_held_elsewhere
 from tests.helpers import VALID, assert_error
 from tests.support import REPO_ROOT, eventually, wait_for_seed

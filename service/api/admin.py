@@ -9,6 +9,7 @@ from service.api.openapi import operation
 from service.api.requests import load_json
 from service.documents.watcher import DocumentWatcher, ReloadRunning
 from service.errors import Conflict, NotFound
+from service.jobs.seeding import SeedAlreadyRunning
 from service.jsonutil import json_response
 from service.keys import DOCUMENTS_KEY, SEEDER_KEY
 from service.schemas.admin import (
@@ -17,7 +18,6 @@ from service.schemas.admin import (
     SYNC_STATUS,
     SeedRequestSchema,
 )
-from service.seeding import SeedAlreadyRunning
 
 _SEED = SeedRequestSchema()
 

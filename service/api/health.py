@@ -12,6 +12,7 @@ from service import __version__
 from service.api.openapi import operation
 from service.api.probes import database_problem
 from service.db import DatabaseUnavailable
+from service.jobs.seeding import SeedState
 from service.jsonutil import json_response
 from service.keys import (
     DB_KEY,
@@ -23,7 +24,6 @@ from service.keys import (
 )
 from service.metrics import CONTENT_TYPE
 from service.schemas.probes import HEALTH
-from service.seeding import SeedState
 
 
 @operation("Health for people: database, seed and document sync state", response=HEALTH)

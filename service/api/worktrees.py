@@ -235,29 +235,34 @@ async def reserve_worktree(request: web.Request) -> web.Response:
             lease_until=clock.iso(body["lease_s"]),
             now=w.now,
         )
-        wt, session_id = got.worktree, body["session_id"]
-        if got.reclaimed_from is None:
-            message = f"worktree {wt['id']} reserved by session {session_id}"
-            audit(w, "worktree.reserved", message, id=wt["id"], session_id=session_id)
-        else:  # one write, one audit row: the reclaim names both sessions
-            message = (
-                f"worktree {wt['id']} reclaimed by session {session_id} from session "
-                f"{got.reclaimed_from}, whose lease expired at {got.expired_at}"
-            )
-            audit(
-                w,
-                "worktree.reclaimed",
-                message,
-                id=wt["id"],
-                session_id=session_id,
-                from_session=got.reclaimed_from,
-                lease_expired_at=got.expired_at,
-            )
-        return wt
+        _audit_reservation(w, got, body["session_id"])
+        return got.worktree
 
     row = await write(request, work)
     location = f"/repositories/{repository_id}/worktrees/{row['id']}"
     return json_response(row, status=201, headers={"Location": location, **etag(row["version"])})
+
+
+def _audit_reservation(w: AuditedWrite, got: repo.Reservation, session_id: str) -> None:
+    """One write, one audit row: a reclaim names both sessions and when the lease ran out."""
+    wt_id = got.worktree["id"]
+    if got.reclaimed_from is None:
+        message = f"worktree {wt_id} reserved by session {session_id}"
+        audit(w, "worktree.reserved", message, id=wt_id, session_id=session_id)
+        return
+    message = (
+        f"worktree {wt_id} reclaimed by session {session_id} from session "
+        f"{got.reclaimed_from}, whose lease expired at {got.expired_at}"
+    )
+    audit(
+        w,
+        "worktree.reclaimed",
+        message,
+        id=wt_id,
+        session_id=session_id,
+        from_session=got.reclaimed_from,
+        lease_expired_at=got.expired_at,
+    )
 
 
 @operation(

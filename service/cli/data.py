@@ -19,7 +19,7 @@ from service.config import Config
 
 
 def import_dump(config: Config, args: argparse.Namespace) -> int:
-    from service.importer import DumpUnreadable, import_dump, summary
+    from service.jobs.importer import DumpUnreadable, import_dump, summary
 
     try:
         dump = json.loads(args.file.read_bytes())

@@ -202,7 +202,7 @@ def seed(config: Config, args: argparse.Namespace) -> int:
 
 
 async def _seed_async(config: Config) -> int:
-    from service.seeding import Seeder, SeedProgress, SeedState
+    from service.jobs.seeding import Seeder, SeedProgress, SeedState
 
     with SeedDisplay(sys.stderr) as display:
 

@@ -1,1 +1,1 @@
-"""Background jobs of the application (scheduled backups), beside the requests."""
+"""The application's jobs beside the requests: seeding, importing a dump, scheduled backups."""

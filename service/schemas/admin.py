@@ -5,6 +5,7 @@ from __future__ import annotations
 from marshmallow import Schema, validate
 
 from service.documents.watcher import SyncState
+from service.jobs.seeding import SeedState
 from service.schemas.common import JsonInteger
 from service.schemas.records import (
     COUNT,
@@ -17,7 +18,6 @@ from service.schemas.records import (
     one_of,
     record,
 )
-from service.seeding import SeedState
 
 MAX_SEED_ROWS = 10_000_000
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from service.domain.runs import RUN_STATUSES, StepStatus
+from service.jobs.seeding import SeedState
 from service.schemas.admin import SEED_PROGRESS, SYNC_STATUS, SYNC_SUMMARY
 from service.schemas.records import (
     BOOLEAN,
@@ -18,7 +19,6 @@ from service.schemas.records import (
     record,
 )
 from service.schemas.runs import AUDIT_RECORD, RUN_RECORD
-from service.seeding import SeedState
 
 LIVE = record({"status": {"type": "string", "const": "alive"}})
 READY = record({"status": {"type": "string", "const": "ready"}})
