@@ -7,6 +7,8 @@ import asyncio
 import time
 from typing import Any
 
+import psycopg
+
 from service.app import DB_KEY, create_app
 from service.config import DEFAULT_MIGRATIONS_DIR, Config
 from service.db import (
@@ -19,6 +21,7 @@ from service.db import (
     query_one,
 )
 from service.db.migrations import apply_migrations
+from service.db.postgres import write_slots
 from service.repositories.status import count_since_query
 from tests.backends import sql
 from tests.helpers import VALID
@@ -50,6 +53,47 @@ async def test_deadlocks_are_retried_until_both_units_commit(pg_url: DatabaseURL
         assert db.writer_stats.retried >= 1  # PostgreSQL chose a victim; it ran again
         rows = await db.fetchall("SELECT id, blocks FROM status ORDER BY id")
         assert rows == [(1, 2), (2, 2)]  # both units committed, each exactly once
+    finally:
+        await db.close()
+
+
+async def test_writes_stuck_in_commit_leave_the_reads_their_connections(
+    pg_url: DatabaseURL,
+) -> None:
+    """Writes may hold only half the pool: when they cannot finish (here a table lock held
+    elsewhere; in the soak, a slow WAL flush at COMMIT), reads still get a connection at
+    once instead of waiting out the connect timeout behind them."""
+    apply_migrations(pg_url, DEFAULT_MIGRATIONS_DIR)
+    db = connect(pg_url, DatabaseOptions(pool_size=4, connect_timeout_s=1.0))
+    insert = (
+        "INSERT INTO status (uptime, version, latency, error_rate, created_at, updated_at) "
+        "VALUES (1, 'v', 1, 0, 't', 't')"
+    )
+    name = pg_url.redacted.rsplit("/", 1)[-1]
+    await db.open()
+    try:
+        await db.write(execute(insert))
+        with psycopg.connect(pg_url.dsn) as holder:  # a transaction holding the table
+            holder.execute("LOCK TABLE status IN EXCLUSIVE MODE")  # reads pass, writes wait
+            writes = [asyncio.create_task(db.write(execute(insert))) for _ in range(6)]
+
+            def waiting_writes() -> int:
+                found = sql(
+                    pg_url,
+                    "SELECT count(*) FROM pg_stat_activity WHERE datname = ? "
+                    "AND wait_event_type = 'Lock'",
+                    (name,),
+                )
+                return int(found[0][0])
+
+            await eventually(lambda: waiting_writes() == write_slots(4), what="writes waiting")
+            started = time.monotonic()
+            assert await db.fetchall("SELECT count(*) FROM status") == [(1,)]
+            assert time.monotonic() - started < 0.5  # not the 1 s connect timeout
+            assert waiting_writes() == 2  # the other four wait for a slot, not in PostgreSQL
+            holder.rollback()
+        await asyncio.gather(*writes)
+        assert await db.fetchall("SELECT count(*) FROM status") == [(7,)]
     finally:
         await db.close()
 

@@ -73,6 +73,18 @@ LISTENER_RETRY_S = 1.0
 LOOKUP_CONCURRENCY = 2
 
 
+def write_slots(pool_size: int) -> int:
+    """How many pooled connections writes may hold at once: half the pool, rounded up.
+
+    A write holds its connection through COMMIT, which waits for PostgreSQL's WAL flush. When
+    the disk is slow to flush (seen for 0.5 s at a time in the soak), uncapped writes took
+    every pooled connection within tens of milliseconds, and reads, four requests in five,
+    queued behind a flush they did not need. Capped, a slow flush slows the writes and
+    leaves the reads their connections. Several writes still overlap their flushes, which
+    PostgreSQL makes into one (its own group commit)."""
+    return max(1, (pool_size + 1) // 2)
+
+
 @lru_cache(maxsize=2048)
 def to_dollar_params(sql: str) -> str:
     """``?`` placeholders -> ``$1, $2, ...``, leaving quoted strings and identifiers alone."""
@@ -215,6 +227,7 @@ class PostgresDatabase(Database):
         self._open = False
         self._stats = WriterStats()
         self._waiting = 0  # callers that found no idle pooled connection, waiting for one now
+        self._write_slots = asyncio.Semaphore(write_slots(options.pool_size))
         self._acquire_waits = Distribution()
         self._reads: dict[str, Distribution] = {}  # by operation, from the query sent
         self._connection_errors = 0
@@ -357,9 +370,9 @@ class PostgresDatabase(Database):
     async def _write_once(self, unit: Work[T], operation: str) -> T:
         channels: list[str] = []
         queued = time.perf_counter()
-        async with self._connection() as conn:
+        async with self._write_slots, self._connection() as conn:
             began = time.perf_counter()
-            self._stats.queue_wait.observe(began - queued)  # waiting for a pooled connection
+            self._stats.queue_wait.observe(began - queued)  # for a write slot, then a connection
             # BEGIN and COMMIT by hand, not through asyncpg's Transaction: the COMMIT travels
             # in one message with the statements the unit held back (pg_literals).
             await _begin(conn.execute("BEGIN"))
