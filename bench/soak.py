@@ -29,7 +29,8 @@ server's the load's (PostgreSQL's own processes are not pinned).
 
 ``--against baseline`` soaks ``bench/baseline_mixed.py`` (the hand-tuned reader and the
 minimal writer in one process) instead of BobGen, on a SQLite file: the same load, the same
-checks, no /metrics to trace.
+checks, no /metrics to trace. ``--against inline`` soaks the same handlers with every query
+run on the event loop's thread, so that its maximum is bound by its CPU, as BobGen's is.
 
 Mix: 45 % random-offset pages, 35 % rows by random id, 20 % authenticated writes.
 """
@@ -431,13 +432,14 @@ def main() -> int:
     )
     parser.add_argument(
         "--against",
-        choices=("bobgen", "baseline"),
+        choices=("bobgen", "baseline", "inline"),
         default="bobgen",
-        help="the server soaked: BobGen, or bench/baseline_mixed.py (SQLite only)",
+        help="the server soaked: BobGen, or bench/baseline_mixed.py (SQLite only; inline: "
+        "its queries on the event loop's thread)",
     )
     args = parser.parse_args()
-    if args.against == "baseline" and args.backend != "sqlite":
-        parser.error("--against baseline soaks a SQLite file")
+    if args.against != "bobgen" and args.backend != "sqlite":
+        parser.error(f"--against {args.against} soaks a SQLite file")
     server_cores: set[int] | None = None
     if args.pin:
         # On a small host the load generator otherwise competes with the server for the same
@@ -463,8 +465,9 @@ def main() -> int:
         extra = ["--read-connections", str(args.readers)] if args.readers else []
         extra += ["--workers", str(args.workers)]
         command = serve_command(target, port, *extra)
-        if args.against == "baseline":
+        if args.against != "bobgen":
             command = [str(ROOT / "bench" / "baseline_mixed.py"), str(port), target]
+            command += ["--inline"] if args.against == "inline" else []
         server = subprocess.Popen(
             [sys.executable, *command],
             env={**os.environ, "PYTHONPATH": str(ROOT)},
