@@ -2,7 +2,7 @@
 
     .venv/bin/python bench/soak.py [--minutes 10] [--rows 100000] [--load 0.7]
         [--rate N] [--readers N] [--backend sqlite|postgresql] [--pg-admin URL] [--pin]
-        [--against bobgen|baseline]
+        [--against bobgen|baseline|inline]
     make soak [MODE=postgresql] [SOAK_ARGS=...]
 
 Seeds a fresh database (a SQLite file, or a new PostgreSQL database dropped afterwards),
